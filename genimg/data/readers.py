@@ -1,0 +1,57 @@
+"""One entry point for every source: `read_source("builtin:digits" | path, kind=None)`."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from genimg.data.arrays import read_array_file
+from genimg.data.builtin import BUILTIN_SOURCES
+from genimg.data.dataset import DataKind, Dataset, no_valid_records
+from genimg.data.folders import IMAGE_SUFFIXES, read_image_folder, read_sequence_folder
+from genimg.data.idx import is_idx_path, read_idx
+from genimg.errors import DataError
+
+ARRAY_SUFFIXES = {".npy", ".npz"}
+SOURCE_HELP = (
+    "expected builtin:digits, builtin:moving-digits, or a path to an image folder, "
+    "a sequence folder, an IDX file or an .npz/.npy file"
+)
+
+
+def read_source(source: str, kind: DataKind | None = None) -> Dataset:
+    """Read every record of `source`; bad records become `Dataset.rejected`, not errors.
+
+    Raises DataError when the source itself is unusable (missing, unknown type, nothing valid).
+    """
+    if kind not in (None, "images", "sequences"):
+        raise DataError(f"unknown kind {kind!r} (expected images or sequences)")
+    if source.startswith("builtin:"):
+        loader = BUILTIN_SOURCES.get(source)
+        if loader is None:
+            known = ", ".join(sorted(BUILTIN_SOURCES))
+            raise DataError(f"unknown builtin dataset {source!r} (known: {known})")
+        dataset = loader()
+    elif "://" in source:
+        raise DataError(f"cannot read {source!r}: only local paths and builtin: sources are read here")
+    else:
+        dataset = read_path(Path(source).expanduser(), kind)
+    if kind is not None and dataset.kind != kind:
+        raise DataError(f"{source} holds {dataset.kind}, not {kind}")
+    if len(dataset) == 0:
+        raise no_valid_records(source, dataset.kind, dataset.rejected)
+    return dataset
+
+
+def read_path(path: Path, kind: DataKind | None) -> Dataset:
+    if not path.exists():
+        raise DataError(f"dataset source not found: {path} ({SOURCE_HELP})")
+    if path.is_dir():
+        return read_sequence_folder(path) if kind == "sequences" else read_image_folder(path)
+    suffix = path.suffix.lower()
+    if suffix in ARRAY_SUFFIXES:
+        return read_array_file(path, kind)
+    if is_idx_path(path):
+        return read_idx(path)
+    if suffix in IMAGE_SUFFIXES:
+        raise DataError(f"{path} is a single image; point at the folder that holds the images")
+    raise DataError(f"{path}: unknown source type ({SOURCE_HELP})")

@@ -1,0 +1,233 @@
+"""What every model family shares: named losses, seeded sampling, the registry, save / load.
+
+A saved model is a folder with `model.json` (registry name + typed config) and
+`model.safetensors` (all weights, EMA copies included). Loading rebuilds the module from the
+config and loads the weights strictly: no pickle anywhere.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, ClassVar, Literal
+
+import torch
+from safetensors.torch import load_file, save_file
+from torch import Tensor, nn
+
+from genimg.config import config_from_dict, config_to_dict
+from genimg.errors import ConfigError, GenimgError
+
+Family = Literal["gan", "vae", "rvae"]
+DataKind = Literal["images", "sequences"]
+MODEL_FORMAT = "genimg.model/1"
+MODEL_CONFIG_FILE = "model.json"
+MODEL_WEIGHTS_FILE = "model.safetensors"
+
+
+@dataclass
+class Losses:
+    """A loss to minimise plus named parts for logging (detached scalars)."""
+
+    total: Tensor
+    parts: dict[str, Tensor]
+
+
+class GenerativeModel(nn.Module):
+    """Base of every registered model: a config and a seeded `sample`."""
+
+    registry_name: ClassVar[str]
+    config: Any
+
+    def sample(self, n: int, seed: int | None = None) -> Tensor:
+        """`n` samples in [0, 1]: (n, C, H, W) for images, (n, T, C, H, W) for sequences."""
+        raise NotImplementedError
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.parameters()).device
+
+
+def seeded_normal(shape: tuple[int, ...], seed: int | None, device: torch.device) -> Tensor:
+    """Standard normal noise drawn on the CPU from its own generator, so a seed gives the same
+    samples on every device and does not disturb the global RNG (training stays reproducible)."""
+    if seed is None:
+        return torch.randn(shape, device=device)
+    generator = torch.Generator().manual_seed(seed)
+    return torch.randn(shape, generator=generator).to(device)
+
+
+@contextlib.contextmanager
+def evaluating(module: nn.Module) -> Iterator[None]:
+    """Eval mode and no autograd inside; the previous mode is restored after."""
+    was_training = module.training
+    module.eval()
+    try:
+        with torch.no_grad():
+            yield
+    finally:
+        module.train(was_training)
+
+
+# --- likelihoods shared by the VAE and the RVAE -------------------------------------------------
+
+Likelihood = Literal["bernoulli", "gaussian"]
+PIXEL_LEVELS = 256
+
+
+def likelihood_target(
+    images: Tensor, likelihood: Likelihood, binarize: bool, generator: torch.Generator | None = None
+) -> Tensor:
+    """The values the decoder is scored on.
+
+    bernoulli: dynamic binarisation (a fresh {0, 1} draw per pass, pixel value = probability)
+    when `binarize`, else the grey levels themselves as soft targets.
+    gaussian: uniform dequantisation of the 8-bit levels, so the continuous density bounds the
+    discrete likelihood (see `discrete_nll_offset`).
+    """
+    if likelihood == "bernoulli":
+        if not binarize:
+            return images
+        if generator is None:
+            return torch.bernoulli(images)
+        return torch.bernoulli(images.cpu(), generator=generator).to(images.device)
+    levels = torch.round(images * (PIXEL_LEVELS - 1))
+    noise = (
+        torch.rand(images.shape, device=images.device)
+        if generator is None
+        else torch.rand(images.shape, generator=generator).to(images.device)
+    )
+    return (levels + noise) / PIXEL_LEVELS
+
+
+def log_likelihood(
+    target: Tensor, decoded: Tensor, likelihood: Likelihood, log_scale: Tensor | None
+) -> Tensor:
+    """log p(target | decoded) summed over (C, H, W): shape (B,).
+
+    `decoded` holds Bernoulli logits, or Gaussian means before a sigmoid; `log_scale` is the
+    per-channel Gaussian log standard deviation.
+    """
+    if likelihood == "bernoulli":
+        per_pixel = -nn.functional.binary_cross_entropy_with_logits(
+            decoded, target, reduction="none"
+        )
+    else:
+        assert log_scale is not None
+        scale = log_scale.view(1, -1, 1, 1)
+        mean = torch.sigmoid(decoded)
+        per_pixel = -0.5 * ((target - mean) / scale.exp()).pow(2) - scale - 0.5 * math.log(
+            2 * math.pi
+        )
+    return per_pixel.flatten(1).sum(1)
+
+
+def discrete_nll_offset(likelihood: Likelihood, image_shape: tuple[int, int, int]) -> float:
+    """Nats to add to a dequantised Gaussian NLL so it bounds the NLL of the 8-bit data.
+
+    -log P(x) ≤ E_u[-log p((x + u) / 256)] + D·log 256, where D is the number of pixel values.
+    """
+    if likelihood == "bernoulli":
+        return 0.0
+    return math.prod(image_shape) * math.log(PIXEL_LEVELS)
+
+
+def decoded_mean(decoded: Tensor) -> Tensor:
+    """The expected image in [0, 1] for either likelihood (both decode through a sigmoid)."""
+    return torch.sigmoid(decoded)
+
+
+# --- registry ------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    name: str
+    family: Family
+    data_kind: DataKind
+    config_cls: type
+    model_cls: type[GenerativeModel]
+
+
+MODEL_REGISTRY: dict[str, ModelSpec] = {}
+
+
+def register_model(
+    name: str, *, family: Family, data_kind: DataKind, config_cls: type
+) -> Callable[[type[GenerativeModel]], type[GenerativeModel]]:
+    def decorator(model_cls: type[GenerativeModel]) -> type[GenerativeModel]:
+        if name in MODEL_REGISTRY:
+            raise RuntimeError(f"model {name!r} is registered twice")
+        model_cls.registry_name = name
+        MODEL_REGISTRY[name] = ModelSpec(name, family, data_kind, config_cls, model_cls)
+        return model_cls
+
+    return decorator
+
+
+def model_spec(name: str) -> ModelSpec:
+    try:
+        return MODEL_REGISTRY[name]
+    except KeyError:
+        known = ", ".join(sorted(MODEL_REGISTRY))
+        raise ConfigError(f"unknown model {name!r} (known: {known})") from None
+
+
+def build_model(name: str, config: dict[str, Any] | None = None) -> GenerativeModel:
+    """Build a registered model from a plain config dict (validated; unknown keys refused)."""
+    spec = model_spec(name)
+    typed = config_from_dict(spec.config_cls, config or {}, where="model")
+    return spec.model_cls(typed)
+
+
+# --- save / load ---------------------------------------------------------------------------------
+
+
+def save_model(model: GenerativeModel, directory: str | Path) -> Path:
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    description = {
+        "format": MODEL_FORMAT,
+        "model": model.registry_name,
+        "config": config_to_dict(model.config),
+    }
+    weights = {key: value.detach().cpu().contiguous() for key, value in model.state_dict().items()}
+    save_file(weights, str(directory / MODEL_WEIGHTS_FILE))
+    (directory / MODEL_CONFIG_FILE).write_text(json.dumps(description, indent=2) + "\n")
+    return directory
+
+
+def read_model_description(directory: str | Path) -> dict[str, Any]:
+    directory = Path(directory)
+    path = directory / MODEL_CONFIG_FILE
+    if not directory.is_dir():
+        raise GenimgError(f"model folder not found: {directory}")
+    if not path.is_file():
+        raise GenimgError(f"not a genimg model folder (no {MODEL_CONFIG_FILE}): {directory}")
+    try:
+        description = json.loads(path.read_text())
+    except json.JSONDecodeError as exc:
+        raise GenimgError(f"corrupt {path}: {exc}") from exc
+    if not isinstance(description, dict) or description.get("format") != MODEL_FORMAT:
+        raise GenimgError(f"{path} is not a {MODEL_FORMAT} description")
+    return description
+
+
+def load_model(directory: str | Path, device: str | torch.device = "cpu") -> GenerativeModel:
+    directory = Path(directory)
+    description = read_model_description(directory)
+    model = build_model(description["model"], description["config"])
+    weights_path = directory / MODEL_WEIGHTS_FILE
+    if not weights_path.is_file():
+        raise GenimgError(f"missing weights {weights_path}")
+    try:
+        weights = load_file(str(weights_path), device=str(device))
+        model.load_state_dict(weights, strict=True)
+    except Exception as exc:  # safetensors raises its own error type for corrupt files
+        first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise GenimgError(f"cannot load weights {weights_path}: {first_line}") from exc
+    return model.to(device)

@@ -1,0 +1,153 @@
+"""Full training checkpoints: model (the export format), optimisers, step and every RNG.
+
+A checkpoint is a folder `step-NNNNNNNN/` holding `model.json` + `model.safetensors` (so it
+can be sampled from like an exported model) and `state.json` + `state.safetensors`. It is
+written under a temporary name and renamed into place, so a folder with that name is complete.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from safetensors.torch import load_file, save_file
+
+from genimg.config import config_to_dict
+from genimg.errors import GenimgError
+from genimg.models.base import (
+    MODEL_WEIGHTS_FILE,
+    GenerativeModel,
+    read_model_description,
+    save_model,
+)
+from genimg.training.config import TrainConfig
+from genimg.training.state import flatten_state, unflatten_state
+from genimg.training.steps import Optimizers
+
+STATE_FILE = "state.json"
+STATE_TENSORS_FILE = "state.safetensors"
+CHECKPOINT_PREFIX = "step-"
+
+
+@dataclass(frozen=True)
+class CheckpointInfo:
+    path: Path
+    step: int
+
+
+def capture_rng() -> dict[str, Any]:
+    state: dict[str, Any] = {
+        "torch": torch.get_rng_state(),
+        "numpy": np.random.get_state(),
+        "python": random.getstate(),
+    }
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def restore_rng(state: dict[str, Any]) -> None:
+    torch.set_rng_state(state["torch"])
+    np.random.set_state(state["numpy"])
+    version, internal, gauss = state["python"]
+    random.setstate((version, tuple(internal), gauss))
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def checkpoint_name(step: int) -> str:
+    return f"{CHECKPOINT_PREFIX}{step:08d}"
+
+
+def save_checkpoint(
+    directory: str | Path,
+    model: GenerativeModel,
+    optimizers: Optimizers,
+    step: int,
+    train_config: TrainConfig,
+    *,
+    keep: int | None = None,
+    extra: dict[str, Any] | None = None,
+) -> Path:
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    final = directory / checkpoint_name(step)
+    staging = directory / f".staging-{checkpoint_name(step)}-{os.getpid()}"
+    shutil.rmtree(staging, ignore_errors=True)
+    save_model(model, staging)
+    state = {
+        "step": step,
+        "model": model.registry_name,
+        "train_config": config_to_dict(train_config),
+        "optimizers": {name: opt.state_dict() for name, opt in optimizers.items()},
+        "rng": capture_rng(),
+        "extra": extra or {},
+    }
+    tensors: dict[str, torch.Tensor] = {}
+    skeleton = flatten_state(state, tensors)
+    save_file(tensors, str(staging / STATE_TENSORS_FILE))
+    (staging / STATE_FILE).write_text(json.dumps(skeleton))
+    if final.exists():
+        shutil.rmtree(final)
+    os.replace(staging, final)
+    if keep is not None:
+        prune_checkpoints(directory, keep)
+    return final
+
+
+def list_checkpoints(directory: str | Path) -> list[CheckpointInfo]:
+    directory = Path(directory)
+    if not directory.is_dir():
+        return []
+    found = []
+    for path in directory.iterdir():
+        suffix = path.name.removeprefix(CHECKPOINT_PREFIX)
+        if path.name.startswith(CHECKPOINT_PREFIX) and suffix.isdigit() and (path / STATE_FILE).is_file():
+            found.append(CheckpointInfo(path, int(suffix)))
+    return sorted(found, key=lambda info: info.step)
+
+
+def latest_checkpoint(directory: str | Path) -> CheckpointInfo | None:
+    checkpoints = list_checkpoints(directory)
+    return checkpoints[-1] if checkpoints else None
+
+
+def prune_checkpoints(directory: Path, keep: int) -> None:
+    for info in list_checkpoints(directory)[:-keep]:
+        shutil.rmtree(info.path, ignore_errors=True)
+
+
+def load_checkpoint(
+    path: str | Path, model: GenerativeModel, optimizers: Optimizers, *, restore_rngs: bool = True
+) -> dict[str, Any]:
+    """Load weights and optimiser state in place, restore RNGs; returns the saved state."""
+    path = Path(path)
+    description = read_model_description(path)
+    if description["model"] != model.registry_name:
+        raise GenimgError(
+            f"checkpoint {path} is for model {description['model']}, not {model.registry_name}"
+        )
+    try:
+        weights = load_file(str(path / MODEL_WEIGHTS_FILE), device=str(model.device))
+        model.load_state_dict(weights, strict=True)
+        skeleton = json.loads((path / STATE_FILE).read_text())
+        state = unflatten_state(skeleton, load_file(str(path / STATE_TENSORS_FILE)))
+    except GenimgError:
+        raise
+    except Exception as exc:
+        raise GenimgError(f"cannot load checkpoint {path}: {str(exc).splitlines()[0]}") from exc
+    missing = set(optimizers) ^ set(state["optimizers"])
+    if missing:
+        raise GenimgError(f"checkpoint {path} has optimisers {sorted(state['optimizers'])}")
+    for name, optimizer in optimizers.items():
+        optimizer.load_state_dict(state["optimizers"][name])
+    if restore_rngs:
+        restore_rng(state["rng"])
+    return state

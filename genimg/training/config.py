@@ -1,0 +1,41 @@
+"""Training hyperparameters shared by every family (model hyperparameters live in the model's
+config). Batch sizes here are per process; a distributed run multiplies by its workers."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from genimg.errors import ConfigError
+
+# Adam settings per family and GAN loss, from the papers each recipe follows.
+DEFAULT_LEARNING_RATES = {"gan": 2e-4, "vae": 1e-3, "rvae": 1e-3}
+DEFAULT_BETAS = {"gan": (0.5, 0.999), "vae": (0.9, 0.999), "rvae": (0.9, 0.999)}
+WGAN_GP_BETAS = (0.0, 0.9)
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    steps: int = 1000
+    batch_size: int = 64
+    lr: float | None = None  # None: the family's default (DEFAULT_LEARNING_RATES)
+    betas: tuple[float, float] | None = None  # None: the family's default
+    weight_decay: float = 0.0
+    d_steps: int = 1  # discriminator updates per generator update (GANs)
+    grad_clip: float | None = None  # max global gradient norm; None: no clipping
+    seed: int = 0
+    log_every: int = 50
+    checkpoint_every: int = 500
+    keep_checkpoints: int = 3
+
+    def __post_init__(self) -> None:
+        for key in ("steps", "batch_size", "d_steps", "log_every", "checkpoint_every", "keep_checkpoints"):
+            if getattr(self, key) < (0 if key == "steps" else 1):
+                raise ConfigError(f"train.{key} must be ≥ {0 if key == 'steps' else 1}, got {getattr(self, key)}")
+        if self.lr is not None and self.lr <= 0:
+            raise ConfigError(f"train.lr must be > 0, got {self.lr}")
+        if self.betas is not None and not all(0.0 <= b < 1.0 for b in self.betas):
+            raise ConfigError(f"train.betas must be in [0, 1), got {self.betas}")
+        if self.grad_clip is not None and self.grad_clip <= 0:
+            raise ConfigError(f"train.grad_clip must be > 0, got {self.grad_clip}")
+        if self.weight_decay < 0:
+            raise ConfigError(f"train.weight_decay must be ≥ 0, got {self.weight_decay}")

@@ -1,0 +1,134 @@
+"""One optimisation step per family, in plain PyTorch.
+
+`gradient_sync` is called on each group of parameters between backward and the optimiser step;
+a distributed runner passes an all-reduce there, a local run passes nothing.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor, nn
+from torch.optim import Adam, Optimizer
+
+from genimg.models.base import GenerativeModel, model_spec
+from genimg.models.gan import GAN
+from genimg.training.config import (
+    DEFAULT_BETAS,
+    DEFAULT_LEARNING_RATES,
+    WGAN_GP_BETAS,
+    TrainConfig,
+)
+
+GradientSync = Callable[[Iterable[nn.Parameter]], None]
+Optimizers = dict[str, Optimizer]
+
+
+def no_sync(parameters: Iterable[nn.Parameter]) -> None:
+    return None
+
+
+def adam(parameters: Iterable[nn.Parameter], config: TrainConfig, family: str,
+         default_betas: tuple[float, float] | None = None) -> Adam:
+    return Adam(
+        [p for p in parameters if p.requires_grad],
+        lr=config.lr if config.lr is not None else DEFAULT_LEARNING_RATES[family],
+        betas=config.betas or default_betas or DEFAULT_BETAS[family],
+        weight_decay=config.weight_decay,
+    )
+
+
+def gan_optimizers(model: GenerativeModel, config: TrainConfig) -> Optimizers:
+    assert isinstance(model, GAN)
+    betas = WGAN_GP_BETAS if model.config.loss == "wgan-gp" else None
+    return {
+        "generator": adam(model.generator.parameters(), config, "gan", betas),
+        "discriminator": adam(model.discriminator.parameters(), config, "gan", betas),
+    }
+
+
+def likelihood_optimizers(model: GenerativeModel, config: TrainConfig) -> Optimizers:
+    family = model_spec(model.registry_name).family
+    return {"model": adam(model.parameters(), config, family)}
+
+
+def apply_update(
+    loss: Tensor,
+    optimizer: Optimizer,
+    parameters: list[nn.Parameter],
+    config: TrainConfig,
+    gradient_sync: GradientSync,
+) -> None:
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    gradient_sync(parameters)
+    if config.grad_clip is not None:
+        nn.utils.clip_grad_norm_(parameters, config.grad_clip)
+    optimizer.step()
+
+
+def gan_step(
+    model: GenerativeModel,
+    optimizers: Optimizers,
+    batch: Tensor,
+    config: TrainConfig,
+    gradient_sync: GradientSync = no_sync,
+) -> dict[str, Tensor]:
+    assert isinstance(model, GAN)
+    d_params = [p for p in model.discriminator.parameters() if p.requires_grad]
+    g_params = [p for p in model.generator.parameters() if p.requires_grad]
+    for _ in range(config.d_steps):
+        d_losses = model.discriminator_loss(batch)
+        apply_update(d_losses.total, optimizers["discriminator"], d_params, config, gradient_sync)
+    # D is frozen for the generator's step: its gradients would be discarded anyway.
+    model.discriminator.requires_grad_(False)
+    try:
+        g_losses = model.generator_loss(batch.shape[0])
+        apply_update(g_losses.total, optimizers["generator"], g_params, config, gradient_sync)
+    finally:
+        for p in d_params:
+            p.requires_grad_(True)
+    model.update_ema()
+    return d_losses.parts | g_losses.parts
+
+
+def likelihood_step(
+    model: GenerativeModel,
+    optimizers: Optimizers,
+    batch: Tensor,
+    config: TrainConfig,
+    gradient_sync: GradientSync = no_sync,
+) -> dict[str, Tensor]:
+    losses = model.loss(batch)  # type: ignore[attr-defined]
+    params = [p for p in model.parameters() if p.requires_grad]
+    apply_update(losses.total, optimizers["model"], params, config, gradient_sync)
+    return losses.parts
+
+
+@dataclass(frozen=True)
+class Recipe:
+    make_optimizers: Callable[[GenerativeModel, TrainConfig], Optimizers]
+    step: Callable[..., dict[str, Tensor]]
+
+
+RECIPES: dict[str, Recipe] = {
+    "gan": Recipe(gan_optimizers, gan_step),
+    "vae": Recipe(likelihood_optimizers, likelihood_step),
+    "rvae": Recipe(likelihood_optimizers, likelihood_step),
+}
+
+
+def recipe_for(model: GenerativeModel) -> Recipe:
+    return RECIPES[model_spec(model.registry_name).family]
+
+
+@torch.no_grad()
+def mean_metrics(history: list[dict[str, Tensor]]) -> dict[str, float]:
+    """Averages of logged parts over steps, converted to floats once (one device sync)."""
+    if not history:
+        return {}
+    keys = history[0].keys()
+    stacked = torch.stack([torch.stack([entry[k].float() for k in keys]) for entry in history])
+    return dict(zip(keys, stacked.mean(0).tolist()))
