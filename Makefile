@@ -23,8 +23,18 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install --quiet -e ".[dev]"
 	touch $@
 
+# The main job on the embedded default: train each family briefly on the builtin data and
+# write a sample grid per family to outputs/ (the Prefect retrain flow takes this over later).
+OUT ?= outputs
 run: $(STAMP)
-	$(VENV)/bin/genimg demo --out outputs/demo
+	@set -e; for spec in vae:digits gan:digits gan-mlp:digits rvae:moving-digits; do \
+	  model=$${spec%%:*}; data=$${spec#*:}; \
+	  echo "== $$model on builtin:$$data"; \
+	  $(VENV)/bin/genimg train --model $$model --dataset builtin:$$data \
+	    --config configs/$$model-$$data.yaml -o $(OUT)/$$model; \
+	  $(VENV)/bin/genimg sample $(OUT)/$$model -n 64 --seed 0 -o $(OUT)/$$model.png; \
+	done
+	$(VENV)/bin/genimg sample $(OUT)/rvae -n 16 --seed 0 -o $(OUT)/rvae.gif
 
 test: $(STAMP)
 	$(PY) -m pytest

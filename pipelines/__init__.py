@@ -1,0 +1,1 @@
+"""Prefect flows and thin tasks that call genimg functions (no model logic lives here)."""

@@ -1,0 +1,217 @@
+"""The `genimg` command. Every command prints a short human summary, or with --json exactly one
+JSON object on stdout; failures exit non-zero with a one-line reason on stderr."""
+
+from __future__ import annotations
+
+import json
+import re
+import sys
+import time
+from collections.abc import Callable
+from functools import wraps
+from pathlib import Path
+from typing import Annotated, Any, TypeVar
+
+import typer
+
+from genimg.errors import GenimgError
+
+app = typer.Typer(
+    name="genimg",
+    help="Train, evaluate and promote generative image models (GAN, VAE, recurrent VAE).",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+F = TypeVar("F", bound=Callable[..., Any])
+RUN_NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
+
+
+def fail(message: str) -> typer.Exit:
+    typer.echo(f"error: {message}", err=True)
+    return typer.Exit(code=1)
+
+
+def one_line_errors(command: F) -> F:
+    @wraps(command)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return command(*args, **kwargs)
+        except GenimgError as exc:
+            raise fail(str(exc)) from None
+        except KeyboardInterrupt:
+            raise fail("interrupted") from None
+
+    return wrapper  # type: ignore[return-value]
+
+
+def emit(as_json: bool, payload: dict[str, Any], summary: str) -> None:
+    if as_json:
+        sys.stdout.write(json.dumps(payload) + "\n")
+    else:
+        typer.echo(summary)
+
+
+def format_metrics(metrics: dict[str, float]) -> str:
+    return ", ".join(f"{k}={v:.4g}" for k, v in metrics.items() if k != "step")
+
+
+class ProgressLine:
+    """A live line on a terminal; periodic plain lines otherwise (logs stay readable)."""
+
+    def __init__(self, total: int, enabled: bool) -> None:
+        self.total, self.enabled = total, enabled
+        self.tty = sys.stderr.isatty()
+        self.started = time.perf_counter()
+        self.last_plain = 0
+
+    def update(self, step: int, metrics: dict[str, float], batch_size: int) -> None:
+        if not self.enabled:
+            return
+        elapsed = max(time.perf_counter() - self.started, 1e-9)
+        line = (f"step {step}/{self.total}  {step * batch_size / elapsed:.0f} img/s  "
+                f"{format_metrics(metrics)}")
+        if self.tty:
+            sys.stderr.write("\r\033[K" + line)
+            sys.stderr.flush()
+        elif step - self.last_plain >= max(1, self.total // 10) or step == self.total:
+            self.last_plain = step
+            sys.stderr.write(line + "\n")
+
+    def close(self) -> None:
+        if self.enabled and self.tty:
+            sys.stderr.write("\n")
+
+
+@app.command()
+@one_line_errors
+def train(
+    model: Annotated[str, typer.Option("--model", "-m", help="gan-mlp, gan, vae or rvae")],
+    dataset: Annotated[str, typer.Option("--dataset", "-d", help="builtin:digits, builtin:moving-digits, or a path")],
+    config: Annotated[Path | None, typer.Option("--config", "-c", help="YAML with model: and train: sections")] = None,
+    set_: Annotated[list[str] | None, typer.Option("--set", help="override, e.g. model.latent_dim=32 or train.lr=1e-3")] = None,
+    steps: Annotated[int | None, typer.Option("--steps", help="total optimisation steps")] = None,
+    epochs: Annotated[float | None, typer.Option("--epochs", help="passes over the data (instead of --steps)")] = None,
+    batch_size: Annotated[int | None, typer.Option("--batch-size")] = None,
+    seed: Annotated[int | None, typer.Option("--seed")] = None,
+    gpu: Annotated[bool, typer.Option("--gpu", help="train on CUDA")] = False,
+    run_name: Annotated[str | None, typer.Option("--run-name", help="names the run's folder; reuse with --resume")] = None,
+    resume: Annotated[bool, typer.Option("--resume", help="continue the run's latest checkpoint")] = False,
+    output: Annotated[Path | None, typer.Option("--output", "-o", help="export the final model to this folder")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="print one JSON object")] = False,
+) -> None:
+    """Train a model on a dataset (locally, in this process)."""
+    from genimg.config import parse_overrides
+    from genimg.models import model_spec
+    from genimg.settings import local_runs_dir
+    from genimg.training.run import load_config_file, merge_sections, train_locally
+
+    model_spec(model)
+    if steps is not None and epochs is not None:
+        raise GenimgError("give --steps or --epochs, not both")
+    if epochs is not None and epochs <= 0:
+        raise GenimgError(f"--epochs must be > 0, got {epochs}")
+    cli_train: dict[str, Any] = {
+        key: value for key, value in
+        {"steps": steps, "batch_size": batch_size, "seed": seed}.items() if value is not None
+    }
+    sections = merge_sections(
+        load_config_file(config) if config else {},
+        parse_overrides(set_ or []),
+        {"train": cli_train},
+    )
+    name = run_name or f"{model}-{time.strftime('%Y%m%d-%H%M%S')}"
+    if not RUN_NAME_PATTERN.match(name):
+        raise GenimgError(f"invalid --run-name {name!r}: use letters, digits, '.', '_' and '-'")
+    run_dir = local_runs_dir() / name
+    if (run_dir / "checkpoints").is_dir() and any((run_dir / "checkpoints").iterdir()) and not resume:
+        raise GenimgError(f"run {name} already has checkpoints in {run_dir}; pass --resume to continue it or pick another --run-name")
+    progress: ProgressLine | None = None
+
+    def on_start(run: Any, data: Any) -> None:
+        nonlocal progress
+        progress = ProgressLine(run.train.steps, enabled=not as_json)
+        run_dir.mkdir(parents=True, exist_ok=True)
+        (run_dir / "run.json").write_text(json.dumps(run.as_dict() | {"dataset": dataset}, indent=2))
+
+    def on_log(step: int, metrics: dict[str, float]) -> None:
+        assert progress is not None
+        progress.update(step, metrics, _batch(sections))
+
+    result = train_locally(
+        model, dataset, sections, run_dir=run_dir, run_name=name, epochs=epochs, resume=resume,
+        export_dir=output, device="cuda" if gpu else "cpu", on_log=on_log, on_start=on_start,
+    )
+    if progress is not None:
+        progress.close()
+    payload = {
+        "model": model,
+        "dataset": dataset,
+        "run_name": name,
+        "checkpoint": str(result.checkpoint) if result.checkpoint else None,
+        "export": str(result.export) if result.export else None,
+        "metrics": result.metrics,
+        "restarts": 0,
+        "resumed_from_step": result.resumed_from_step,
+        "rejected": [r.as_dict() for r in result.dataset.rejected],
+        "seconds": round(result.seconds, 3),
+        "images_per_second": round(result.images_per_second, 1),
+    }
+    summary = (
+        f"trained {model} on {dataset} ({len(result.dataset)} records"
+        f"{f', {len(result.dataset.rejected)} rejected' if result.dataset.rejected else ''}): "
+        f"step {int(result.metrics['step'])} in {result.seconds:.1f} s "
+        f"({result.images_per_second:.0f} img/s); {format_metrics(result.metrics)}\n"
+        f"checkpoint: {result.checkpoint}"
+        + (f"\nexported:   {result.export}" if result.export else "")
+    )
+    emit(as_json, payload, summary)
+
+
+def _batch(sections: dict[str, dict[str, Any]]) -> int:
+    from genimg.training.config import TrainConfig
+
+    return int(sections.get("train", {}).get("batch_size", TrainConfig.batch_size))
+
+
+@app.command()
+@one_line_errors
+def sample(
+    model_dir: Annotated[Path, typer.Argument(help="an exported model or checkpoint folder")],
+    output: Annotated[Path, typer.Option("--output", "-o", help="FILE.png (grid) or FILE.gif (sequences)")],
+    n: Annotated[int, typer.Option("-n", "--num-samples", help="how many samples")] = 64,
+    seed: Annotated[int, typer.Option("--seed")] = 0,
+    frames: Annotated[int | None, typer.Option("--frames", help="sequence length (sequence models)")] = None,
+    as_json: Annotated[bool, typer.Option("--json")] = False,
+) -> None:
+    """Draw samples from a trained model into a PNG grid or an animated GIF."""
+    from genimg.evaluation.grids import save_image_grid, save_sequence_gif, save_sequence_strips
+    from genimg.models import load_model, model_spec
+
+    suffix = output.suffix.lower()
+    if suffix not in (".png", ".gif"):
+        raise GenimgError(f"output must end in .png or .gif, got {output}")
+    if n < 1:
+        raise GenimgError(f"-n must be ≥ 1, got {n}")
+    model = load_model(model_dir)
+    kind = model_spec(model.registry_name).data_kind
+    if kind == "images":
+        if suffix == ".gif":
+            raise GenimgError(f"{model.registry_name} draws still images: write a .png")
+        samples = model.sample(n, seed=seed)
+        save_image_grid(samples, output)
+    else:
+        samples = model.sample(n, seed=seed, num_frames=frames)  # type: ignore[call-arg]
+        (save_sequence_gif if suffix == ".gif" else save_sequence_strips)(samples, output)
+    payload = {"model": model.registry_name, "output": str(output), "num_samples": n,
+               "seed": seed, "shape": list(samples.shape)}
+    emit(as_json, payload, f"wrote {n} samples of {model.registry_name} to {output}")
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    main()

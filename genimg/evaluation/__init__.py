@@ -1,0 +1,1 @@
+"""Evaluation: sample grids and animations (metrics and reports build on these)."""

@@ -1,0 +1,162 @@
+"""Resolve a run's configuration (preset file, `section.key=value` overrides, dataset shape) and
+train it locally, in process. This is what `genimg train` does without a cluster."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+import yaml
+
+from genimg.config import config_from_dict, config_to_dict, replace_config
+from genimg.data import Dataset, read_source
+from genimg.errors import ConfigError, DataError, GenimgError
+from genimg.models.base import GenerativeModel, ModelSpec, model_spec, save_model
+from genimg.training.config import TrainConfig
+from genimg.training.loop import BatchSchedule, LogCallback, seed_everything, train_model
+
+CONFIG_SECTIONS = ("model", "train")
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    model_name: str
+    model: Any  # the model family's typed config
+    train: TrainConfig
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"model_name": self.model_name, "model": config_to_dict(self.model),
+                "train": config_to_dict(self.train)}
+
+
+def load_config_file(path: str | Path) -> dict[str, dict[str, Any]]:
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"config file not found: {path}")
+    try:
+        loaded = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: not valid YAML ({str(exc).splitlines()[0]})") from exc
+    if not isinstance(loaded, dict):
+        raise ConfigError(f"{path}: expected a mapping with sections {', '.join(CONFIG_SECTIONS)}")
+    for section, values in loaded.items():
+        if section not in CONFIG_SECTIONS:
+            raise ConfigError(f"{path}: unknown section {section!r} (known: {', '.join(CONFIG_SECTIONS)})")
+        if not isinstance(values, dict):
+            raise ConfigError(f"{path}: section {section!r} must be a mapping")
+    return loaded
+
+
+def merge_sections(*layers: Mapping[str, Mapping[str, Any]]) -> dict[str, dict[str, Any]]:
+    merged: dict[str, dict[str, Any]] = {section: {} for section in CONFIG_SECTIONS}
+    for layer in layers:
+        for section, values in layer.items():
+            if section not in CONFIG_SECTIONS:
+                raise ConfigError(f"unknown config section {section!r} (known: {', '.join(CONFIG_SECTIONS)})")
+            merged[section].update(values)
+    return merged
+
+
+def resolve_run_config(
+    model_name: str,
+    sections: Mapping[str, Mapping[str, Any]],
+    dataset: Dataset | None = None,
+) -> RunConfig:
+    """Typed configs from merged sections; with a dataset, image shape (and sequence length)
+    come from the data. Without one, this only validates keys and values (fail fast)."""
+    spec = model_spec(model_name)
+    model_values = dict(sections.get("model", {}))
+    train = config_from_dict(TrainConfig, sections.get("train", {}), where="train")
+    model_config = config_from_dict(spec.config_cls, model_values, where="model")
+    if dataset is not None:
+        model_config = fit_model_to_data(spec, model_config, model_values, dataset)
+    return RunConfig(model_name, model_config, train)
+
+
+def fit_model_to_data(spec: ModelSpec, config: Any, explicit: Mapping[str, Any], dataset: Dataset) -> Any:
+    if dataset.kind != spec.data_kind:
+        example = "builtin:moving-digits" if spec.data_kind == "sequences" else "builtin:digits"
+        raise DataError(
+            f"model {spec.name} trains on {spec.data_kind} but {dataset.source} holds "
+            f"{dataset.kind} (e.g. --dataset {example})"
+        )
+    shape = dataset.image_shape
+    if "image_shape" in explicit and tuple(config.image_shape) != shape:
+        raise ConfigError(
+            f"model.image_shape={list(config.image_shape)} does not match the dataset's "
+            f"{list(shape)}"
+        )
+    updates: dict[str, Any] = {"image_shape": list(shape)}
+    if spec.data_kind == "sequences" and "num_frames" not in explicit:
+        updates["num_frames"] = dataset.num_frames
+    return replace_config(config, updates, where="model")
+
+
+@dataclass
+class LocalRun:
+    run_name: str
+    run: RunConfig
+    dataset: Dataset
+    model: GenerativeModel
+    checkpoint: Path | None
+    export: Path | None
+    metrics: dict[str, float]
+    resumed_from_step: int
+    seconds: float
+    images_per_second: float
+
+
+def train_locally(
+    model_name: str,
+    source: str,
+    sections: Mapping[str, Mapping[str, Any]],
+    *,
+    run_dir: Path,
+    run_name: str,
+    epochs: float | None = None,
+    resume: bool = False,
+    export_dir: Path | None = None,
+    device: str = "cpu",
+    on_log: LogCallback | None = None,
+    on_start: Any = None,
+) -> LocalRun:
+    resolve_run_config(model_name, sections)  # bad keys fail before any data is read
+    dataset = read_source(source)
+    run = resolve_run_config(model_name, sections, dataset)
+    if epochs is not None:
+        schedule = BatchSchedule(len(dataset), run.train.batch_size, run.train.seed)
+        run = RunConfig(run.model_name, run.model,
+                        replace_config(run.train, {"steps": schedule.steps_for_epochs(epochs)}, where="train"))
+    if device == "cuda" and not torch.cuda.is_available():
+        raise GenimgError("--gpu: no CUDA device is visible to torch")
+    seed_everything(run.train.seed)
+    model = model_spec(model_name).model_cls(run.model)
+    if on_start is not None:
+        on_start(run, dataset)
+    started = time.perf_counter()
+    result = train_model(
+        model,
+        torch.from_numpy(dataset.data),
+        run.train,
+        device=device,
+        checkpoint_dir=run_dir / "checkpoints",
+        resume=resume,
+        on_log=on_log,
+    )
+    export = save_model(model, export_dir) if export_dir is not None else None
+    return LocalRun(
+        run_name=run_name,
+        run=run,
+        dataset=dataset,
+        model=model,
+        checkpoint=result.checkpoint,
+        export=export,
+        metrics=result.metrics,
+        resumed_from_step=result.resumed_from_step,
+        seconds=time.perf_counter() - started,
+        images_per_second=result.images_per_second,
+    )
