@@ -105,6 +105,7 @@ class GAN(GenerativeModel):
     def finish_init(self) -> None:
         if self.config.ema_decay > 0:
             self.generator_ema = copy.deepcopy(self.generator).requires_grad_(False)
+            self.register_buffer("ema_updates", torch.zeros((), dtype=torch.long))
         else:
             self.generator_ema = None
 
@@ -160,7 +161,12 @@ class GAN(GenerativeModel):
     def update_ema(self) -> None:
         if self.generator_ema is None:
             return
-        decay = self.config.ema_decay
+        # Warm-up: early on the average would be dominated by the random initial weights
+        # (0.999^1500 ≈ 0.22 of them remain after 1,500 steps), so the horizon grows with the
+        # number of updates: decay_n = min(decay, (1 + n) / (10 + n)).
+        updates = int(self.ema_updates)
+        decay = min(self.config.ema_decay, (1.0 + updates) / (10.0 + updates))
+        self.ema_updates += 1
         for ema, live in zip(self.generator_ema.parameters(), self.generator.parameters()):
             ema.lerp_(live, 1.0 - decay)
         for ema_buffer, live_buffer in zip(self.generator_ema.buffers(), self.generator.buffers()):

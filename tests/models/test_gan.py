@@ -60,6 +60,7 @@ def test_spectral_norm_bounds_the_discriminator_layers():
 
 def test_ema_generator_is_an_exponential_average_and_used_for_sampling():
     model = gan(ema_decay=0.9)
+    model.ema_updates.fill_(1000)  # past the warm-up, the configured decay applies
     before = [p.clone() for p in model.generator_ema.parameters()]
     with torch.no_grad():
         for p in model.generator.parameters():
@@ -90,3 +91,15 @@ def test_sampling_is_seeded_and_leaves_the_global_rng_alone():
     assert torch.equal(torch.rand(1), expected_next)
     assert torch.equal(first, model.sample(4, seed=11))
     assert not torch.equal(first, model.sample(4, seed=12))
+
+
+def test_ema_warm_up_forgets_the_initial_weights_quickly():
+    model = gan(ema_decay=0.999)
+    with torch.no_grad():
+        for p in model.generator.parameters():
+            p.fill_(1.0)
+    for _ in range(100):
+        model.update_ema()
+    # A plain 0.999 average would still hold ~90% of the initial weights after 100 updates.
+    for ema in model.generator_ema.parameters():
+        assert torch.allclose(ema, torch.ones_like(ema), atol=1e-3)
