@@ -35,6 +35,7 @@ run: $(STAMP)
 	  $(VENV)/bin/genimg sample $(OUT)/$$model -n 64 --seed 0 -o $(OUT)/$$model.png; \
 	done
 	$(VENV)/bin/genimg sample $(OUT)/rvae -n 16 --seed 0 -o $(OUT)/rvae.gif
+	@echo "sample grids: $(OUT)/vae.png $(OUT)/gan.png $(OUT)/gan-mlp.png $(OUT)/rvae.png $(OUT)/rvae.gif"
 
 test: $(STAMP)
 	$(PY) -m pytest

@@ -61,7 +61,7 @@ def test_sequence_model_samples_to_gif_and_png_strips(tmp_path):
         (["train", "--model", "vae", "--dataset", "builtin:digits", "--set", "model.beta=-1"], "model.beta"),
         (["train", "--model", "vae", "--dataset", "builtin:digits", "--set", "train.stepz=3"], "unknown config key train.stepz"),
         (["train", "--model", "vae", "--dataset", "builtin:digits", "--steps", "2", "--epochs", "1"], "not both"),
-        (["train", "--model", "gan", "--dataset", "builtin:moving-digits"], "trains on images"),
+        (["train", "--model", "gan", "--dataset", "builtin:moving-digits"], "holds sequences, not images"),
         (["sample", "no/such/model", "-o", "x.png"], "model folder not found: no/such/model"),
     ],
 )
@@ -88,3 +88,15 @@ def test_epochs_set_the_step_count(tmp_path):
 def test_the_console_script_is_installed():
     out = subprocess.run([sys.executable, "-m", "genimg.cli", "--help"], capture_output=True, text=True, check=True)
     assert "train" in out.stdout and "sample" in out.stdout
+
+
+def test_rvae_reads_a_folder_of_sequence_folders(tmp_path, small_sequences):
+    for s in range(4):
+        (tmp_path / "seqs" / f"s{s}").mkdir(parents=True)
+        for t in range(6):
+            Image.fromarray(small_sequences[s, t, 0]).save(tmp_path / "seqs" / f"s{s}" / f"{t}.png")
+    result = invoke("train", "--model", "rvae", "--dataset", str(tmp_path / "seqs"), "--steps", "1",
+                    *TINY_RVAE, "-o", str(tmp_path / "m"), "--json")
+    assert result.exit_code == 0, result.output
+    config = json.loads((tmp_path / "m" / "model.json").read_text())["config"]
+    assert config["image_shape"] == [1, 16, 16] and config["num_frames"] == 6

@@ -62,9 +62,12 @@ def decode_image(path: Path) -> np.ndarray | str:
 
 
 def image_files_under(folder: Path) -> list[Path]:
-    return sorted((p for p in folder.rglob("*") if p.is_file() and not any(
-        part.startswith(".") for part in p.relative_to(folder).parts)), key=lambda p: (
-        [natural_key(Path(part)) for part in p.relative_to(folder).parts]))
+    """Every visible file below `folder`, at any depth, in natural order of its path."""
+    files = [
+        p for p in folder.rglob("*")
+        if p.is_file() and not any(part.startswith(".") for part in p.relative_to(folder).parts)
+    ]
+    return sorted(files, key=lambda p: [natural_key(Path(part)) for part in p.relative_to(folder).parts])
 
 
 def read_image_folder(folder: Path) -> Dataset:

@@ -36,7 +36,8 @@ def read_source(source: str, kind: DataKind | None = None) -> Dataset:
     else:
         dataset = read_path(Path(source).expanduser(), kind)
     if kind is not None and dataset.kind != kind:
-        raise DataError(f"{source} holds {dataset.kind}, not {kind}")
+        raise DataError(f"{source} holds {dataset.kind}, not {kind} (a model that trains on "
+                        f"{kind} needs e.g. builtin:{'moving-digits' if kind == 'sequences' else 'digits'})")
     if len(dataset) == 0:
         raise no_valid_records(source, dataset.kind, dataset.rejected)
     return dataset

@@ -7,6 +7,7 @@ config and loads the weights strictly: no pickle anywhere.
 
 from __future__ import annotations
 
+import abc
 import contextlib
 import json
 import math
@@ -37,15 +38,15 @@ class Losses:
     parts: dict[str, Tensor]
 
 
-class GenerativeModel(nn.Module):
+class GenerativeModel(nn.Module, abc.ABC):
     """Base of every registered model: a config and a seeded `sample`."""
 
     registry_name: ClassVar[str]
     config: Any
 
+    @abc.abstractmethod
     def sample(self, n: int, seed: int | None = None) -> Tensor:
         """`n` samples in [0, 1]: (n, C, H, W) for images, (n, T, C, H, W) for sequences."""
-        raise NotImplementedError
 
     @property
     def device(self) -> torch.device:

@@ -30,11 +30,11 @@ GANLoss = Literal["non-saturating", "hinge", "wgan-gp"]
 MIN_SIDE, MAX_SIDE = 8, 64
 
 
-def check_image_shape(image_shape: tuple[int, int, int], *, min_side: int = 1) -> None:
+def check_image_shape(image_shape: tuple[int, int, int]) -> None:
     channels, height, width = image_shape
     if channels not in (1, 3):
         raise ConfigError(f"model.image_shape: channels must be 1 or 3, got {channels}")
-    if not (min_side <= height <= 4096 and min_side <= width <= 4096):
+    if not (1 <= height <= 4096 and 1 <= width <= 4096):
         raise ConfigError(f"model.image_shape: unsupported image size {height}x{width}")
 
 

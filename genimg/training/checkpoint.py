@@ -74,7 +74,6 @@ def save_checkpoint(
     train_config: TrainConfig,
     *,
     keep: int | None = None,
-    extra: dict[str, Any] | None = None,
 ) -> Path:
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
@@ -88,7 +87,6 @@ def save_checkpoint(
         "train_config": config_to_dict(train_config),
         "optimizers": {name: opt.state_dict() for name, opt in optimizers.items()},
         "rng": capture_rng(),
-        "extra": extra or {},
     }
     tensors: dict[str, torch.Tensor] = {}
     skeleton = flatten_state(state, tensors)

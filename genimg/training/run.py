@@ -125,7 +125,8 @@ def train_locally(
     on_start: Any = None,
 ) -> LocalRun:
     resolve_run_config(model_name, sections)  # bad keys fail before any data is read
-    dataset = read_source(source)
+    # The model says what it trains on, so a folder of folders reads as sequences for rvae.
+    dataset = read_source(source, kind=model_spec(model_name).data_kind)
     run = resolve_run_config(model_name, sections, dataset)
     if epochs is not None:
         schedule = BatchSchedule(len(dataset), run.train.batch_size, run.train.seed)
