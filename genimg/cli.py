@@ -7,6 +7,7 @@ import json
 import re
 import sys
 import time
+import uuid
 from collections.abc import Callable
 from functools import wraps
 from pathlib import Path
@@ -121,7 +122,7 @@ def train(
         parse_overrides(set_ or []),
         {"train": cli_train},
     )
-    name = run_name or f"{model}-{time.strftime('%Y%m%d-%H%M%S')}"
+    name = run_name or f"{model}-{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:6]}"
     if not RUN_NAME_PATTERN.match(name):
         raise GenimgError(f"invalid --run-name {name!r}: use letters, digits, '.', '_' and '-'")
     run_dir = local_runs_dir() / name
@@ -207,6 +208,105 @@ def sample(
     payload = {"model": model.registry_name, "output": str(output), "num_samples": n,
                "seed": seed, "shape": list(samples.shape)}
     emit(as_json, payload, f"wrote {n} samples of {model.registry_name} to {output}")
+
+
+class ProgressBar:
+    """A rich progress bar on a terminal, nothing otherwise."""
+
+    def __init__(self, description: str, enabled: bool) -> None:
+        self.bar: Any = None
+        self.task: Any = None
+        self.description = description
+        self.enabled = enabled and sys.stderr.isatty()
+
+    def __enter__(self) -> ProgressBar:
+        if self.enabled:
+            from rich.console import Console
+            from rich.progress import Progress
+
+            self.bar = Progress(console=Console(stderr=True), transient=True)
+            self.bar.__enter__()
+        return self
+
+    def __call__(self, done: int, total: int) -> None:
+        if self.bar is None:
+            return
+        if self.task is None:
+            self.task = self.bar.add_task(self.description, total=total)
+        self.bar.update(self.task, completed=done, total=total)
+
+    def __exit__(self, *exc: object) -> None:
+        if self.bar is not None:
+            self.bar.__exit__(*exc)
+
+
+@app.command()
+@one_line_errors
+def ingest(
+    source: Annotated[str, typer.Argument(help="builtin:digits, builtin:moving-digits, a path or an s3:// URI")],
+    name: Annotated[str, typer.Option("--name", help="dataset name (lowercase letters, digits, - and _)")],
+    kind: Annotated[str | None, typer.Option("--kind", help="images or sequences (default: from the source)")] = None,
+    as_json: Annotated[bool, typer.Option("--json")] = False,
+) -> None:
+    """Validate SOURCE and publish it as a versioned dataset in the object store."""
+    from genimg.data.readers import read_source
+    from genimg.data.versions import check_name, ingest_dataset
+    from genimg.store import open_store
+
+    check_name(name)
+    if kind not in (None, "images", "sequences"):
+        raise GenimgError(f"invalid --kind {kind!r} (expected images or sequences)")
+    store = open_store()
+    with ProgressBar(f"reading {source}", enabled=not as_json) as progress:
+        dataset = read_source(source, kind, progress=progress)  # type: ignore[arg-type]
+    with ProgressBar(f"writing {name}", enabled=not as_json) as progress:
+        result = ingest_dataset(dataset, name, store=store, progress=progress)
+    counts = ", ".join(f"{split} {n}" for split, n in result.counts.items())
+    lines = [
+        f"{result.name}@{result.version}: {sum(result.counts.values())} records ({counts})",
+        f"  {result.uri}",
+        "  unchanged: this version already exists, nothing uploaded" if result.reused
+        else f"  uploaded {result.uploaded_objects} objects, {result.uploaded_bytes / 1e6:.2f} MB",
+    ]
+    if result.duplicates:
+        lines.append(f"  {result.duplicates} duplicate records dropped")
+    if result.rejected:
+        lines.append(f"  {len(result.rejected)} rejected:")
+        lines += [f"    {r.item}: {r.reason}" for r in result.rejected[:20]]
+        if len(result.rejected) > 20:
+            lines.append(f"    … and {len(result.rejected) - 20} more (see --json)")
+    emit(as_json, result.as_dict(), "\n".join(lines))
+
+
+@app.command()
+@one_line_errors
+def datasets(
+    name: Annotated[str | None, typer.Argument(help="only the versions of this dataset")] = None,
+    as_json: Annotated[bool, typer.Option("--json")] = False,
+) -> None:
+    """List the dataset versions in the object store (oldest first)."""
+    from genimg.data.versions import list_versions
+    from genimg.store import open_store
+
+    store = open_store()
+    versions = list_versions(store, name)
+    entries = [
+        {
+            "name": v.name,
+            "version": v.version,
+            "uri": v.uri,
+            "kind": v.kind,
+            "record_shape": v.manifest["record_shape"],
+            "counts": v.manifest["counts"],
+            "created_at": v.manifest.get("created_at"),
+            "source": v.manifest.get("source"),
+        }
+        for v in versions
+    ]
+    lines = [f"{e['name']}@{e['version']}  {e['kind']} {'x'.join(map(str, e['record_shape']))}  "
+             f"{sum(e['counts'].values())} records  {e['created_at']}  {e['source']}" for e in entries]
+    emit(as_json, {"store": store.uri, "datasets": entries},
+         "\n".join(lines) if lines else f"no datasets in {store.uri}")
 
 
 def main() -> None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import re
 from collections import Counter
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -18,6 +19,7 @@ from genimg.data.dataset import UNLABELLED, Dataset, Rejection, no_valid_records
 from genimg.data.normalize import check_side, stack_images
 from genimg.errors import DataError
 
+Progress = Callable[[int, int], None]
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".pgm", ".ppm"}
 GREY_MODES = {"1", "L", "LA", "I", "I;16", "F"}
 
@@ -70,7 +72,7 @@ def image_files_under(folder: Path) -> list[Path]:
     return sorted(files, key=lambda p: [natural_key(Path(part)) for part in p.relative_to(folder).parts])
 
 
-def read_image_folder(folder: Path) -> Dataset:
+def read_image_folder(folder: Path, progress: Progress | None = None) -> Dataset:
     classes = [d for d in visible_dirs(folder) if image_files_under(d)]
     class_names = [d.name for d in classes] or None
     entries: list[tuple[Path, int]] = [(p, UNLABELLED) for p in visible_files(folder)]
@@ -79,7 +81,9 @@ def read_image_folder(folder: Path) -> Dataset:
     if not entries:
         raise DataError(f"{folder}: empty folder (no files)")
     images, labels, rejected = [], [], []
-    for path, label in entries:
+    for done, (path, label) in enumerate(entries, 1):
+        if progress is not None and (done % 256 == 0 or done == len(entries)):
+            progress(done, len(entries))
         decoded = decode_image(path)
         if isinstance(decoded, str):
             rejected.append(Rejection(str(path), decoded))
@@ -98,14 +102,16 @@ def read_image_folder(folder: Path) -> Dataset:
     )
 
 
-def read_sequence_folder(folder: Path) -> Dataset:
+def read_sequence_folder(folder: Path, progress: Progress | None = None) -> Dataset:
     sequence_dirs = visible_dirs(folder)
     if not sequence_dirs:
         raise DataError(f"{folder}: no sequence subfolders (one folder of frames per sequence)")
     rejected = [Rejection(str(p), "not a sequence folder (a file beside the sequences)")
                 for p in visible_files(folder)]
     decoded_sequences: list[tuple[Path, list[np.ndarray]]] = []
-    for sequence_dir in sequence_dirs:
+    for done, sequence_dir in enumerate(sequence_dirs, 1):
+        if progress is not None and (done % 64 == 0 or done == len(sequence_dirs)):
+            progress(done, len(sequence_dirs))
         frames, problem = [], None
         for frame_path in visible_files(sequence_dir):
             decoded = decode_image(frame_path)

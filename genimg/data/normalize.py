@@ -20,6 +20,9 @@ from PIL import Image
 from genimg.data.dataset import Rejection
 
 MIN_SIDE, MAX_SIDE = 4, 4096
+# Names this policy inside dataset versions: change it whenever the policy changes, so that the
+# same source ingested under another policy gets another version.
+POLICY_ID = "genimg.normalize/1: channels grey-or-rgb, size most-common resize-bicubic"
 
 
 def check_side(height: int, width: int) -> str | None:

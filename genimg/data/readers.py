@@ -6,8 +6,8 @@ from pathlib import Path
 
 from genimg.data.arrays import read_array_file
 from genimg.data.builtin import BUILTIN_SOURCES
-from genimg.data.dataset import DataKind, Dataset, no_valid_records
-from genimg.data.folders import IMAGE_SUFFIXES, read_image_folder, read_sequence_folder
+from genimg.data.dataset import DataKind, Dataset, Rejection, no_valid_records
+from genimg.data.folders import IMAGE_SUFFIXES, Progress, read_image_folder, read_sequence_folder
 from genimg.data.idx import is_idx_path, read_idx
 from genimg.errors import DataError
 
@@ -18,9 +18,13 @@ SOURCE_HELP = (
 )
 
 
-def read_source(source: str, kind: DataKind | None = None) -> Dataset:
+def read_source(
+    source: str, kind: DataKind | None = None, progress: Progress | None = None
+) -> Dataset:
     """Read every record of `source`; bad records become `Dataset.rejected`, not errors.
 
+    `source` is a builtin name, a local path, or an s3:// URI of a file or a folder-like prefix
+    (copied to a temporary folder first; rejections name the s3:// items).
     Raises DataError when the source itself is unusable (missing, unknown type, nothing valid).
     """
     if kind not in (None, "images", "sequences"):
@@ -31,10 +35,12 @@ def read_source(source: str, kind: DataKind | None = None) -> Dataset:
             known = ", ".join(sorted(BUILTIN_SOURCES))
             raise DataError(f"unknown builtin dataset {source!r} (known: {known})")
         dataset = loader()
+    elif source.startswith("s3://"):
+        dataset = read_s3(source, kind, progress)
     elif "://" in source:
-        raise DataError(f"cannot read {source!r}: only local paths and builtin: sources are read here")
+        raise DataError(f"cannot read {source!r}: sources are builtin:, local paths or s3:// URIs")
     else:
-        dataset = read_path(Path(source).expanduser(), kind)
+        dataset = read_path(Path(source).expanduser(), kind, progress)
     if kind is not None and dataset.kind != kind:
         raise DataError(f"{source} holds {dataset.kind}, not {kind} (a model that trains on "
                         f"{kind} needs e.g. builtin:{'moving-digits' if kind == 'sequences' else 'digits'})")
@@ -43,11 +49,30 @@ def read_source(source: str, kind: DataKind | None = None) -> Dataset:
     return dataset
 
 
-def read_path(path: Path, kind: DataKind | None) -> Dataset:
+def read_s3(uri: str, kind: DataKind | None, progress: Progress | None) -> Dataset:
+    from genimg.store import download_s3_source
+
+    downloaded = download_s3_source(uri)
+    try:
+        dataset = read_path(downloaded.local_path, kind, progress, shown_as=uri)
+    finally:
+        downloaded.cleanup()
+    dataset.source = uri
+    dataset.rejected = [
+        Rejection(downloaded.original_name(r.item), r.reason) for r in dataset.rejected
+    ]
+    return dataset
+
+
+def read_path(
+    path: Path, kind: DataKind | None, progress: Progress | None = None, shown_as: str | None = None
+) -> Dataset:
     if not path.exists():
-        raise DataError(f"dataset source not found: {path} ({SOURCE_HELP})")
+        raise DataError(f"dataset source not found: {shown_as or path} ({SOURCE_HELP})")
     if path.is_dir():
-        return read_sequence_folder(path) if kind == "sequences" else read_image_folder(path)
+        if kind == "sequences":
+            return read_sequence_folder(path, progress)
+        return read_image_folder(path, progress)
     suffix = path.suffix.lower()
     if suffix in ARRAY_SUFFIXES:
         return read_array_file(path, kind)

@@ -13,7 +13,8 @@ import torch
 import yaml
 
 from genimg.config import config_from_dict, config_to_dict, replace_config
-from genimg.data import Dataset, read_source
+from genimg.data import Dataset
+from genimg.data.sources import open_dataset
 from genimg.errors import ConfigError, DataError, GenimgError
 from genimg.models.base import GenerativeModel, ModelSpec, model_spec, save_model
 from genimg.training.config import TrainConfig
@@ -126,7 +127,7 @@ def train_locally(
 ) -> LocalRun:
     resolve_run_config(model_name, sections)  # bad keys fail before any data is read
     # The model says what it trains on, so a folder of folders reads as sequences for rvae.
-    dataset = read_source(source, kind=model_spec(model_name).data_kind)
+    dataset = open_dataset(source, kind=model_spec(model_name).data_kind)
     run = resolve_run_config(model_name, sections, dataset)
     if epochs is not None:
         schedule = BatchSchedule(len(dataset), run.train.batch_size, run.train.seed)

@@ -181,7 +181,7 @@ def test_frames_sort_in_natural_order(tmp_path, small_sequences):
     ("source", "message"),
     [
         ("builtin:cifar", "unknown builtin dataset"),
-        ("s3://bucket/x", "only local paths"),
+        ("gs://bucket/x", "sources are builtin:, local paths or s3:// URIs"),
         ("/definitely/not/here", "dataset source not found"),
     ],
 )

@@ -1,0 +1,316 @@
+"""Versioned, immutable datasets in the object store (DESIGN.md §4).
+
+    datasets/<name>/<version>/manifest.json
+    datasets/<name>/<version>/<split>/part-NNNNN.parquet
+
+A record is a raw uint8 array of the dataset's fixed shape, stored as fixed-size binary in
+Parquet with its content hash (`id`) and label (−1 if none). VERSION is a hash of the sorted
+(record hash, label) pairs and the preprocessing settings: the same content always gets the same
+version, whatever the source path or the store. Splits are decided by each record's hash, so
+adding records never moves an old one to another split. The manifest is published last and
+create-if-absent: a version without a manifest does not exist for readers, and concurrent
+ingests of the same content write identical shards and one manifest.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import re
+from datetime import datetime, timezone
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from genimg import __version__
+from genimg.data.dataset import DataKind, Dataset, Rejection
+from genimg.data.normalize import POLICY_ID
+from genimg.errors import DataError
+from genimg.store import ObjectStore, StoreError, open_store, sha256_hex
+
+MANIFEST_FORMAT = "genimg.dataset/1"
+MANIFEST_FILE = "manifest.json"
+SPLIT_FRACTIONS = {"train": 0.85, "val": 0.05, "test": 0.10}
+SHARD_BYTES = 64 * 1024 * 1024
+NAME_PATTERN = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}$")
+VERSION_PATTERN = re.compile(r"^[0-9a-f]{12}$")
+Progress = Callable[[int, int], None]
+
+
+def check_name(name: str) -> str:
+    if not NAME_PATTERN.match(name):
+        raise DataError(
+            f"invalid dataset name {name!r}: use 1–63 lowercase letters, digits, '-' and '_', "
+            "starting with a letter or digit"
+        )
+    return name
+
+
+def parse_ref(ref: str) -> tuple[str, str | None]:
+    """'name' or 'name@version' → (name, version or None)."""
+    name, _, version = ref.partition("@")
+    check_name(name)
+    if version and not VERSION_PATTERN.match(version):
+        raise DataError(f"invalid dataset version {version!r} in {ref!r} (12 hex digits)")
+    return name, version or None
+
+
+def looks_like_ref(text: str) -> bool:
+    name, _, version = text.partition("@")
+    return bool(NAME_PATTERN.match(name)) and (not version or bool(VERSION_PATTERN.match(version)))
+
+
+def record_hashes(data: np.ndarray) -> list[str]:
+    shape_tag = "x".join(map(str, data.shape[1:])).encode()
+    return [hashlib.sha256(shape_tag + record.tobytes()).hexdigest() for record in data]
+
+
+def split_of(record_hash: str) -> str:
+    position = int(record_hash[:13], 16) / float(16**13)  # uniform in [0, 1)
+    cumulative = 0.0
+    for split, fraction in SPLIT_FRACTIONS.items():
+        cumulative += fraction
+        if position < cumulative:
+            return split
+    return "test"
+
+
+def preprocessing_of(dataset: Dataset) -> dict[str, Any]:
+    return {
+        "policy": POLICY_ID,
+        "kind": dataset.kind,
+        "record_shape": list(dataset.record_shape),
+        "splits": SPLIT_FRACTIONS,
+    }
+
+
+def version_of(pairs: list[tuple[str, int]], preprocessing: dict[str, Any]) -> str:
+    digest = hashlib.sha256(json.dumps(preprocessing, sort_keys=True).encode())
+    for record_hash, label in sorted(pairs):
+        digest.update(f"{record_hash}:{label}\n".encode())
+    return digest.hexdigest()[:12]
+
+
+def version_prefix(name: str, version: str) -> str:
+    return f"datasets/{name}/{version}/"
+
+
+@dataclass
+class IngestResult:
+    name: str
+    version: str
+    uri: str
+    counts: dict[str, int]
+    rejected: list[Rejection]
+    duplicates: int
+    reused: bool
+    uploaded_objects: int = 0
+    uploaded_bytes: int = 0
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "version": self.version,
+            "uri": self.uri,
+            "counts": self.counts,
+            "rejected": [r.as_dict() for r in self.rejected],
+            "duplicates": self.duplicates,
+            "reused": self.reused,
+            "uploaded_objects": self.uploaded_objects,
+            "uploaded_bytes": self.uploaded_bytes,
+        }
+
+
+def shard_bytes(ids: list[str], labels: np.ndarray, records: np.ndarray) -> bytes:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    record_size = int(np.prod(records.shape[1:]))
+    flat = np.ascontiguousarray(records).reshape(-1)
+    data = pa.FixedSizeBinaryArray.from_buffers(
+        pa.binary(record_size), len(records), [None, pa.py_buffer(flat)]
+    )
+    table = pa.table({"id": pa.array(ids, pa.string()), "label": pa.array(labels, pa.int64()),
+                      "data": data})
+    sink = io.BytesIO()
+    # No statistics or timestamps that vary between runs: the same records give the same bytes.
+    pq.write_table(table, sink, compression="zstd", write_statistics=False)
+    return sink.getvalue()
+
+
+def ingest_dataset(
+    dataset: Dataset, name: str, *, store: ObjectStore | None = None, progress: Progress | None = None
+) -> IngestResult:
+    """Publish `dataset` as a version of `name` (no-op if that version already exists)."""
+    check_name(name)
+    store = store or open_store()
+    hashes = record_hashes(dataset.data)
+    labels = dataset.labels if dataset.labels is not None else np.full(len(dataset), -1, np.int64)
+    first_seen: dict[str, int] = {}
+    for index, record_hash in enumerate(hashes):
+        first_seen.setdefault(record_hash, index)
+    keep = sorted(first_seen.values(), key=lambda i: hashes[i])
+    duplicates = len(dataset) - len(keep)
+    preprocessing = preprocessing_of(dataset)
+    version = version_of([(hashes[i], int(labels[i])) for i in keep], preprocessing)
+    prefix = version_prefix(name, version)
+    by_split: dict[str, list[int]] = {split: [] for split in SPLIT_FRACTIONS}
+    for index in keep:
+        by_split[split_of(hashes[index])].append(index)
+    counts = {split: len(indices) for split, indices in by_split.items()}
+    result = IngestResult(name, version, store.uri_for(prefix.rstrip("/")), counts,
+                          list(dataset.rejected), duplicates, reused=True)
+    if store.exists(prefix + MANIFEST_FILE):
+        return result
+    result.reused = False
+    record_size = int(np.prod(dataset.record_shape))
+    per_shard = max(1, SHARD_BYTES // record_size)
+    shards: dict[str, list[dict[str, Any]]] = {}
+    total_shards = sum(max(1, -(-n // per_shard)) for n in counts.values() if n) or 1
+    done = 0
+    for split, indices in by_split.items():
+        shards[split] = []
+        for number, start in enumerate(range(0, len(indices), per_shard)):
+            chosen = np.asarray(indices[start : start + per_shard])
+            payload = shard_bytes([hashes[i] for i in chosen], labels[chosen], dataset.data[chosen])
+            key = f"{prefix}{split}/part-{number:05d}.parquet"
+            digest = sha256_hex(payload)
+            existing = store.info(key)
+            if existing is None or existing.sha256 != digest:
+                store.put_bytes(key, payload)
+                result.uploaded_objects += 1
+                result.uploaded_bytes += len(payload)
+            shards[split].append({"key": key[len(prefix):], "records": len(chosen), "sha256": digest,
+                                  "bytes": len(payload)})
+            done += 1
+            if progress is not None:
+                progress(done, total_shards)
+    manifest = {
+        "format": MANIFEST_FORMAT,
+        "name": name,
+        "version": version,
+        "kind": dataset.kind,
+        "record_shape": list(dataset.record_shape),
+        "dtype": "uint8",
+        "counts": counts,
+        "shards": shards,
+        "labels": dataset.labels is not None,
+        "class_names": dataset.class_names,
+        "source": dataset.source,
+        "preprocessing": preprocessing,
+        "rejected": [r.as_dict() for r in dataset.rejected],
+        "duplicates": duplicates,
+        # Microseconds: "latest" is decided by this, and versions can come within one second.
+        "created_at": datetime.now(timezone.utc).isoformat(timespec="microseconds"),
+        "genimg_version": __version__,
+    }
+    payload = json.dumps(manifest, indent=1).encode()
+    if store.publish(prefix + MANIFEST_FILE, payload):
+        result.uploaded_objects += 1
+        result.uploaded_bytes += len(payload)
+    return result
+
+
+@dataclass
+class DatasetVersion:
+    manifest: dict[str, Any]
+    store: ObjectStore = field(repr=False)
+
+    @property
+    def name(self) -> str:
+        return str(self.manifest["name"])
+
+    @property
+    def version(self) -> str:
+        return str(self.manifest["version"])
+
+    @property
+    def ref(self) -> str:
+        return f"{self.name}@{self.version}"
+
+    @property
+    def kind(self) -> DataKind:
+        return self.manifest["kind"]  # type: ignore[no-any-return]
+
+    @property
+    def uri(self) -> str:
+        return self.store.uri_for(version_prefix(self.name, self.version).rstrip("/"))
+
+    def load(self, splits: tuple[str, ...] = ("train",)) -> Dataset:
+        """The records of `splits` (verified against the manifest's checksums)."""
+        import pyarrow.parquet as pq
+
+        shape = tuple(self.manifest["record_shape"])
+        unknown = [s for s in splits if s not in self.manifest["shards"]]
+        if unknown:
+            raise DataError(f"{self.ref} has no split {unknown[0]!r} (splits: {', '.join(self.manifest['shards'])})")
+        arrays, labels = [], []
+        prefix = version_prefix(self.name, self.version)
+        for split in splits:
+            for shard in self.manifest["shards"][split]:
+                payload = self.store.get_bytes(prefix + shard["key"], sha256=shard["sha256"])
+                table = pq.read_table(io.BytesIO(payload))
+                column = table.column("data").combine_chunks()
+                width = column.type.byte_width
+                buffer = np.frombuffer(column.buffers()[1], np.uint8)
+                start = column.offset * width
+                arrays.append(buffer[start : start + len(column) * width].reshape(len(column), *shape))
+                labels.append(table.column("label").to_numpy())
+        data = np.concatenate(arrays) if arrays else np.zeros((0, *shape), np.uint8)
+        label_array = np.concatenate(labels) if labels else np.zeros(0, np.int64)
+        return Dataset(
+            kind=self.kind,
+            data=data,
+            source=self.ref,
+            labels=label_array.astype(np.int64) if self.manifest["labels"] else None,
+            class_names=self.manifest.get("class_names"),
+        )
+
+
+def read_manifest(store: ObjectStore, key: str) -> dict[str, Any]:
+    try:
+        manifest = json.loads(store.get_bytes(key))
+    except json.JSONDecodeError as exc:
+        raise DataError(f"{store.uri_for(key)}: corrupt manifest ({exc})") from exc
+    if manifest.get("format") != MANIFEST_FORMAT:
+        raise DataError(f"{store.uri_for(key)}: not a {MANIFEST_FORMAT} manifest")
+    return manifest  # type: ignore[no-any-return]
+
+
+def list_versions(store: ObjectStore | None = None, name: str | None = None) -> list[DatasetVersion]:
+    """Every published version (oldest first), or those of `name`."""
+    store = store or open_store()
+    prefix = f"datasets/{check_name(name)}/" if name else "datasets/"
+    keys = [k for k in store.list(prefix) if k.endswith("/" + MANIFEST_FILE)]
+    versions = [DatasetVersion(read_manifest(store, key), store) for key in keys]
+    return sorted(versions, key=lambda v: (v.name, v.manifest.get("created_at", ""), v.version))
+
+
+def resolve_version(ref: str, store: ObjectStore | None = None) -> DatasetVersion:
+    """`name@version`, or `name` alone for its latest version."""
+    store = store or open_store()
+    name, version = parse_ref(ref)
+    if version is not None:
+        key = version_prefix(name, version) + MANIFEST_FILE
+        if not store.exists(key):
+            raise DataError(f"dataset {name}@{version} not found in {store.uri}")
+        return DatasetVersion(read_manifest(store, key), store)
+    versions = list_versions(store, name)
+    if not versions:
+        raise DataError(f"dataset {name!r} not found in {store.uri} (ingest it first: genimg ingest SOURCE --name {name})")
+    return versions[-1]
+
+
+__all__ = [
+    "DatasetVersion",
+    "IngestResult",
+    "StoreError",
+    "ingest_dataset",
+    "list_versions",
+    "looks_like_ref",
+    "parse_ref",
+    "resolve_version",
+]

@@ -1,0 +1,445 @@
+"""The object store: one small interface over a local directory (`file://`) and S3 (`s3://`).
+
+Configured by `GENIMG_STORE` (default `file://$GENIMG_HOME/store`). S3 goes through boto3 with
+its own configuration: `AWS_ENDPOINT_URL_S3` (MinIO, moto, any S3 API), credentials and region
+from the usual chain. Retries with backoff on throttling, 5xx and connection errors come from
+botocore's "standard" retry mode; large objects go up and down in parts (s3transfer).
+
+Every object written through `put_*` records its SHA-256 (S3 user metadata; for files, the
+content itself), and `get_*` verifies it when the caller passes the expected digest.
+Keys are relative, '/'-separated and may not contain '..' or empty segments.
+"""
+
+from __future__ import annotations
+
+import abc
+import hashlib
+import io
+import os
+import re
+import shutil
+import tempfile
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlparse
+
+from genimg.errors import GenimgError
+from genimg.settings import genimg_home
+
+SHA256_METADATA = "sha256"
+MULTIPART_THRESHOLD = 16 * 1024 * 1024
+KEY_SEGMENT = re.compile(r"^[A-Za-z0-9._@=+-]+$")
+
+
+class StoreError(GenimgError):
+    """The store could not do what was asked; the message names the URI and the cause."""
+
+
+class ChecksumMismatch(StoreError):
+    pass
+
+
+def sha256_hex(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def sha256_file(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def check_key(key: str) -> str:
+    segments = key.split("/")
+    if not key or any(s in ("", ".", "..") or not KEY_SEGMENT.match(s) for s in segments):
+        raise StoreError(f"invalid object key {key!r}")
+    return key
+
+
+@dataclass(frozen=True)
+class ObjectInfo:
+    key: str
+    size: int
+    sha256: str | None
+
+
+class ObjectStore(abc.ABC):
+    """put/get bytes and files, list, exists, delete, and create-if-absent `publish`."""
+
+    uri: str
+
+    def uri_for(self, key: str) -> str:
+        return f"{self.uri.rstrip('/')}/{key}"
+
+    @abc.abstractmethod
+    def put_bytes(self, key: str, data: bytes) -> None: ...
+
+    @abc.abstractmethod
+    def get_bytes(self, key: str, *, sha256: str | None = None) -> bytes: ...
+
+    @abc.abstractmethod
+    def put_file(self, key: str, path: Path) -> None: ...
+
+    @abc.abstractmethod
+    def get_file(self, key: str, path: Path, *, sha256: str | None = None) -> Path: ...
+
+    @abc.abstractmethod
+    def info(self, key: str) -> ObjectInfo | None:
+        """Size and recorded SHA-256 of an object, or None if it does not exist."""
+
+    @abc.abstractmethod
+    def list(self, prefix: str = "") -> list[str]:
+        """Keys under `prefix` (a folder-like prefix ending in '/' or ''), sorted."""
+
+    @abc.abstractmethod
+    def delete(self, key: str) -> None: ...
+
+    @abc.abstractmethod
+    def publish(self, key: str, data: bytes) -> bool:
+        """Create `key` atomically if it does not exist yet. False if it already existed."""
+
+    def exists(self, key: str) -> bool:
+        return self.info(key) is not None
+
+    def verify(self, key: str, data: bytes, expected: str | None) -> bytes:
+        if expected is not None and sha256_hex(data) != expected:
+            raise ChecksumMismatch(f"{self.uri_for(key)}: checksum mismatch (object corrupt)")
+        return data
+
+
+class LocalStore(ObjectStore):
+    """A directory. Writes go to a temporary file that is renamed into place."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root.resolve()
+        self.uri = self.root.as_uri()
+
+    def path(self, key: str) -> Path:
+        return self.root / check_key(key)
+
+    def staging_path(self, final: Path) -> Path:
+        final.parent.mkdir(parents=True, exist_ok=True)
+        return final.parent / f".{final.name}.{uuid.uuid4().hex}.tmp"
+
+    def put_bytes(self, key: str, data: bytes) -> None:
+        final = self.path(key)
+        try:
+            staging = self.staging_path(final)
+            staging.write_bytes(data)
+            os.replace(staging, final)
+        except OSError as exc:
+            raise StoreError(f"{self.uri_for(key)}: cannot write ({exc.strerror or exc})") from exc
+
+    def get_bytes(self, key: str, *, sha256: str | None = None) -> bytes:
+        try:
+            data = self.path(key).read_bytes()
+        except FileNotFoundError:
+            raise StoreError(f"{self.uri_for(key)}: no such object") from None
+        except OSError as exc:
+            raise StoreError(f"{self.uri_for(key)}: cannot read ({exc.strerror or exc})") from exc
+        return self.verify(key, data, sha256)
+
+    def put_file(self, key: str, path: Path) -> None:
+        final = self.path(key)
+        try:
+            staging = self.staging_path(final)
+            shutil.copyfile(path, staging)
+            os.replace(staging, final)
+        except OSError as exc:
+            raise StoreError(f"{self.uri_for(key)}: cannot write ({exc.strerror or exc})") from exc
+
+    def get_file(self, key: str, path: Path, *, sha256: str | None = None) -> Path:
+        source = self.path(key)
+        if not source.is_file():
+            raise StoreError(f"{self.uri_for(key)}: no such object")
+        if sha256 is not None and sha256_file(source) != sha256:
+            raise ChecksumMismatch(f"{self.uri_for(key)}: checksum mismatch (object corrupt)")
+        shutil.copyfile(source, path)
+        return path
+
+    def info(self, key: str) -> ObjectInfo | None:
+        path = self.path(key)
+        if not path.is_file():
+            return None
+        return ObjectInfo(key, path.stat().st_size, sha256_file(path))
+
+    def list(self, prefix: str = "") -> list[str]:
+        base = self.root / prefix if prefix else self.root
+        if not base.is_dir():
+            return []
+        keys = []
+        for path in base.rglob("*"):
+            if path.is_file() and not path.name.startswith("."):
+                keys.append(path.relative_to(self.root).as_posix())
+        return sorted(keys)
+
+    def delete(self, key: str) -> None:
+        self.path(key).unlink(missing_ok=True)
+
+    def publish(self, key: str, data: bytes) -> bool:
+        final = self.path(key)
+        staging = self.staging_path(final)
+        staging.write_bytes(data)
+        try:
+            os.link(staging, final)  # fails if `final` exists: create-if-absent, atomically
+            return True
+        except FileExistsError:
+            return False
+        except OSError as exc:
+            raise StoreError(f"{self.uri_for(key)}: cannot publish ({exc.strerror or exc})") from exc
+        finally:
+            staging.unlink(missing_ok=True)
+
+
+def s3_client_config() -> Any:
+    from botocore.config import Config
+
+    return Config(
+        retries={
+            "mode": "standard",
+            "max_attempts": int(os.environ.get("GENIMG_S3_MAX_ATTEMPTS", "5")),
+        },
+        connect_timeout=float(os.environ.get("GENIMG_S3_CONNECT_TIMEOUT", "5")),
+        read_timeout=float(os.environ.get("GENIMG_S3_READ_TIMEOUT", "60")),
+    )
+
+
+def describe_boto_error(exc: Exception) -> str:
+    """A short cause without request ids or credentials (botocore never prints secrets, but
+    some messages echo the access key id; keep the code and message only)."""
+    response = getattr(exc, "response", None)
+    if isinstance(response, dict) and "Error" in response:
+        error = response["Error"]
+        code = error.get("Code", "error")
+        message = error.get("Message", "")
+        return f"{code}: {message}" if message else str(code)
+    text = str(exc)
+    return re.sub(r"AKIA[0-9A-Z]{12,}", "AKIA…", text)
+
+
+class S3Store(ObjectStore):
+    def __init__(self, bucket: str, prefix: str = "", client: Any = None) -> None:
+        import boto3
+        from boto3.s3.transfer import TransferConfig
+
+        if len(bucket) < 3:
+            raise StoreError(f"invalid S3 bucket name {bucket!r}")
+        self.bucket = bucket
+        self.prefix = prefix.strip("/")
+        self.uri = f"s3://{bucket}/{self.prefix}".rstrip("/")
+        self.client = client or boto3.client("s3", config=s3_client_config())
+        self.transfer = TransferConfig(multipart_threshold=MULTIPART_THRESHOLD,
+                                       multipart_chunksize=MULTIPART_THRESHOLD)
+
+    def object_key(self, key: str) -> str:
+        check_key(key)
+        return f"{self.prefix}/{key}" if self.prefix else key
+
+    def wrap(self, key: str, action: str, exc: Exception) -> StoreError:
+        return StoreError(f"{self.uri_for(key)}: cannot {action} ({describe_boto_error(exc)})")
+
+    def put_bytes(self, key: str, data: bytes) -> None:
+        self.upload(key, io.BytesIO(data), sha256_hex(data))
+
+    def upload(self, key: str, stream: Any, digest: str) -> None:
+        from botocore.exceptions import BotoCoreError, ClientError
+
+        try:
+            self.client.upload_fileobj(
+                stream, self.bucket, self.object_key(key),
+                ExtraArgs={"Metadata": {SHA256_METADATA: digest}}, Config=self.transfer,
+            )
+        except (BotoCoreError, ClientError) as exc:
+            raise self.wrap(key, "write", exc) from exc
+        except Exception as exc:  # s3transfer wraps failures in its own types
+            raise self.wrap(key, "write", exc) from exc
+
+    def get_bytes(self, key: str, *, sha256: str | None = None) -> bytes:
+        buffer = io.BytesIO()
+        self.download(key, buffer)
+        return self.verify(key, buffer.getvalue(), sha256)
+
+    def download(self, key: str, stream: Any) -> None:
+        from botocore.exceptions import ClientError
+
+        try:
+            self.client.download_fileobj(self.bucket, self.object_key(key), stream, Config=self.transfer)
+        except ClientError as exc:
+            code = exc.response.get("Error", {}).get("Code")
+            if code in ("404", "NoSuchKey"):
+                raise StoreError(f"{self.uri_for(key)}: no such object") from None
+            raise self.wrap(key, "read", exc) from exc
+        except Exception as exc:
+            raise self.wrap(key, "read", exc) from exc
+
+    def put_file(self, key: str, path: Path) -> None:
+        with open(path, "rb") as handle:
+            self.upload(key, handle, sha256_file(path))
+
+    def get_file(self, key: str, path: Path, *, sha256: str | None = None) -> Path:
+        with open(path, "wb") as handle:
+            self.download(key, handle)
+        if sha256 is not None and sha256_file(path) != sha256:
+            path.unlink(missing_ok=True)
+            raise ChecksumMismatch(f"{self.uri_for(key)}: checksum mismatch (object corrupt)")
+        return path
+
+    def info(self, key: str) -> ObjectInfo | None:
+        from botocore.exceptions import BotoCoreError, ClientError
+
+        try:
+            head = self.client.head_object(Bucket=self.bucket, Key=self.object_key(key))
+        except ClientError as exc:
+            if exc.response.get("Error", {}).get("Code") in ("404", "NoSuchKey", "NotFound"):
+                return None
+            raise self.wrap(key, "read", exc) from exc
+        except BotoCoreError as exc:
+            raise self.wrap(key, "read", exc) from exc
+        return ObjectInfo(key, int(head["ContentLength"]), head.get("Metadata", {}).get(SHA256_METADATA))
+
+    def list(self, prefix: str = "") -> list[str]:
+        from botocore.exceptions import BotoCoreError, ClientError
+
+        full_prefix = f"{self.prefix}/{prefix}" if self.prefix else prefix
+        keys: list[str] = []
+        try:
+            paginator = self.client.get_paginator("list_objects_v2")
+            for page in paginator.paginate(Bucket=self.bucket, Prefix=full_prefix):
+                for item in page.get("Contents", []):
+                    keys.append(item["Key"][len(self.prefix) + 1 :] if self.prefix else item["Key"])
+        except (BotoCoreError, ClientError) as exc:
+            raise StoreError(f"{self.uri_for(prefix)}: cannot list ({describe_boto_error(exc)})") from exc
+        return sorted(keys)
+
+    def delete(self, key: str) -> None:
+        from botocore.exceptions import BotoCoreError, ClientError
+
+        try:
+            self.client.delete_object(Bucket=self.bucket, Key=self.object_key(key))
+        except (BotoCoreError, ClientError) as exc:
+            raise self.wrap(key, "delete", exc) from exc
+
+    def publish(self, key: str, data: bytes) -> bool:
+        from botocore.exceptions import BotoCoreError, ClientError
+
+        try:
+            # A conditional PUT: S3 (since 2024), MinIO and moto refuse it if the key exists.
+            self.client.put_object(
+                Bucket=self.bucket, Key=self.object_key(key), Body=data, IfNoneMatch="*",
+                Metadata={SHA256_METADATA: sha256_hex(data)},
+            )
+            return True
+        except ClientError as exc:
+            if exc.response.get("Error", {}).get("Code") in ("PreconditionFailed", "412",
+                                                               "ConditionalRequestConflict"):
+                return False
+            raise self.wrap(key, "publish", exc) from exc
+        except BotoCoreError as exc:
+            raise self.wrap(key, "publish", exc) from exc
+
+
+def default_store_uri() -> str:
+    return os.environ.get("GENIMG_STORE") or (genimg_home() / "store").as_uri()
+
+
+def open_store(uri: str | None = None) -> ObjectStore:
+    """The store at `uri` (default: `GENIMG_STORE`, else `file://$GENIMG_HOME/store`)."""
+    uri = uri or default_store_uri()
+    parsed = urlparse(uri)
+    if parsed.scheme == "s3":
+        if not parsed.netloc:
+            raise StoreError(f"invalid store URI {uri!r}: expected s3://bucket[/prefix]")
+        return S3Store(parsed.netloc, parsed.path)
+    if parsed.scheme == "file":
+        return LocalStore(Path(parsed.path))
+    if parsed.scheme == "" and uri:
+        return LocalStore(Path(uri).expanduser())
+    raise StoreError(f"unsupported store URI {uri!r} (expected file://… or s3://…)")
+
+
+def split_s3_uri(uri: str) -> tuple[str, str]:
+    parsed = urlparse(uri)
+    if parsed.scheme != "s3" or not parsed.netloc:
+        raise StoreError(f"invalid S3 URI {uri!r}")
+    return parsed.netloc, parsed.path.lstrip("/")
+
+
+@dataclass
+class DownloadedSource:
+    """An s3:// source copied to a local temporary folder, with a map back to its URIs."""
+
+    local_path: Path
+    uri: str
+    directory: tempfile.TemporaryDirectory[str]
+
+    def original_name(self, local_item: str) -> str:
+        base = str(self.local_path)
+        return self.uri + local_item[len(base):] if local_item.startswith(base) else local_item
+
+    def cleanup(self) -> None:
+        self.directory.cleanup()
+
+
+def download_s3_source(uri: str) -> DownloadedSource:
+    """Copy an s3:// object, or every object under an s3:// prefix, to a temporary folder."""
+    bucket, key = split_s3_uri(uri)
+    store = S3Store(bucket)
+    directory = tempfile.TemporaryDirectory(prefix="genimg-source-")
+    root = Path(directory.name)
+    try:
+        if key and not key.endswith("/") and raw_exists(store, key):
+            target = root / Path(key).name
+            try:
+                store.client.download_file(bucket, key, str(target), Config=store.transfer)
+            except Exception as exc:
+                raise StoreError(f"{uri}: cannot read ({describe_boto_error(exc)})") from exc
+            return DownloadedSource(target, uri, directory)
+        prefix = key.rstrip("/") + "/" if key else ""
+        keys = store_list_raw(store, prefix)
+        if not keys:
+            raise StoreError(f"{uri}: no such object or prefix (empty source)")
+        local_root = root / "source"
+        for object_key in keys:
+            target = local_root / object_key[len(prefix):]
+            if ".." in Path(object_key[len(prefix):]).parts:
+                continue  # a key that would escape the folder is no file of this source
+            target.parent.mkdir(parents=True, exist_ok=True)
+            try:
+                store.client.download_file(bucket, object_key, str(target), Config=store.transfer)
+            except Exception as exc:
+                raise StoreError(f"s3://{bucket}/{object_key}: cannot read ({describe_boto_error(exc)})") from exc
+        return DownloadedSource(local_root, uri.rstrip("/"), directory)
+    except BaseException:
+        directory.cleanup()
+        raise
+
+
+def raw_exists(store: S3Store, key: str) -> bool:
+    """Whether a source object exists (source keys may hold any characters: no key checks)."""
+    from botocore.exceptions import ClientError
+
+    try:
+        store.client.head_object(Bucket=store.bucket, Key=key)
+        return True
+    except ClientError as exc:
+        if exc.response.get("Error", {}).get("Code") in ("404", "NoSuchKey", "NotFound"):
+            return False
+        raise StoreError(f"s3://{store.bucket}/{key}: cannot read ({describe_boto_error(exc)})") from exc
+    except Exception as exc:
+        raise StoreError(f"s3://{store.bucket}/{key}: cannot read ({describe_boto_error(exc)})") from exc
+
+
+def store_list_raw(store: S3Store, prefix: str) -> list[str]:
+    """Keys under a raw prefix of a source bucket."""
+    keys = []
+    try:
+        pages = store.client.get_paginator("list_objects_v2").paginate(Bucket=store.bucket, Prefix=prefix)
+        for page in pages:
+            keys += [item["Key"] for item in page.get("Contents", []) if not item["Key"].endswith("/")]
+    except Exception as exc:
+        raise StoreError(f"s3://{store.bucket}/{prefix}: cannot list ({describe_boto_error(exc)})") from exc
+    return sorted(keys)
