@@ -7,9 +7,12 @@ Sequences: one subfolder per sequence, its frames in natural name order (frame2 
 
 from __future__ import annotations
 
+import multiprocessing as mp
+import os
 import re
 from collections import Counter
 from collections.abc import Callable
+from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -24,20 +27,64 @@ IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".ti
 GREY_MODES = {"1", "L", "LA", "I", "I;16", "F"}
 
 
+DIGITS = re.compile(r"(\d+)")
+# Decoding runs in this many forked processes for folders of at least PARALLEL_MIN_FILES files
+# (GENIMG_DECODE_WORKERS=1 turns it off). Small PNGs cost more Python than decoding, so threads
+# would not help; processes do.
+PARALLEL_MIN_FILES = 2000
+CHUNK_FILES = 500
+
+
 def natural_key(path: Path) -> list[object]:
-    return [int(part) if part.isdigit() else part.lower() for part in re.split(r"(\d+)", path.name)]
+    return [int(part) if part.isdigit() else part.lower() for part in DIGITS.split(path.name)]
+
+
+def scan(folder: Path, want_dirs: bool) -> list[Path]:
+    with os.scandir(folder) as entries:
+        found = [
+            Path(entry.path) for entry in entries
+            if not entry.name.startswith(".")
+            and (entry.is_dir() if want_dirs else entry.is_file())
+        ]
+    return sorted(found, key=natural_key)
 
 
 def visible_files(folder: Path) -> list[Path]:
-    return sorted(
-        (p for p in folder.iterdir() if p.is_file() and not p.name.startswith(".")), key=natural_key
-    )
+    return scan(folder, want_dirs=False)
 
 
 def visible_dirs(folder: Path) -> list[Path]:
-    return sorted(
-        (p for p in folder.iterdir() if p.is_dir() and not p.name.startswith(".")), key=natural_key
-    )
+    return scan(folder, want_dirs=True)
+
+
+def decode_workers() -> int:
+    configured = os.environ.get("GENIMG_DECODE_WORKERS")
+    if configured is not None:
+        return max(1, int(configured))
+    return min(os.cpu_count() or 1, 8)
+
+
+def decode_chunk(paths: list[Path]) -> list[np.ndarray | str]:
+    return [decode_image(path) for path in paths]
+
+
+def decode_all(paths: list[Path], progress: Progress | None = None) -> list[np.ndarray | str]:
+    """decode_image over `paths`, in order; in parallel processes for large folders."""
+    chunks = [paths[i : i + CHUNK_FILES] for i in range(0, len(paths), CHUNK_FILES)]
+    workers = decode_workers()
+    results: list[np.ndarray | str] = []
+    if len(paths) >= PARALLEL_MIN_FILES and workers > 1 and "fork" in mp.get_all_start_methods():
+        with ProcessPoolExecutor(workers, mp_context=mp.get_context("fork")) as pool:
+            for decoded in pool.map(decode_chunk, chunks):
+                results += decoded
+                if progress is not None:
+                    progress(len(results), len(paths))
+        return results
+    for chunk in chunks:
+        results += decode_chunk(chunk)
+        if progress is not None:
+            progress(len(results), len(paths))
+    return results
 
 
 def decode_image(path: Path) -> np.ndarray | str:
@@ -47,12 +94,13 @@ def decode_image(path: Path) -> np.ndarray | str:
     try:
         with Image.open(path) as image:
             image.load()
+            if image.mode in ("I", "I;16", "F"):
+                return f"unsupported image mode {image.mode} (expected 8-bit grey or colour)"
             if image.mode in GREY_MODES:
-                if image.mode in ("I", "I;16", "F"):
-                    return f"unsupported image mode {image.mode} (expected 8-bit grey or colour)"
-                decoded = np.asarray(image.convert("L"))[:, :, None]
+                grey = image if image.mode == "L" else image.convert("L")
+                decoded = np.asarray(grey)[:, :, None]
             else:
-                decoded = np.asarray(image.convert("RGB"))
+                decoded = np.asarray(image if image.mode == "RGB" else image.convert("RGB"))
     except UnidentifiedImageError:
         return "not a decodable image (unknown or corrupt format)"
     except (OSError, SyntaxError, ValueError) as exc:
@@ -81,10 +129,7 @@ def read_image_folder(folder: Path, progress: Progress | None = None) -> Dataset
     if not entries:
         raise DataError(f"{folder}: empty folder (no files)")
     images, labels, rejected = [], [], []
-    for done, (path, label) in enumerate(entries, 1):
-        if progress is not None and (done % 256 == 0 or done == len(entries)):
-            progress(done, len(entries))
-        decoded = decode_image(path)
+    for (path, label), decoded in zip(entries, decode_all([p for p, _ in entries], progress)):
         if isinstance(decoded, str):
             rejected.append(Rejection(str(path), decoded))
         else:

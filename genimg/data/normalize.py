@@ -72,6 +72,8 @@ def stack_images(images: Sequence[np.ndarray]) -> np.ndarray:
     """(N, C, H, W) uint8 from (H, W, C) uint8 images with C in {1, 3}, per the policy above."""
     channels = 3 if any(image.shape[2] == 3 for image in images) else 1
     height, width = most_common_size([image.shape[:2] for image in images])
+    if all(image.shape == (height, width, channels) for image in images):
+        return np.ascontiguousarray(np.stack(images).transpose(0, 3, 1, 2))
     out = np.empty((len(images), channels, height, width), np.uint8)
     for i, image in enumerate(images):
         if image.shape[:2] != (height, width):

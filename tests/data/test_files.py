@@ -188,3 +188,21 @@ def test_frames_sort_in_natural_order(tmp_path, small_sequences):
 def test_unusable_sources_are_named_in_the_error(source, message):
     with pytest.raises(DataError, match=message):
         read_source(source)
+
+
+def test_large_folders_decode_in_parallel_with_the_same_result(tmp_path, digits, monkeypatch):
+    from genimg.data.folders import PARALLEL_MIN_FILES
+
+    root = tmp_path / "many"
+    root.mkdir()
+    for i in range(PARALLEL_MIN_FILES + 10):
+        Image.fromarray(digits[i % len(digits), 0]).save(root / f"{i}.png")
+    (root / "1000x.png").write_bytes(b"broken")
+    monkeypatch.setenv("GENIMG_DECODE_WORKERS", "2")
+    parallel = read_source(str(root))
+    monkeypatch.setenv("GENIMG_DECODE_WORKERS", "1")
+    sequential = read_source(str(root))
+    assert len(parallel) == PARALLEL_MIN_FILES + 10
+    assert np.array_equal(parallel.data, sequential.data)
+    assert parallel.rejected == sequential.rejected and parallel.rejected[0].item.endswith("1000x.png")
+    assert np.array_equal(parallel.data[1234, 0], digits[1234 % len(digits), 0])  # order kept
