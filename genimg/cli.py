@@ -34,22 +34,38 @@ def fail(message: str) -> typer.Exit:
     return typer.Exit(code=1)
 
 
+REAL_STDOUT: list[Any] = []
+
+
 def one_line_errors(command: F) -> F:
+    """One-line errors on stderr; with --json, stdout holds the JSON object and nothing else
+    (anything libraries print meanwhile, Ray's node messages say, goes to stderr)."""
+
     @wraps(command)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
+        saved = sys.stdout
+        if kwargs.get("as_json"):
+            REAL_STDOUT.append(saved)
+            sys.stdout = sys.stderr
         try:
             return command(*args, **kwargs)
         except GenimgError as exc:
             raise fail(str(exc)) from None
         except KeyboardInterrupt:
             raise fail("interrupted") from None
+        finally:
+            if kwargs.get("as_json"):
+                sys.stdout = saved
+                REAL_STDOUT.pop()
 
     return wrapper  # type: ignore[return-value]
 
 
 def emit(as_json: bool, payload: dict[str, Any], summary: str) -> None:
     if as_json:
-        sys.stdout.write(json.dumps(payload) + "\n")
+        out = REAL_STDOUT[-1] if REAL_STDOUT else sys.stdout
+        out.write(json.dumps(payload) + "\n")
+        out.flush()
     else:
         typer.echo(summary)
 
@@ -59,29 +75,30 @@ def format_metrics(metrics: dict[str, float]) -> str:
 
 
 class ProgressLine:
-    """A live line on a terminal; periodic plain lines otherwise (logs stay readable)."""
+    """A live line on a terminal (step, img/s, losses); nothing when not on a terminal."""
 
-    def __init__(self, total: int, enabled: bool) -> None:
-        self.total, self.enabled = total, enabled
-        self.tty = sys.stderr.isatty()
-        self.started = time.perf_counter()
-        self.last_plain = 0
+    def __init__(self, enabled: bool, images_per_step: int) -> None:
+        self.enabled = enabled and sys.stderr.isatty()
+        self.images_per_step = images_per_step
+        self.first: tuple[int, float] | None = None
+        self.shown = False
 
-    def update(self, step: int, metrics: dict[str, float], batch_size: int) -> None:
+    def update(self, step: int, metrics: dict[str, float]) -> None:
         if not self.enabled:
             return
-        elapsed = max(time.perf_counter() - self.started, 1e-9)
-        line = (f"step {step}/{self.total}  {step * batch_size / elapsed:.0f} img/s  "
-                f"{format_metrics(metrics)}")
-        if self.tty:
-            sys.stderr.write("\r\033[K" + line)
-            sys.stderr.flush()
-        elif step - self.last_plain >= max(1, self.total // 10) or step == self.total:
-            self.last_plain = step
-            sys.stderr.write(line + "\n")
+        now = time.perf_counter()
+        if self.first is None or step < self.first[0]:
+            self.first = (step, now)
+        rate = ""
+        if now > self.first[1] and step > self.first[0]:
+            steps_per_second = (step - self.first[0]) / (now - self.first[1])
+            rate = f"  {steps_per_second * self.images_per_step:.0f} img/s"
+        sys.stderr.write(f"\r\033[Kstep {step}{rate}  {format_metrics(metrics)}")
+        sys.stderr.flush()
+        self.shown = True
 
     def close(self) -> None:
-        if self.enabled and self.tty:
+        if self.shown:
             sys.stderr.write("\n")
 
 
@@ -89,24 +106,26 @@ class ProgressLine:
 @one_line_errors
 def train(
     model: Annotated[str, typer.Option("--model", "-m", help="gan-mlp, gan, vae or rvae")],
-    dataset: Annotated[str, typer.Option("--dataset", "-d", help="builtin:digits, builtin:moving-digits, or a path")],
+    dataset: Annotated[str, typer.Option("--dataset", "-d", help="NAME[@VERSION] in the store, builtin:digits, builtin:moving-digits, a path or s3:// URI")],
     config: Annotated[Path | None, typer.Option("--config", "-c", help="YAML with model: and train: sections")] = None,
     set_: Annotated[list[str] | None, typer.Option("--set", help="override, e.g. model.latent_dim=32 or train.lr=1e-3")] = None,
+    workers: Annotated[str, typer.Option("--workers", "-w", help="Ray Train workers: N, or MIN-MAX (elastic); 0 = in this process, without Ray")] = "1",
+    gpu: Annotated[bool, typer.Option("--gpu", help="one GPU per worker, CUDA with bf16 autocast")] = False,
+    cpus_per_worker: Annotated[int | None, typer.Option("--cpus-per-worker", help="default: the cluster's CPUs / workers")] = None,
     steps: Annotated[int | None, typer.Option("--steps", help="total optimisation steps")] = None,
     epochs: Annotated[float | None, typer.Option("--epochs", help="passes over the data (instead of --steps)")] = None,
-    batch_size: Annotated[int | None, typer.Option("--batch-size")] = None,
+    batch_size: Annotated[int | None, typer.Option("--batch-size", help="per worker")] = None,
     seed: Annotated[int | None, typer.Option("--seed")] = None,
-    gpu: Annotated[bool, typer.Option("--gpu", help="train on CUDA")] = False,
-    run_name: Annotated[str | None, typer.Option("--run-name", help="names the run's folder; reuse with --resume")] = None,
+    max_failures: Annotated[int, typer.Option("--max-failures", help="worker-group restarts allowed")] = 3,
+    run_name: Annotated[str | None, typer.Option("--run-name", help="names the run (checkpoints, MLflow); reuse with --resume")] = None,
     resume: Annotated[bool, typer.Option("--resume", help="continue the run's latest checkpoint")] = False,
     output: Annotated[Path | None, typer.Option("--output", "-o", help="export the final model to this folder")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="print one JSON object")] = False,
 ) -> None:
-    """Train a model on a dataset (locally, in this process)."""
+    """Train a model: on Ray Train (local Ray, or the cluster at RAY_ADDRESS), or in process."""
     from genimg.config import parse_overrides
     from genimg.models import model_spec
-    from genimg.settings import local_runs_dir
-    from genimg.training.run import load_config_file, merge_sections, train_locally
+    from genimg.training.run import load_config_file, merge_sections
 
     model_spec(model)
     if steps is not None and epochs is not None:
@@ -117,63 +136,104 @@ def train(
         key: value for key, value in
         {"steps": steps, "batch_size": batch_size, "seed": seed}.items() if value is not None
     }
+    if gpu:
+        cli_train.setdefault("precision", "bf16")
     sections = merge_sections(
         load_config_file(config) if config else {},
         parse_overrides(set_ or []),
         {"train": cli_train},
     )
+    if gpu and "channels_last" not in sections["train"] and model_spec(model).name != "gan-mlp":
+        sections["train"]["channels_last"] = True
     name = run_name or f"{model}-{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:6]}"
     if not RUN_NAME_PATTERN.match(name):
         raise GenimgError(f"invalid --run-name {name!r}: use letters, digits, '.', '_' and '-'")
-    run_dir = local_runs_dir() / name
-    if (run_dir / "checkpoints").is_dir() and any((run_dir / "checkpoints").iterdir()) and not resume:
-        raise GenimgError(f"run {name} already has checkpoints in {run_dir}; pass --resume to continue it or pick another --run-name")
-    progress: ProgressLine | None = None
+    from genimg.training.config import TrainConfig
 
-    def on_start(run: Any, data: Any) -> None:
-        nonlocal progress
-        progress = ProgressLine(run.train.steps, enabled=not as_json)
-        run_dir.mkdir(parents=True, exist_ok=True)
-        (run_dir / "run.json").write_text(json.dumps(run.as_dict() | {"dataset": dataset}, indent=2))
+    max_workers = int(workers.split("-")[-1]) if workers.split("-")[-1].strip().isdigit() else 1
+    per_worker = int(sections["train"].get("batch_size", TrainConfig.batch_size))
+    progress = ProgressLine(enabled=not as_json, images_per_step=per_worker * max(1, max_workers))
 
-    def on_log(step: int, metrics: dict[str, float]) -> None:
-        assert progress is not None
-        progress.update(step, metrics, _batch(sections))
+    def on_progress(step: int, metrics: dict[str, float]) -> None:
+        progress.update(step, metrics)
 
-    result = train_locally(
-        model, dataset, sections, run_dir=run_dir, run_name=name, epochs=epochs, resume=resume,
-        export_dir=output, device="cuda" if gpu else "cpu", on_log=on_log, on_start=on_start,
-    )
-    if progress is not None:
-        progress.close()
-    payload = {
-        "model": model,
-        "dataset": dataset,
-        "run_name": name,
-        "checkpoint": str(result.checkpoint) if result.checkpoint else None,
-        "export": str(result.export) if result.export else None,
-        "metrics": result.metrics,
-        "restarts": 0,
-        "resumed_from_step": result.resumed_from_step,
-        "rejected": [r.as_dict() for r in result.dataset.rejected],
-        "seconds": round(result.seconds, 3),
-        "images_per_second": round(result.images_per_second, 1),
-    }
+    if workers.strip() == "0":
+        payload = train_in_process(model, dataset, sections, name, epochs, resume, output, gpu, on_progress)
+    else:
+        from genimg.distributed.trainer import parse_workers, train_distributed
+
+        result = train_distributed(
+            model, dataset, sections, workers=parse_workers(workers), use_gpu=gpu,
+            cpus_per_worker=cpus_per_worker, run_name=name, resume=resume, epochs=epochs,
+            max_failures=max_failures, export_dir=output, on_progress=on_progress,
+        )
+        payload = {
+            "model": model, "dataset": dataset, "run_name": name, "run_id": result.run_id,
+            "checkpoint": result.checkpoint, "export": result.export, "metrics": result.metrics,
+            "restarts": result.restarts, "resumed_from_step": result.resumed_from_step,
+            "workers": {str(rank): node for rank, node in result.workers.items()},
+            "records": result.records, "rejected": result.rejected,
+            "seconds": round(result.seconds, 3),
+            "images_per_second": round(result.images_per_second, 1),
+        }
+    progress.close()
+    rejected = payload["rejected"]
     summary = (
-        f"trained {model} on {dataset} ({len(result.dataset)} records"
-        f"{f', {len(result.dataset.rejected)} rejected' if result.dataset.rejected else ''}): "
-        f"step {int(result.metrics['step'])} in {result.seconds:.1f} s "
-        f"({result.images_per_second:.0f} img/s); {format_metrics(result.metrics)}\n"
-        f"checkpoint: {result.checkpoint}"
-        + (f"\nexported:   {result.export}" if result.export else "")
+        f"trained {model} on {dataset} ({payload['records']} records"
+        f"{f', {len(rejected)} rejected' if rejected else ''}): "
+        f"step {int(payload['metrics'].get('step', 0))} in {payload['seconds']:.1f} s "
+        f"({payload['images_per_second']:.0f} img/s); {format_metrics(payload['metrics'])}\n"
+        f"run:        {payload['run_name']} (MLflow run {payload['run_id']})"
+        + (f", {payload['restarts']} restart(s)" if payload["restarts"] else "")
+        + f"\ncheckpoint: {payload['checkpoint']}"
+        + (f"\nexported:   {payload['export']}" if payload["export"] else "")
     )
     emit(as_json, payload, summary)
 
 
-def _batch(sections: dict[str, dict[str, Any]]) -> int:
-    from genimg.training.config import TrainConfig
+def train_in_process(
+    model: str, dataset: str, sections: dict[str, dict[str, Any]], name: str, epochs: float | None,
+    resume: bool, output: Path | None, gpu: bool, on_progress: Callable[[int, dict[str, float]], None],
+) -> dict[str, Any]:
+    """`--workers 0`: the plain-PyTorch loop in this process, checkpoints in $GENIMG_HOME/runs."""
+    from genimg.settings import local_runs_dir
+    from genimg.tracking.runs import TrainingRun
+    from genimg.training.run import train_locally
 
-    return int(sections.get("train", {}).get("batch_size", TrainConfig.batch_size))
+    run_dir = local_runs_dir() / name
+    checkpoints = run_dir / "checkpoints"
+    if checkpoints.is_dir() and any(checkpoints.iterdir()) and not resume:
+        raise GenimgError(f"run {name} already has checkpoints in {run_dir}; pass --resume to continue it or pick another --run-name")
+    tracking = TrainingRun(name, tags={"genimg.model": model, "genimg.dataset": dataset})
+
+    def on_start(run: Any, data: Any) -> None:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        (run_dir / "run.json").write_text(json.dumps(run.as_dict() | {"dataset": dataset}, indent=2))
+        tracking.log_params(run.as_dict() | {"dataset": dataset, "workers": "0"})
+
+    def on_log(step: int, metrics: dict[str, float]) -> None:
+        tracking.add_metrics(step, metrics, int(time.time() * 1000))
+        on_progress(step, metrics)
+
+    try:
+        result = train_locally(
+            model, dataset, sections, run_dir=run_dir, run_name=name, epochs=epochs, resume=resume,
+            export_dir=output, device="cuda" if gpu else "cpu", on_log=on_log, on_start=on_start,
+        )
+    except BaseException:
+        tracking.finish("FAILED")
+        raise
+    checkpoint = result.checkpoint.as_uri() if result.checkpoint else None
+    tracking.set_tags({"genimg.checkpoint": checkpoint or ""})
+    tracking.finish()
+    return {
+        "model": model, "dataset": dataset, "run_name": name, "run_id": tracking.run_id,
+        "checkpoint": checkpoint, "export": str(result.export) if result.export else None,
+        "metrics": result.metrics, "restarts": 0, "resumed_from_step": result.resumed_from_step,
+        "workers": {}, "records": len(result.dataset),
+        "rejected": [r.as_dict() for r in result.dataset.rejected],
+        "seconds": round(result.seconds, 3), "images_per_second": round(result.images_per_second, 1),
+    }
 
 
 @app.command()

@@ -9,8 +9,9 @@ from typer.testing import CliRunner
 from genimg.cli import app
 
 runner = CliRunner()
-TINY_VAE = ["--set", "model.width=4", "--set", "model.latent_dim=4", "--batch-size", "16"]
-TINY_RVAE = ["--set", "model.width=4", "--set", "model.frame_dim=16", "--set", "model.hidden_dim=16",
+# In process (--workers 0): these tests are about the command line, not Ray (tests/distributed).
+TINY_VAE = ["--workers", "0", "--set", "model.width=4", "--set", "model.latent_dim=4", "--batch-size", "16"]
+TINY_RVAE = ["--workers", "0", "--set", "model.width=4", "--set", "model.frame_dim=16", "--set", "model.hidden_dim=16",
              "--batch-size", "4"]
 
 
@@ -81,7 +82,7 @@ def test_still_image_models_refuse_gif_output(tmp_path):
 
 def test_epochs_set_the_step_count(tmp_path):
     result = invoke("train", "--model", "vae", "--dataset", "builtin:digits", "--epochs", "0.5",
-                    "--set", "model.width=4", "--batch-size", "256", "--json")
+                    "--workers", "0", "--set", "model.width=4", "--batch-size", "256", "--json")
     assert json.loads(result.stdout)["metrics"]["step"] == 4  # 1797 // 256 = 7 batches an epoch
 
 

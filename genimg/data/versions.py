@@ -241,24 +241,30 @@ class DatasetVersion:
 
     def load(self, splits: tuple[str, ...] = ("train",)) -> Dataset:
         """The records of `splits` (verified against the manifest's checksums)."""
-        import pyarrow.parquet as pq
-
-        shape = tuple(self.manifest["record_shape"])
         unknown = [s for s in splits if s not in self.manifest["shards"]]
         if unknown:
             raise DataError(f"{self.ref} has no split {unknown[0]!r} (splits: {', '.join(self.manifest['shards'])})")
+        return self.load_shards([shard for split in splits for shard in self.manifest["shards"][split]])
+
+    def count(self, splits: tuple[str, ...] = ("train",)) -> int:
+        return sum(int(self.manifest["counts"].get(split, 0)) for split in splits)
+
+    def load_shards(self, shards: list[dict[str, Any]]) -> Dataset:
+        """The records of the given manifest shard entries, in order."""
+        import pyarrow.parquet as pq
+
+        shape = tuple(self.manifest["record_shape"])
         arrays, labels = [], []
         prefix = version_prefix(self.name, self.version)
-        for split in splits:
-            for shard in self.manifest["shards"][split]:
-                payload = self.store.get_bytes(prefix + shard["key"], sha256=shard["sha256"])
-                table = pq.read_table(io.BytesIO(payload))
-                column = table.column("data").combine_chunks()
-                width = column.type.byte_width
-                buffer = np.frombuffer(column.buffers()[1], np.uint8)
-                start = column.offset * width
-                arrays.append(buffer[start : start + len(column) * width].reshape(len(column), *shape))
-                labels.append(table.column("label").to_numpy())
+        for shard in shards:
+            payload = self.store.get_bytes(prefix + shard["key"], sha256=shard["sha256"])
+            table = pq.read_table(io.BytesIO(payload))
+            column = table.column("data").combine_chunks()
+            width = column.type.byte_width
+            buffer = np.frombuffer(column.buffers()[1], np.uint8)
+            start = column.offset * width
+            arrays.append(buffer[start : start + len(column) * width].reshape(len(column), *shape))
+            labels.append(table.column("label").to_numpy())
         data = np.concatenate(arrays) if arrays else np.zeros((0, *shape), np.uint8)
         label_array = np.concatenate(labels) if labels else np.zeros(0, np.int64)
         return Dataset(

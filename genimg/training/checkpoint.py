@@ -34,6 +34,7 @@ from genimg.training.steps import Optimizers
 STATE_FILE = "state.json"
 STATE_TENSORS_FILE = "state.safetensors"
 CHECKPOINT_PREFIX = "step-"
+RANK_RNG_PREFIX = "rng-rank-"  # other data-parallel ranks' RNG states, beside rank 0's state
 
 
 @dataclass(frozen=True)
@@ -66,6 +67,59 @@ def checkpoint_name(step: int) -> str:
     return f"{CHECKPOINT_PREFIX}{step:08d}"
 
 
+def write_state(folder: Path, stem: str, state: dict[str, Any]) -> None:
+    tensors: dict[str, torch.Tensor] = {}
+    skeleton = flatten_state(state, tensors)
+    save_file(tensors, str(folder / f"{stem}.safetensors"))
+    (folder / f"{stem}.json").write_text(json.dumps(skeleton))
+
+
+def read_state(folder: Path, stem: str) -> dict[str, Any]:
+    skeleton = json.loads((folder / f"{stem}.json").read_text())
+    return unflatten_state(skeleton, load_file(str(folder / f"{stem}.safetensors")))  # type: ignore[no-any-return]
+
+
+def write_checkpoint_files(
+    folder: Path,
+    model: GenerativeModel,
+    optimizers: Optimizers,
+    step: int,
+    train_config: TrainConfig,
+    scaler: torch.amp.GradScaler | None = None,
+) -> Path:
+    """Write a complete checkpoint into `folder` (created if needed)."""
+    save_model(model, folder)
+    state = {
+        "step": step,
+        "model": model.registry_name,
+        "train_config": config_to_dict(train_config),
+        "optimizers": {name: opt.state_dict() for name, opt in optimizers.items()},
+        "scaler": scaler.state_dict() if scaler is not None else None,
+        "rng": capture_rng(),
+    }
+    write_state(folder, STATE_FILE.removesuffix(".json"), state)
+    return folder
+
+
+def checkpoint_step(folder: Path) -> int:
+    """The step a checkpoint folder was written at (reads only its JSON skeleton)."""
+    skeleton = json.loads((folder / STATE_FILE).read_text())
+    return int(dict(skeleton["__dict__"])["step"])
+
+
+def write_rank_rng(folder: Path, rank: int) -> None:
+    """A data-parallel rank's RNG state, next to rank 0's checkpoint (merged into one folder)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    write_state(folder, f"{RANK_RNG_PREFIX}{rank}", capture_rng())
+
+
+def restore_rank_rng(folder: Path, rank: int) -> bool:
+    if not (folder / f"{RANK_RNG_PREFIX}{rank}.json").is_file():
+        return False
+    restore_rng(read_state(folder, f"{RANK_RNG_PREFIX}{rank}"))
+    return True
+
+
 def save_checkpoint(
     directory: str | Path,
     model: GenerativeModel,
@@ -74,24 +128,14 @@ def save_checkpoint(
     train_config: TrainConfig,
     *,
     keep: int | None = None,
+    scaler: torch.amp.GradScaler | None = None,
 ) -> Path:
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     final = directory / checkpoint_name(step)
     staging = directory / f".staging-{checkpoint_name(step)}-{os.getpid()}"
     shutil.rmtree(staging, ignore_errors=True)
-    save_model(model, staging)
-    state = {
-        "step": step,
-        "model": model.registry_name,
-        "train_config": config_to_dict(train_config),
-        "optimizers": {name: opt.state_dict() for name, opt in optimizers.items()},
-        "rng": capture_rng(),
-    }
-    tensors: dict[str, torch.Tensor] = {}
-    skeleton = flatten_state(state, tensors)
-    save_file(tensors, str(staging / STATE_TENSORS_FILE))
-    (staging / STATE_FILE).write_text(json.dumps(skeleton))
+    write_checkpoint_files(staging, model, optimizers, step, train_config, scaler)
     if final.exists():
         shutil.rmtree(final)
     os.replace(staging, final)
@@ -123,9 +167,15 @@ def prune_checkpoints(directory: Path, keep: int) -> None:
 
 
 def load_checkpoint(
-    path: str | Path, model: GenerativeModel, optimizers: Optimizers, *, restore_rngs: bool = True
+    path: str | Path,
+    model: GenerativeModel,
+    optimizers: Optimizers,
+    *,
+    restore_rngs: bool = True,
+    scaler: torch.amp.GradScaler | None = None,
 ) -> dict[str, Any]:
-    """Load weights and optimiser state in place, restore RNGs; returns the saved state."""
+    """Load weights, optimiser (and grad-scaler) state in place, restore RNGs; returns the
+    saved state."""
     path = Path(path)
     description = read_model_description(path)
     if description["model"] != model.registry_name:
@@ -135,8 +185,7 @@ def load_checkpoint(
     try:
         weights = load_file(str(path / MODEL_WEIGHTS_FILE), device=str(model.device))
         model.load_state_dict(weights, strict=True)
-        skeleton = json.loads((path / STATE_FILE).read_text())
-        state = unflatten_state(skeleton, load_file(str(path / STATE_TENSORS_FILE)))
+        state = read_state(path, STATE_FILE.removesuffix(".json"))
     except GenimgError:
         raise
     except Exception as exc:
@@ -146,6 +195,8 @@ def load_checkpoint(
         raise GenimgError(f"checkpoint {path} has optimisers {sorted(state['optimizers'])}")
     for name, optimizer in optimizers.items():
         optimizer.load_state_dict(state["optimizers"][name])
+    if scaler is not None and state.get("scaler"):
+        scaler.load_state_dict(state["scaler"])
     if restore_rngs:
         restore_rng(state["rng"])
     return state

@@ -4,6 +4,7 @@ config). Batch sizes here are per process; a distributed run multiplies by its w
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Literal
 
 from genimg.errors import ConfigError
 
@@ -26,6 +27,9 @@ class TrainConfig:
     log_every: int = 50
     checkpoint_every: int = 500
     keep_checkpoints: int = 3
+    precision: Literal["fp32", "bf16", "fp16"] = "fp32"  # autocast dtype; fp16 adds a grad scaler
+    channels_last: bool = False  # NHWC memory layout for conv models (faster on GPUs)
+    compile: bool = False  # torch.compile each network (in place: checkpoints stay the same)
 
     def __post_init__(self) -> None:
         for key in ("steps", "batch_size", "d_steps", "log_every", "checkpoint_every", "keep_checkpoints"):

@@ -14,11 +14,22 @@ import torch
 from torch import Tensor
 
 from genimg.models.base import GenerativeModel
-from genimg.training.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
+from genimg.training.checkpoint import (
+    latest_checkpoint,
+    load_checkpoint,
+    restore_rank_rng,
+    save_checkpoint,
+    write_checkpoint_files,
+    write_rank_rng,
+)
 from genimg.training.config import TrainConfig
-from genimg.training.steps import GradientSync, mean_metrics, no_sync, recipe_for
+from genimg.training.steps import GradientSync, make_step_context, mean_metrics, no_sync, recipe_for
 
 LogCallback = Callable[[int, dict[str, float]], None]
+# Writes this rank's part of a checkpoint into the folder it is given (rank 0: the whole
+# checkpoint; other ranks: their RNG state).
+CheckpointWriter = Callable[[Path], None]
+CheckpointCallback = Callable[[int, dict[str, float], CheckpointWriter], None]
 
 
 class BatchSchedule:
@@ -69,9 +80,28 @@ def seed_everything(seed: int) -> None:
     random.seed(seed)
 
 
-def to_batch(records: Tensor, indices: Tensor, device: torch.device) -> Tensor:
+def rank_seed(seed: int, rank: int) -> int:
+    """Each data-parallel rank draws its own noise and batches (rank 0 keeps `seed`)."""
+    return seed + 1_000_003 * rank
+
+
+def to_batch(records: Tensor, indices: Tensor, device: torch.device, channels_last: bool) -> Tensor:
     """uint8 records → float pixels in [0, 1] on `device`."""
-    return records[indices].to(device, non_blocking=True).float().div_(255.0)
+    batch = records[indices].to(device, non_blocking=True).float().div_(255.0)
+    if channels_last and batch.dim() == 4:
+        batch = batch.contiguous(memory_format=torch.channels_last)
+    return batch
+
+
+def prepare_model(model: GenerativeModel, config: TrainConfig, device: torch.device) -> None:
+    model.to(device).train()
+    if config.channels_last:
+        model.to(memory_format=torch.channels_last)
+    if config.compile:
+        # In place (nn.Module.compile), so parameter names and checkpoints do not change.
+        for child in model.children():
+            if any(True for _ in child.parameters()):
+                child.compile()
 
 
 def train_model(
@@ -82,45 +112,67 @@ def train_model(
     device: str | torch.device = "cpu",
     checkpoint_dir: str | Path | None = None,
     resume: bool = False,
+    restore_from: Path | None = None,
     on_log: LogCallback | None = None,
+    on_checkpoint: CheckpointCallback | None = None,
     gradient_sync: GradientSync = no_sync,
+    rank: int = 0,
 ) -> TrainResult:
     """Train `model` on uint8 `records` ((N, C, H, W) or (N, T, C, H, W)) up to `config.steps`.
 
-    With `resume` and a checkpoint in `checkpoint_dir`, training continues from its step with
-    its optimiser and RNG state, so the result equals an uninterrupted run (bit for bit on CPU).
+    Checkpoints (every `checkpoint_every` steps and at the end) go to `checkpoint_dir`, or, when
+    `on_checkpoint` is given, to that callback with a writer for this rank's files. With
+    `resume`, training continues from the latest checkpoint in `checkpoint_dir` (or from
+    `restore_from`) with its optimiser and RNG state, so the result equals an uninterrupted run
+    (bit for bit on CPU). In data-parallel runs each `rank` passes its own shard of `records`
+    and an all-reduce as `gradient_sync`.
     """
     device = torch.device(device)
-    model.to(device).train()
+    prepare_model(model, config, device)
     recipe = recipe_for(model)
     optimizers = recipe.make_optimizers(model, config)
+    context = make_step_context(config.precision, device, gradient_sync)
     step = 0
-    latest = latest_checkpoint(checkpoint_dir) if (resume and checkpoint_dir) else None
-    if latest is not None:
-        step = int(load_checkpoint(latest.path, model, optimizers)["step"])
+    if restore_from is None and resume and checkpoint_dir is not None:
+        latest = latest_checkpoint(checkpoint_dir)
+        restore_from = latest.path if latest is not None else None
+    if restore_from is not None:
+        step = int(load_checkpoint(restore_from, model, optimizers, scaler=context.scaler,
+                                   restore_rngs=rank == 0)["step"])
+        if rank != 0 and not restore_rank_rng(restore_from, rank):
+            seed_everything(rank_seed(config.seed + step, rank))
     else:
-        seed_everything(config.seed)
+        seed_everything(rank_seed(config.seed, rank))
     resumed_from_step = step
-    schedule = BatchSchedule(len(records), config.batch_size, config.seed)
+    schedule = BatchSchedule(len(records), config.batch_size, rank_seed(config.seed, rank))
     window: list[dict[str, Tensor]] = []
     history: list[tuple[int, dict[str, float]]] = []
     metrics: dict[str, float] = {}
-    checkpoint = latest.path if latest is not None else None
+    checkpoint = restore_from
     started, start_step = time.perf_counter(), step
+
+    def write_files(folder: Path) -> None:
+        if rank == 0:
+            write_checkpoint_files(folder, model, optimizers, step, config, context.scaler)
+        else:
+            write_rank_rng(folder, rank)
+
     while step < config.steps:
-        batch = to_batch(records, schedule.indices(step), device)
-        window.append(recipe.step(model, optimizers, batch, config, gradient_sync))
+        batch = to_batch(records, schedule.indices(step), device, config.channels_last)
+        window.append(recipe.step(model, optimizers, batch, config, context))
         step += 1
-        if step % config.log_every == 0 or step == config.steps:
+        checkpoint_now = step % config.checkpoint_every == 0 or step == config.steps
+        if step % config.log_every == 0 or checkpoint_now:
             metrics = mean_metrics(window) | {"step": float(step)}
             window.clear()
             history.append((step, metrics))
             if on_log is not None:
                 on_log(step, metrics)
-        if checkpoint_dir is not None and (step % config.checkpoint_every == 0 or step == config.steps):
-            checkpoint = save_checkpoint(
-                checkpoint_dir, model, optimizers, step, config, keep=config.keep_checkpoints
-            )
+        if checkpoint_now and on_checkpoint is not None:
+            on_checkpoint(step, metrics, write_files)
+        elif checkpoint_now and checkpoint_dir is not None:
+            checkpoint = save_checkpoint(checkpoint_dir, model, optimizers, step, config,
+                                         keep=config.keep_checkpoints, scaler=context.scaler)
     elapsed = time.perf_counter() - started
     trained = (step - start_step) * schedule.batch_size
     return TrainResult(

@@ -1,13 +1,17 @@
 """One optimisation step per family, in plain PyTorch.
 
-`gradient_sync` is called on each group of parameters between backward and the optimiser step;
-a distributed runner passes an all-reduce there, a local run passes nothing.
+A `StepContext` carries what differs between a local and a distributed, CPU and GPU run:
+`gradient_sync` is called on each group of parameters between backward and the optimiser step
+(a distributed runner passes an all-reduce, a local run nothing); `autocast` wraps the forward
+passes (bf16 / fp16 mixed precision); `scaler` scales fp16 losses.
 """
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Any
 
 import torch
 from torch import Tensor, nn
@@ -28,6 +32,27 @@ Optimizers = dict[str, Optimizer]
 
 def no_sync(parameters: Iterable[nn.Parameter]) -> None:
     return None
+
+
+@dataclass
+class StepContext:
+    gradient_sync: GradientSync = no_sync
+    autocast: Callable[[], Any] = field(default=contextlib.nullcontext)
+    scaler: torch.amp.GradScaler | None = None
+
+
+def make_step_context(
+    precision: str, device: torch.device, gradient_sync: GradientSync = no_sync
+) -> StepContext:
+    if precision == "fp32":
+        return StepContext(gradient_sync)
+    dtype = torch.bfloat16 if precision == "bf16" else torch.float16
+
+    def autocast() -> Any:
+        return torch.autocast(device_type=device.type, dtype=dtype)
+
+    scaler = torch.amp.GradScaler(device.type) if precision == "fp16" else None
+    return StepContext(gradient_sync, autocast, scaler)
 
 
 def adam(parameters: Iterable[nn.Parameter], config: TrainConfig, family: str,
@@ -59,14 +84,21 @@ def apply_update(
     optimizer: Optimizer,
     parameters: list[nn.Parameter],
     config: TrainConfig,
-    gradient_sync: GradientSync,
+    context: StepContext,
 ) -> None:
     optimizer.zero_grad(set_to_none=True)
-    loss.backward()
-    gradient_sync(parameters)
+    scaler = context.scaler
+    (scaler.scale(loss) if scaler is not None else loss).backward()
+    context.gradient_sync(parameters)
+    if scaler is not None:
+        scaler.unscale_(optimizer)
     if config.grad_clip is not None:
         nn.utils.clip_grad_norm_(parameters, config.grad_clip)
-    optimizer.step()
+    if scaler is not None:
+        scaler.step(optimizer)
+        scaler.update()
+    else:
+        optimizer.step()
 
 
 def gan_step(
@@ -74,19 +106,22 @@ def gan_step(
     optimizers: Optimizers,
     batch: Tensor,
     config: TrainConfig,
-    gradient_sync: GradientSync = no_sync,
+    context: StepContext | None = None,
 ) -> dict[str, Tensor]:
     assert isinstance(model, GAN)
+    context = context or StepContext()
     d_params = [p for p in model.discriminator.parameters() if p.requires_grad]
     g_params = [p for p in model.generator.parameters() if p.requires_grad]
     for _ in range(config.d_steps):
-        d_losses = model.discriminator_loss(batch)
-        apply_update(d_losses.total, optimizers["discriminator"], d_params, config, gradient_sync)
+        with context.autocast():
+            d_losses = model.discriminator_loss(batch)
+        apply_update(d_losses.total, optimizers["discriminator"], d_params, config, context)
     # D is frozen for the generator's step: its gradients would be discarded anyway.
     model.discriminator.requires_grad_(False)
     try:
-        g_losses = model.generator_loss(batch.shape[0])
-        apply_update(g_losses.total, optimizers["generator"], g_params, config, gradient_sync)
+        with context.autocast():
+            g_losses = model.generator_loss(batch.shape[0])
+        apply_update(g_losses.total, optimizers["generator"], g_params, config, context)
     finally:
         for p in d_params:
             p.requires_grad_(True)
@@ -99,11 +134,13 @@ def likelihood_step(
     optimizers: Optimizers,
     batch: Tensor,
     config: TrainConfig,
-    gradient_sync: GradientSync = no_sync,
+    context: StepContext | None = None,
 ) -> dict[str, Tensor]:
-    losses = model.loss(batch)  # type: ignore[attr-defined]
+    context = context or StepContext()
+    with context.autocast():
+        losses = model.loss(batch)  # type: ignore[attr-defined]
     params = [p for p in model.parameters() if p.requires_grad]
-    apply_update(losses.total, optimizers["model"], params, config, gradient_sync)
+    apply_update(losses.total, optimizers["model"], params, config, context)
     return losses.parts
 
 

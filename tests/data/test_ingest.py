@@ -221,11 +221,12 @@ def test_an_s3_folder_is_a_source_and_rejections_name_s3_items(s3_env, tmp_path,
 def test_training_reads_a_store_dataset_by_name_and_version(store_uri):
     version = json.loads(cli("ingest", "builtin:digits", "--name", "digits", "--json").stdout)["version"]
     for ref in ("digits", f"digits@{version}"):
-        result = cli("train", "--model", "vae", "--dataset", ref, "--steps", "2", "--set", "model.width=4",
+        result = cli("train", "--model", "vae", "--dataset", ref, "--steps", "2", "--workers", "0",
+                     "--set", "model.width=4",
                      "--batch-size", "8", "--json")
         assert result.exit_code == 0, result.output
         assert json.loads(result.stdout)["metrics"]["step"] == 2
-    missing = cli("train", "--model", "vae", "--dataset", "digits@0123456789ab", "--steps", "1")
+    missing = cli("train", "--model", "vae", "--dataset", "digits@0123456789ab", "--steps", "1", "--workers", "0")
     assert missing.exit_code == 1 and "digits@0123456789ab not found" in missing.stderr
 
 

@@ -1,0 +1,1 @@
+"""MLflow: the only package that imports mlflow (runs, metrics, artifacts; registry later)."""

@@ -1,0 +1,93 @@
+"""MLflow runs for training: params, batched metrics, artifacts, tags.
+
+Tracking URI: `MLFLOW_TRACKING_URI`, else SQLite in `$GENIMG_HOME/mlflow.db`. Only the driver
+process logs (workers send what it needs), so a SQLite database is never opened by two
+processes at once during a run.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from genimg.settings import genimg_home
+
+EXPERIMENT = os.environ.get("GENIMG_EXPERIMENT", "genimg")
+MAX_BATCH = 900  # MLflow accepts up to 1,000 metrics per log_batch call
+
+
+def tracking_uri() -> str:
+    configured = os.environ.get("MLFLOW_TRACKING_URI")
+    if configured:
+        return configured
+    home = genimg_home()
+    home.mkdir(parents=True, exist_ok=True)
+    return f"sqlite:///{home / 'mlflow.db'}"
+
+
+def flatten_params(prefix: str, values: Any, out: dict[str, str]) -> dict[str, str]:
+    if isinstance(values, dict):
+        for key, value in values.items():
+            flatten_params(f"{prefix}.{key}" if prefix else str(key), value, out)
+    else:
+        out[prefix] = json.dumps(values) if isinstance(values, (list, tuple)) else str(values)
+    return out
+
+
+class TrainingRun:
+    """One MLflow run; metrics are buffered and sent in batches (one call per flush)."""
+
+    def __init__(self, run_name: str, tags: dict[str, str] | None = None) -> None:
+        import mlflow
+        from mlflow.tracking import MlflowClient
+
+        mlflow.set_tracking_uri(tracking_uri())
+        self.client = MlflowClient()
+        experiment = self.client.get_experiment_by_name(EXPERIMENT)
+        experiment_id = (
+            experiment.experiment_id if experiment else self.client.create_experiment(EXPERIMENT)
+        )
+        run = self.client.create_run(experiment_id, run_name=run_name, tags=tags or {})
+        self.run_id: str = run.info.run_id
+        self.pending: list[Any] = []
+
+    def log_params(self, params: dict[str, Any]) -> None:
+        from mlflow.entities import Param
+
+        flat = flatten_params("", params, {})
+        items = [Param(key, value[:6000]) for key, value in flat.items()]
+        for start in range(0, len(items), 100):
+            self.client.log_batch(self.run_id, params=items[start : start + 100])
+
+    def add_metrics(self, step: int, metrics: dict[str, float], timestamp_ms: int) -> None:
+        from mlflow.entities import Metric
+
+        self.pending += [
+            Metric(key, float(value), timestamp_ms, step)
+            for key, value in metrics.items() if key != "step"
+        ]
+        if len(self.pending) >= MAX_BATCH:
+            self.flush()
+
+    def flush(self) -> None:
+        while self.pending:
+            batch, self.pending = self.pending[:MAX_BATCH], self.pending[MAX_BATCH:]
+            self.client.log_batch(self.run_id, metrics=batch)
+
+    def set_tags(self, tags: dict[str, str]) -> None:
+        for key, value in tags.items():
+            self.client.set_tag(self.run_id, key, value)
+
+    def log_bytes(self, data: bytes, artifact_path: str) -> None:
+        directory, _, name = artifact_path.rpartition("/")
+        with tempfile.TemporaryDirectory() as tmp:
+            path = Path(tmp) / name
+            path.write_bytes(data)
+            self.client.log_artifact(self.run_id, str(path), directory or None)
+
+    def finish(self, status: str = "FINISHED") -> None:
+        self.flush()
+        self.client.set_terminated(self.run_id, status=status)

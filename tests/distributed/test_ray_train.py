@@ -1,0 +1,124 @@
+"""genimg train on a real multi-node Ray cluster (Train V2). Slow: marked, still run by make test."""
+
+import json
+import threading
+import time
+
+import pytest
+from typer.testing import CliRunner
+
+from genimg.cli import app
+
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(600)]
+runner = CliRunner()
+TINY = {
+    "vae": ["--set", "model.width=4", "--set", "model.latent_dim=4"],
+    "gan": ["--set", "model.width=4", "--set", "model.latent_dim=8"],
+    "gan-mlp": ["--set", "model.generator_hidden=[32,32]", "--set", "model.discriminator_hidden=[32]"],
+    "rvae": ["--set", "model.width=4", "--set", "model.frame_dim=16", "--set", "model.hidden_dim=16"],
+}
+
+
+def train(*args):
+    result = runner.invoke(app, ["train", *args, "--json"])
+    assert result.exit_code == 0, result.output
+    assert result.stdout.strip(), (result.stderr, result.exception)
+    try:
+        return json.loads(result.stdout)
+    except json.JSONDecodeError:
+        raise AssertionError(f"stdout is not one JSON object: {result.stdout[:2000]!r}") from None
+
+
+def mlflow_run(run_id):
+    from mlflow.tracking import MlflowClient
+
+    from genimg.tracking.runs import tracking_uri
+
+    return MlflowClient(tracking_uri()).get_run(run_id)
+
+
+@pytest.fixture
+def digits_in_store(tmp_path, monkeypatch):
+    monkeypatch.setenv("GENIMG_STORE", (tmp_path / "store").as_uri())
+    result = runner.invoke(app, ["ingest", "builtin:digits", "--name", "digits", "--json"])
+    assert result.exit_code == 0, result.output
+    runner.invoke(app, ["ingest", "builtin:moving-digits", "--name", "moving"])
+    return tmp_path / "store"
+
+
+def test_two_workers_on_two_nodes_for_every_family(ray_cluster, digits_in_store):
+    for model in ("vae", "gan", "gan-mlp", "rvae"):
+        dataset = "moving" if model == "rvae" else "digits"
+        payload = train("--model", model, "--dataset", dataset, "--workers", "2", "--steps", "6",
+                        "--batch-size", "8", "--set", "train.checkpoint_every=3", *TINY[model])
+        assert payload["metrics"]["step"] == 6, model
+        assert len(set(payload["workers"].values())) == 2, payload["workers"]  # two nodes
+        assert payload["checkpoint"].startswith((digits_in_store / "store" / "runs").as_uri().replace("/store/store", "/store"))
+        run = mlflow_run(payload["run_id"])
+        assert run.info.status == "FINISHED"
+        assert run.data.params["model_name"] == model and run.data.params["workers"] == "2"
+        assert "genimg.checkpoint" in run.data.tags
+
+
+def test_resume_continues_the_step_count(ray_cluster, digits_in_store):
+    common = ["--model", "vae", "--dataset", "digits", "--workers", "2", "--batch-size", "8",
+              "--run-name", "resumable", *TINY["vae"]]
+    first = train(*common, "--steps", "4")
+    refused = runner.invoke(app, ["train", *common, "--steps", "8"])
+    assert refused.exit_code == 1 and "pass --resume" in refused.stderr
+    second = train(*common, "--steps", "8", "--resume")
+    assert first["metrics"]["step"] == 4
+    assert second["resumed_from_step"] == 4 and second["metrics"]["step"] == 8
+    assert second["restarts"] == 0
+
+
+def test_checkpoints_and_data_in_s3(ray_cluster, s3_env, monkeypatch, tmp_path):
+    monkeypatch.setenv("GENIMG_STORE", f"s3://{s3_env}/team")
+    assert runner.invoke(app, ["ingest", "builtin:digits", "--name", "digits"]).exit_code == 0
+    payload = train("--model", "vae", "--dataset", "digits", "--workers", "2", "--steps", "4",
+                    "--batch-size", "8", "-o", str(tmp_path / "export"), *TINY["vae"])
+    assert payload["checkpoint"].startswith(f"s3://{s3_env}/team/runs/")
+    import boto3
+
+    keys = [o["Key"] for o in boto3.client("s3").list_objects_v2(Bucket=s3_env, Prefix="team/runs/")["Contents"]]
+    assert any(k.endswith("/model.safetensors") for k in keys)
+    assert any(k.endswith("/rng-rank-1.json") for k in keys)  # rank 1's part, merged by Ray
+    assert (tmp_path / "export" / "model.safetensors").is_file()
+
+
+def test_a_bad_config_value_fails_before_any_worker_starts(ray_cluster, digits_in_store):
+    import ray
+
+    before = len(ray.util.state.list_actors(filters=[("class_name", "=", "RayTrainWorker")]))
+    result = runner.invoke(app, ["train", "--model", "gan", "--dataset", "digits", "--workers", "2",
+                                 "--set", "model.loss=minimax"])
+    assert result.exit_code == 1
+    assert "model.loss" in result.stderr and "minimax" in result.stderr
+    after = len(ray.util.state.list_actors(filters=[("class_name", "=", "RayTrainWorker")]))
+    assert after == before
+
+
+def test_a_node_lost_mid_run_restarts_from_the_latest_checkpoint(ray_cluster, digits_in_store):
+    """Kill the non-head node while training, add a replacement: the run finishes."""
+    outcome = {}
+
+    def run():
+        outcome["payload"] = train(
+            "--model", "vae", "--dataset", "digits", "--workers", "2", "--steps", "400",
+            "--batch-size", "8", "--run-name", "survivor", "--set", "train.checkpoint_every=20",
+            "--set", "train.log_every=10", *TINY["vae"])
+
+    thread = threading.Thread(target=run)
+    thread.start()
+    runs = digits_in_store / "runs" / "survivor"
+    deadline = time.monotonic() + 240
+    while not any(runs.glob("checkpoint_*/model.json")) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert any(runs.glob("checkpoint_*/model.json")), "no checkpoint before the deadline"
+    victim = next(node for node in ray_cluster.list_all_nodes() if node is not ray_cluster.head_node)
+    ray_cluster.remove_node(victim, allow_graceful=False)
+    ray_cluster.add_node(num_cpus=1)
+    thread.join(timeout=400)
+    payload = outcome["payload"]
+    assert payload["metrics"]["step"] == 400
+    assert payload["restarts"] >= 1 and payload["resumed_from_step"] > 0
