@@ -1,64 +1,104 @@
-"""Training throughput per model family, as ratios to the gan-mlp baseline (same process).
+"""Training throughput: `genimg train` on Ray Train (1 worker) vs a plain PyTorch loop.
 
-    .venv/bin/python bench/train_throughput.py [--steps 30] [--batch-size 64]
+    .venv/bin/python bench/train_throughput.py [--families vae,gan,gan-mlp,rvae] [--json]
 
-Each family trains on its builtin dataset with its shipped preset (configs/), after a few
-warm-up steps; images/s counts frames for sequence models (a 10-frame sequence = 10 images).
+For each family, in one run and on the same model config (the shipped preset), data and batch:
+- torch: a plain single-process loop calling the family's step function on batches of the data,
+- ray:   `train_distributed(..., workers=1)` on a local Ray, the worker given all CPUs,
+both after a warm-up, as images/s in steady state (the Ray figure comes from the worker's own
+step timestamps, so Ray start-up and worker launch are excluded; they are printed apart).
+Goal: ratio ≥ 0.97. Sequence models count frames (a 10-frame sequence = 10 images).
 """
 
 from __future__ import annotations
 
 import argparse
+import json
+import tempfile
 import time
 from pathlib import Path
 
 import torch
 
-from genimg.data import read_source
+from genimg.data.readers import read_source
 from genimg.models import model_spec
+from genimg.training.loop import BatchSchedule, to_batch
 from genimg.training.run import load_config_file, merge_sections, resolve_run_config
 from genimg.training.steps import recipe_for
 
-CONFIGS = Path(__file__).parent.parent / "configs"
-FAMILIES = [
-    ("gan-mlp", "builtin:digits", "gan-mlp-digits.yaml"),
-    ("gan", "builtin:digits", "gan-digits.yaml"),
-    ("vae", "builtin:digits", "vae-digits.yaml"),
-    ("rvae", "builtin:moving-digits", "rvae-moving-digits.yaml"),
-]
+CONFIGS = Path(__file__).resolve().parent.parent / "configs"
+FAMILIES = {
+    "gan-mlp": ("builtin:digits", "gan-mlp-digits.yaml", 2000),
+    "gan": ("builtin:digits", "gan-digits.yaml", 600),
+    "vae": ("builtin:digits", "vae-digits.yaml", 1000),
+    "rvae": ("builtin:moving-digits", "rvae-moving-digits.yaml", 150),
+}
+WARMUP_STEPS = 20
 
 
-def images_per_second(model_name: str, source: str, preset: str, steps: int, batch_size: int) -> float:
+def sections_for(preset: str, steps: int) -> dict:
+    return merge_sections(load_config_file(CONFIGS / preset), {
+        "train": {"steps": steps, "log_every": 10, "checkpoint_every": steps}})
+
+
+def torch_loop(model_name: str, source: str, preset: str, steps: int) -> float:
     dataset = read_source(source)
-    sections = merge_sections(load_config_file(CONFIGS / preset), {"train": {"batch_size": batch_size}})
-    run = resolve_run_config(model_name, sections, dataset)
+    run = resolve_run_config(model_name, sections_for(preset, steps), dataset)
     torch.manual_seed(0)
     model = model_spec(model_name).model_cls(run.model).train()
     recipe = recipe_for(model)
     optimizers = recipe.make_optimizers(model, run.train)
-    batch = torch.from_numpy(dataset.data[:batch_size]).float() / 255
-    for _ in range(3):
-        recipe.step(model, optimizers, batch, run.train)
+    records = torch.from_numpy(dataset.data)
+    schedule = BatchSchedule(len(records), run.train.batch_size, 0)
+    device = torch.device("cpu")
+    for step in range(WARMUP_STEPS):
+        recipe.step(model, optimizers, to_batch(records, schedule.indices(step), device, False), run.train)
     started = time.perf_counter()
-    for _ in range(steps):
-        recipe.step(model, optimizers, batch, run.train)
+    for step in range(WARMUP_STEPS, steps):
+        recipe.step(model, optimizers, to_batch(records, schedule.indices(step), device, False), run.train)
     elapsed = time.perf_counter() - started
     frames = dataset.num_frames or 1
-    return steps * batch_size * frames / elapsed
+    return (steps - WARMUP_STEPS) * schedule.batch_size * frames / elapsed
+
+
+def ray_run(model_name: str, source: str, preset: str, steps: int) -> tuple[float, float]:
+    from genimg.distributed.trainer import train_distributed
+
+    started = time.perf_counter()
+    result = train_distributed(model_name, source, sections_for(preset, steps), workers=1,
+                               run_name=f"bench-{model_name}-{int(time.time())}", samples=False)
+    frames = 10 if model_name == "rvae" else 1
+    return result.images_per_second * frames, time.perf_counter() - started
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--steps", type=int, default=30)
-    parser.add_argument("--batch-size", type=int, default=64)
+    parser.add_argument("--families", default=",".join(FAMILIES))
+    parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, batch {args.batch_size}")
-    results = {name: images_per_second(name, source, preset, args.steps, args.batch_size)
-               for name, source, preset in FAMILIES}
-    baseline = results["gan-mlp"]
-    print(f"{'model':<8} {'images/s':>10} {'vs gan-mlp':>11}")
-    for name, rate in results.items():
-        print(f"{name:<8} {rate:>10.0f} {rate / baseline:>10.2f}x")
+    import os
+
+    from genimg.distributed.cluster import ray_session
+
+    results: dict[str, dict[str, float]] = {}
+    with tempfile.TemporaryDirectory(prefix="genimg-bench-") as home:
+        os.environ["GENIMG_HOME"] = home
+        os.environ.pop("GENIMG_STORE", None)
+        with ray_session():
+            for name in args.families.split(","):
+                source, preset, steps = FAMILIES[name]
+                torch_rate = torch_loop(name, source, preset, steps)
+                ray_rate, wall = ray_run(name, source, preset, steps)
+                results[name] = {"ray_img_s": round(ray_rate, 1), "torch_img_s": round(torch_rate, 1),
+                                 "ratio": round(ray_rate / torch_rate, 3), "ray_wall_s": round(wall, 1)}
+    if args.json:
+        print(json.dumps(results))
+        return
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads; ray worker gets every CPU")
+    print(f"{'family':<8} {'torch img/s':>12} {'ray img/s':>10} {'ratio':>6} {'ray wall s':>11}")
+    for name, row in results.items():
+        print(f"{name:<8} {row['torch_img_s']:>12.0f} {row['ray_img_s']:>10.0f} {row['ratio']:>6.2f} "
+              f"{row['ray_wall_s']:>11.1f}")
 
 
 if __name__ == "__main__":

@@ -5,22 +5,36 @@ from __future__ import annotations
 import os
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
 
 from genimg.errors import GenimgError
 
 AUTH_HINT = (
-    "the cluster uses token authentication: set RAY_AUTH_MODE=token and put the cluster's token "
-    "in RAY_AUTH_TOKEN (or in ~/.ray/auth_token)"
+    "the cluster uses token authentication (Ray's default once a token exists), set "
+    "RAY_AUTH_MODE=token and put the cluster's token in RAY_AUTH_TOKEN (or ~/.ray/auth_token)"
 )
 
 
+def has_auth_token() -> bool:
+    if os.environ.get("RAY_AUTH_TOKEN") or os.environ.get("RAY_AUTH_TOKEN_PATH"):
+        return True
+    return (Path.home() / ".ray" / "auth_token").is_file()
+
+
 def explain_connection_error(address: str, exc: BaseException) -> GenimgError:
+    """Ray's own error for a refused token says only "Failed to connect" (the reason is in a
+    log line), so the hint is given whenever token auth is not set up on this side."""
     text = str(exc)
-    lowered = text.lower()
-    if "auth" in lowered and ("token" in lowered or "unauthenticated" in lowered):
-        return GenimgError(f"Ray at {address} refused the connection: {AUTH_HINT}")
     first_line = text.strip().splitlines()[0] if text.strip() else type(exc).__name__
-    return GenimgError(f"cannot connect to Ray at {address}: {first_line}")
+    token_mode = os.environ.get("RAY_AUTH_MODE", "").lower() == "token"
+    if "auth" in text.lower() or not token_mode or not has_auth_token():
+        return GenimgError(
+            f"cannot connect to Ray at {address} ({first_line}); if {AUTH_HINT}"
+        )
+    return GenimgError(
+        f"cannot connect to Ray at {address}: {first_line} (token auth is set up here: check that "
+        "the token matches the cluster's and that the address is reachable)"
+    )
 
 
 @contextmanager

@@ -317,7 +317,11 @@ def fit(
     tracking = TrainingRun(run_name, tags={"genimg.model": run.model_name, "genimg.dataset": dataset_label})
     tracking.log_params(run.as_dict() | {"dataset": dataset_label, "workers": str(workers),
                                          "use_gpu": use_gpu, "cpus_per_worker": cpus})
-    events = RunEvents.remote()
+    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+    # On the driver's node: losing a worker node must not lose the run's event stream.
+    events = RunEvents.options(scheduling_strategy=NodeAffinitySchedulingStrategy(
+        ray.get_runtime_context().get_node_id(), soft=True)).remote()
     storage_path, filesystem = run_storage(store)
     train_dict = config_to_dict(run.train)
     trainer = TorchTrainer(
@@ -379,14 +383,21 @@ def fit(
         elif kind == "samples":
             tracking.log_bytes(event["png"], f"samples/step-{int(event['step']):08d}.png")
 
+    def drain() -> list[dict[str, Any]]:
+        try:
+            return ray.get(events.drain.remote(), timeout=30)  # type: ignore[no-any-return]
+        except (ray.exceptions.RayActorError, ray.exceptions.GetTimeoutError,
+                ray.exceptions.ActorUnavailableError):
+            return []  # the events actor is being restarted: progress resumes after it
+
     thread = threading.Thread(target=run_fit, name="genimg-fit", daemon=True)
     thread.start()
     try:
         while thread.is_alive():
             thread.join(timeout=0.5)
-            for event in ray.get(events.drain.remote()):
+            for event in drain():
                 handle(event)
-        for event in ray.get(events.drain.remote()):
+        for event in drain():
             handle(event)
     except BaseException:
         tracking.finish("KILLED")

@@ -122,3 +122,29 @@ def test_a_node_lost_mid_run_restarts_from_the_latest_checkpoint(ray_cluster, di
     payload = outcome["payload"]
     assert payload["metrics"]["step"] == 400
     assert payload["restarts"] >= 1 and payload["resumed_from_step"] > 0
+
+
+def test_elastic_workers_continue_on_fewer_after_a_node_is_lost(ray_cluster, digits_in_store):
+    """--workers 1-2: the node goes and no replacement comes; the run finishes on one worker.
+    (Runs last in this module: it leaves the cluster with the head node only.)"""
+    outcome = {}
+
+    def run():
+        outcome["payload"] = train(
+            "--model", "vae", "--dataset", "digits", "--workers", "1-2", "--cpus-per-worker", "1",
+            "--steps", "300", "--batch-size", "8", "--run-name", "elastic",
+            "--set", "train.checkpoint_every=20", *TINY["vae"])
+
+    thread = threading.Thread(target=run)
+    thread.start()
+    runs = digits_in_store / "runs" / "elastic"
+    deadline = time.monotonic() + 240
+    while not any(runs.glob("checkpoint_*/model.json")) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    victim = next(node for node in ray_cluster.list_all_nodes() if node is not ray_cluster.head_node)
+    ray_cluster.remove_node(victim, allow_graceful=False)
+    thread.join(timeout=500)
+    payload = outcome["payload"]
+    assert payload["metrics"]["step"] == 300
+    assert payload["restarts"] >= 1 and payload["resumed_from_step"] > 0
+    assert len(payload["workers"]) == 1  # the last attempt ran on the head node alone

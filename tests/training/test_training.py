@@ -136,3 +136,22 @@ def test_batch_schedule_visits_every_record_once_per_epoch_and_is_stateless():
 def test_bad_train_config_names_the_key(values, key):
     with pytest.raises(ConfigError, match=key.replace(".", r"\.")):
         TrainConfig(**values)
+
+
+@pytest.mark.parametrize("name", ["gan", "vae"])
+def test_bf16_autocast_and_channels_last_train_on_cpu(name, digits):
+    model = build_model(name, tiny_config(name, (1, 16, 16)))
+    config = TrainConfig(steps=3, batch_size=8, log_every=1, precision="bf16", channels_last=True)
+    result = train_model(model, image_records(digits, 32), config)
+    assert result.step == 3
+    assert all(np.isfinite(list(metrics.values())).all() for _, metrics in result.history)
+
+
+def test_fp16_grad_scaler_state_is_checkpointed(tmp_path, digits):
+    model = build_model("vae", tiny_config("vae", (1, 16, 16)))
+    config = TrainConfig(steps=2, batch_size=8, precision="fp16")
+    train_model(model, image_records(digits, 32), config, checkpoint_dir=tmp_path)
+    from genimg.training.checkpoint import read_state
+
+    state = read_state(latest_checkpoint(tmp_path).path, "state")
+    assert state["scaler"]["scale"] > 0 and "_growth_tracker" in state["scaler"]
