@@ -40,3 +40,12 @@ def test_the_training_loop_never_imports_ray_mlflow_or_prefect():
 def test_models_never_import_training():
     offenders = [str(p) for p in (PACKAGE / "models").rglob("*.py") if imports(p, "genimg.training")]
     assert offenders == []
+
+
+@pytest.mark.parametrize(("package", "owner"), [("ray", "distributed"), ("mlflow", "tracking")])
+def test_ray_and_mlflow_are_each_confined_to_one_subpackage(package, owner):
+    offenders = [
+        str(p.relative_to(PACKAGE)) for p in PACKAGE.rglob("*.py")
+        if imports(p, package) and p.relative_to(PACKAGE).parts[0] != owner
+    ]
+    assert offenders == []
