@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import tempfile
+import time
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +18,7 @@ from genimg.settings import genimg_home
 
 EXPERIMENT = os.environ.get("GENIMG_EXPERIMENT", "genimg")
 MAX_BATCH = 900  # MLflow accepts up to 1,000 metrics per log_batch call
+FLUSH_SECONDS = 10.0  # buffered metrics reach the server at least this often
 
 
 def tracking_uri() -> str:
@@ -53,6 +55,7 @@ class TrainingRun:
         run = self.client.create_run(experiment_id, run_name=run_name, tags=tags or {})
         self.run_id: str = run.info.run_id
         self.pending: list[Any] = []
+        self.flushed_at = time.monotonic()
 
     def log_params(self, params: dict[str, Any]) -> None:
         from mlflow.entities import Param
@@ -69,10 +72,11 @@ class TrainingRun:
             Metric(key, float(value), timestamp_ms, step)
             for key, value in metrics.items() if key != "step"
         ]
-        if len(self.pending) >= MAX_BATCH:
+        if len(self.pending) >= MAX_BATCH or time.monotonic() - self.flushed_at > FLUSH_SECONDS:
             self.flush()
 
     def flush(self) -> None:
+        self.flushed_at = time.monotonic()
         while self.pending:
             batch, self.pending = self.pending[:MAX_BATCH], self.pending[MAX_BATCH:]
             self.client.log_batch(self.run_id, metrics=batch)

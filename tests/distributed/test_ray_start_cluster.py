@@ -16,6 +16,9 @@ import pytest
 
 from tests.conftest import free_port
 
+# Ray Train writes this once a reported checkpoint is registered (a checkpoint folder alone
+# may still be waiting for the other ranks' uploads).
+REGISTERED = "checkpoint_manager_snapshot.json"
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(900)]
 BIN = Path(sys.executable).parent
 
@@ -114,7 +117,7 @@ def test_killing_a_raylet_mid_run_and_adding_a_node_lets_the_run_finish(token_cl
                      "--set", "model.width=4", "--set", "train.checkpoint_every=20", "--json")
     runs = tmp_path / "genimg" / "store" / "runs" / "survivor"
     deadline = time.monotonic() + 300
-    while not any(runs.glob("checkpoint_*/model.json")):
+    while not (runs / REGISTERED).is_file():
         assert process.poll() is None, process.communicate()
         assert time.monotonic() < deadline, "no checkpoint in time"
         time.sleep(0.2)

@@ -9,6 +9,9 @@ from typer.testing import CliRunner
 
 from genimg.cli import app
 
+# Ray Train writes this once a reported checkpoint is registered (a checkpoint folder alone
+# may still be waiting for the other ranks' uploads).
+REGISTERED = "checkpoint_manager_snapshot.json"
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(600)]
 runner = CliRunner()
 TINY = {
@@ -112,9 +115,9 @@ def test_a_node_lost_mid_run_restarts_from_the_latest_checkpoint(ray_cluster, di
     thread.start()
     runs = digits_in_store / "runs" / "survivor"
     deadline = time.monotonic() + 240
-    while not any(runs.glob("checkpoint_*/model.json")) and time.monotonic() < deadline:
+    while not (runs / REGISTERED).is_file() and time.monotonic() < deadline:
         time.sleep(0.2)
-    assert any(runs.glob("checkpoint_*/model.json")), "no checkpoint before the deadline"
+    assert (runs / REGISTERED).is_file(), "no checkpoint before the deadline"
     victim = next(node for node in ray_cluster.list_all_nodes() if node is not ray_cluster.head_node)
     ray_cluster.remove_node(victim, allow_graceful=False)
     ray_cluster.add_node(num_cpus=1)
@@ -139,7 +142,7 @@ def test_elastic_workers_continue_on_fewer_after_a_node_is_lost(ray_cluster, dig
     thread.start()
     runs = digits_in_store / "runs" / "elastic"
     deadline = time.monotonic() + 240
-    while not any(runs.glob("checkpoint_*/model.json")) and time.monotonic() < deadline:
+    while not (runs / REGISTERED).is_file() and time.monotonic() < deadline:
         time.sleep(0.2)
     victim = next(node for node in ray_cluster.list_all_nodes() if node is not ray_cluster.head_node)
     ray_cluster.remove_node(victim, allow_graceful=False)
