@@ -23,6 +23,18 @@ def tiny_config(name: str, image_shape: tuple[int, int, int], **extra: object) -
     return {**TINY[name], "image_shape": list(image_shape), **extra}
 
 
+def write_idx(path, array: np.ndarray, compress: bool) -> None:
+    """An IDX file (the MNIST format) of uint8 `array`, gzip-compressed if `compress`."""
+    import gzip
+    import struct
+
+    header = struct.pack(">BBBB", 0, 0, 0x08, array.ndim) + b"".join(
+        struct.pack(">I", n) for n in array.shape
+    )
+    payload = header + array.astype(np.uint8).tobytes()
+    path.write_bytes(gzip.compress(payload) if compress else payload)
+
+
 @pytest.fixture(autouse=True)
 def _isolated_home(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("GENIMG_HOME", str(tmp_path_factory.mktemp("genimg-home")))

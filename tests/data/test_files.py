@@ -1,7 +1,6 @@
 """Readers on real files written by the tests: IDX, npy/npz, image and sequence folders."""
 
 import gzip
-import struct
 
 import numpy as np
 import pytest
@@ -9,14 +8,7 @@ from PIL import Image
 
 from genimg.data import read_source
 from genimg.errors import DataError
-
-
-def write_idx(path, array: np.ndarray, compress: bool) -> None:
-    header = struct.pack(">BBBB", 0, 0, 0x08, array.ndim) + b"".join(
-        struct.pack(">I", n) for n in array.shape
-    )
-    payload = header + array.astype(np.uint8).tobytes()
-    path.write_bytes(gzip.compress(payload) if compress else payload)
+from tests.conftest import write_idx
 
 
 @pytest.mark.parametrize("compress", [True, False])

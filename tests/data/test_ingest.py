@@ -1,9 +1,7 @@
 """Versioned ingestion, on a local-directory store and on S3 over HTTP (moto_server)."""
 
-import gzip
 import io
 import json
-import struct
 import subprocess
 import sys
 
@@ -19,6 +17,7 @@ from genimg.data import read_source
 from genimg.data.versions import ingest_dataset, list_versions, resolve_version
 from genimg.errors import DataError
 from genimg.store import open_store
+from tests.conftest import write_idx
 
 runner = CliRunner()
 
@@ -58,11 +57,6 @@ def test_folder_with_bad_files_keeps_every_valid_image(store_uri, tmp_path, digi
     assert sorted(loaded.data.reshape(12, -1).sum(1)) == sorted(digits[:12].reshape(12, -1).sum(1))
 
 
-def write_idx_gz(path, images):
-    header = struct.pack(">BBBB", 0, 0, 8, 3) + b"".join(struct.pack(">I", n) for n in images.shape)
-    path.write_bytes(gzip.compress(header + images.tobytes()))
-
-
 def ten_thousand_digits(digits):
     """10,000 distinct 28×28 digits: each builtin digit at up to 6 positions in the frame."""
     images = np.zeros((10_000, 28, 28), np.uint8)
@@ -74,7 +68,7 @@ def ten_thousand_digits(digits):
 
 def test_an_idx_file_ingests_to_the_same_version_on_file_and_s3(tmp_path, s3_env, digits, monkeypatch):
     path = tmp_path / "t10k-images-idx3-ubyte.gz"
-    write_idx_gz(path, ten_thousand_digits(digits))
+    write_idx(path, ten_thousand_digits(digits), compress=True)
     dataset = read_source(str(path))
     local = ingest_dataset(dataset, "mnistish", store=open_store((tmp_path / "store").as_uri()))
     remote = ingest_dataset(dataset, "mnistish", store=open_store(f"s3://{s3_env}/x"))

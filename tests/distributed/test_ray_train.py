@@ -101,25 +101,36 @@ def test_a_bad_config_value_fails_before_any_worker_starts(ray_cluster, digits_i
     assert after == before
 
 
-def test_a_node_lost_mid_run_restarts_from_the_latest_checkpoint(ray_cluster, digits_in_store):
-    """Kill the non-head node while training, add a replacement: the run finishes."""
+def train_until_a_checkpoint_is_registered(store_root, run_name, *args):
+    """Start `genimg train` in a thread; return it (and where its JSON lands) once the run has
+    a registered checkpoint, so that a node can be taken away mid-run."""
     outcome = {}
 
     def run():
-        outcome["payload"] = train(
-            "--model", "vae", "--dataset", "digits", "--workers", "2", "--steps", "400",
-            "--batch-size", "8", "--run-name", "survivor", "--set", "train.checkpoint_every=20",
-            "--set", "train.log_every=10", *TINY["vae"])
+        outcome["payload"] = train("--model", "vae", "--dataset", "digits", "--batch-size", "8",
+                                   "--run-name", run_name, "--set", "train.checkpoint_every=20",
+                                   *TINY["vae"], *args)
 
     thread = threading.Thread(target=run)
     thread.start()
-    runs = digits_in_store / "runs" / "survivor"
+    snapshot = store_root / "runs" / run_name / REGISTERED
     deadline = time.monotonic() + 240
-    while not (runs / REGISTERED).is_file() and time.monotonic() < deadline:
+    while not snapshot.is_file() and time.monotonic() < deadline:
         time.sleep(0.2)
-    assert (runs / REGISTERED).is_file(), "no checkpoint before the deadline"
-    victim = next(node for node in ray_cluster.list_all_nodes() if node is not ray_cluster.head_node)
-    ray_cluster.remove_node(victim, allow_graceful=False)
+    assert snapshot.is_file(), "no registered checkpoint before the deadline"
+    return thread, outcome
+
+
+def remove_worker_node(cluster):
+    victim = next(node for node in cluster.list_all_nodes() if node is not cluster.head_node)
+    cluster.remove_node(victim, allow_graceful=False)
+
+
+def test_a_node_lost_mid_run_restarts_from_the_latest_checkpoint(ray_cluster, digits_in_store):
+    """Kill the non-head node while training, add a replacement: the run finishes."""
+    thread, outcome = train_until_a_checkpoint_is_registered(
+        digits_in_store, "survivor", "--workers", "2", "--steps", "400", "--set", "train.log_every=10")
+    remove_worker_node(ray_cluster)
     ray_cluster.add_node(num_cpus=1)
     thread.join(timeout=400)
     payload = outcome["payload"]
@@ -130,22 +141,9 @@ def test_a_node_lost_mid_run_restarts_from_the_latest_checkpoint(ray_cluster, di
 def test_elastic_workers_continue_on_fewer_after_a_node_is_lost(ray_cluster, digits_in_store):
     """--workers 1-2: the node goes and no replacement comes; the run finishes on one worker.
     (Runs last in this module: it leaves the cluster with the head node only.)"""
-    outcome = {}
-
-    def run():
-        outcome["payload"] = train(
-            "--model", "vae", "--dataset", "digits", "--workers", "1-2", "--cpus-per-worker", "1",
-            "--steps", "300", "--batch-size", "8", "--run-name", "elastic",
-            "--set", "train.checkpoint_every=20", *TINY["vae"])
-
-    thread = threading.Thread(target=run)
-    thread.start()
-    runs = digits_in_store / "runs" / "elastic"
-    deadline = time.monotonic() + 240
-    while not (runs / REGISTERED).is_file() and time.monotonic() < deadline:
-        time.sleep(0.2)
-    victim = next(node for node in ray_cluster.list_all_nodes() if node is not ray_cluster.head_node)
-    ray_cluster.remove_node(victim, allow_graceful=False)
+    thread, outcome = train_until_a_checkpoint_is_registered(
+        digits_in_store, "elastic", "--workers", "1-2", "--cpus-per-worker", "1", "--steps", "300")
+    remove_worker_node(ray_cluster)
     thread.join(timeout=500)
     payload = outcome["payload"]
     assert payload["metrics"]["step"] == 300
