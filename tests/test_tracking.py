@@ -1,5 +1,7 @@
 """MLflow runs as the driver writes them (SQLite under GENIMG_HOME by default)."""
 
+import os
+
 from mlflow.tracking import MlflowClient
 
 from genimg.tracking.runs import TrainingRun, flatten_params, tracking_uri
@@ -28,6 +30,7 @@ def test_params_metrics_and_artifacts_land_in_one_run(monkeypatch, tmp_path):
     history = client.get_metric_history(run.run_id, "loss")
     assert [m.step for m in history] == [10, 20, 30] and "step" not in stored.data.metrics
     assert [a.path for a in client.list_artifacts(run.run_id, "samples")] == ["samples/step-00000010.png"]
+    assert stored.info.artifact_uri.startswith(f"file://{os.environ['GENIMG_HOME']}/mlartifacts/")
 
 
 def test_nested_params_flatten_with_dotted_keys():

@@ -43,15 +43,20 @@ class TrainingRun:
     """One MLflow run; metrics are buffered and sent in batches (one call per flush)."""
 
     def __init__(self, run_name: str, tags: dict[str, str] | None = None) -> None:
-        import mlflow
         from mlflow.tracking import MlflowClient
 
-        mlflow.set_tracking_uri(tracking_uri())
-        self.client = MlflowClient()
+        # A client bound to the URI, not mlflow.set_tracking_uri, which would export
+        # MLFLOW_TRACKING_URI to the whole process (and to every later run in it).
+        user_configured = bool(os.environ.get("MLFLOW_TRACKING_URI"))
+        self.client = MlflowClient(tracking_uri=tracking_uri())
         experiment = self.client.get_experiment_by_name(EXPERIMENT)
-        experiment_id = (
-            experiment.experiment_id if experiment else self.client.create_experiment(EXPERIMENT)
-        )
+        if experiment is not None:
+            experiment_id = experiment.experiment_id
+        else:
+            # With the default SQLite store, artifacts would land in ./mlruns of whatever folder
+            # the command runs in; keep them beside the database in GENIMG_HOME instead.
+            location = None if user_configured else (genimg_home() / "mlartifacts").as_uri()
+            experiment_id = self.client.create_experiment(EXPERIMENT, artifact_location=location)
         run = self.client.create_run(experiment_id, run_name=run_name, tags=tags or {})
         self.run_id: str = run.info.run_id
         self.pending: list[Any] = []
