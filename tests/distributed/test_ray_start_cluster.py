@@ -40,7 +40,8 @@ class RayStartCluster:
         self.address = f"127.0.0.1:{self.port}"
 
     def node_ports(self) -> list[str]:
-        low = 20000 + (free_port() % 20000)
+        # Below the ephemeral range that free_port() draws the other ports from, so they cannot clash.
+        low = 10100 + (free_port() % 9000)
         return [
             f"--node-manager-port={free_port()}", f"--object-manager-port={free_port()}",
             f"--metrics-export-port={free_port()}", f"--dashboard-agent-grpc-port={free_port()}",
