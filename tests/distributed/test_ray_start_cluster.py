@@ -14,7 +14,7 @@ from pathlib import Path
 import psutil
 import pytest
 
-from tests.conftest import free_port
+from tests.conftest import free_ports
 
 # Ray Train writes this once a reported checkpoint is registered (a checkpoint folder alone
 # may still be waiting for the other ranks' uploads).
@@ -36,16 +36,18 @@ class RayStartCluster:
         self.env.pop("RAY_ADDRESS", None)
         subprocess.run([str(BIN / "ray"), "get-auth-token", "--generate"], env=self.env, check=True,
                        capture_output=True, timeout=60)
-        self.port = free_port()
+        self.port, self.dashboard_port, self.client_port = free_ports(3)
         self.address = f"127.0.0.1:{self.port}"
 
     def node_ports(self) -> list[str]:
-        # Below the ephemeral range that free_port() draws the other ports from, so they cannot clash.
-        low = 10100 + (free_port() % 9000)
+        # Below the ephemeral range that free_ports() draws the other ports from, so they cannot clash.
+        # Drawn together so no two components of one node get the same port.
+        manager, objects, metrics, agent_grpc, agent_http, runtime_env, seed = free_ports(7)
+        low = 10100 + (seed % 9000)
         return [
-            f"--node-manager-port={free_port()}", f"--object-manager-port={free_port()}",
-            f"--metrics-export-port={free_port()}", f"--dashboard-agent-grpc-port={free_port()}",
-            f"--dashboard-agent-listen-port={free_port()}", f"--runtime-env-agent-port={free_port()}",
+            f"--node-manager-port={manager}", f"--object-manager-port={objects}",
+            f"--metrics-export-port={metrics}", f"--dashboard-agent-grpc-port={agent_grpc}",
+            f"--dashboard-agent-listen-port={agent_http}", f"--runtime-env-agent-port={runtime_env}",
             f"--min-worker-port={low}", f"--max-worker-port={low + 200}",
         ]
 
@@ -58,7 +60,7 @@ class RayStartCluster:
 
     def start_head(self) -> None:
         self.start("--head", f"--port={self.port}", f"--temp-dir={self.temp_dir}",
-                   f"--dashboard-port={free_port()}", f"--ray-client-server-port={free_port()}")
+                   f"--dashboard-port={self.dashboard_port}", f"--ray-client-server-port={self.client_port}")
 
     def add_node(self) -> str:
         return self.start(f"--address={self.address}")
