@@ -143,6 +143,7 @@ def train(
         parse_overrides(set_ or []),
         {"train": cli_train},
     )
+    eval_config = end_of_training_eval_config(sections["eval"])
     if gpu and "channels_last" not in sections["train"] and model_spec(model).name != "gan-mlp":
         sections["train"]["channels_last"] = True
     name = run_name or f"{model}-{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:6]}"
@@ -177,6 +178,7 @@ def train(
             "images_per_second": round(result.images_per_second, 1),
         }
     progress.close()
+    payload["evaluation"] = evaluate_after_training(payload, eval_config) if eval_config.at_end_of_training else None
     rejected = payload["rejected"]
     summary = (
         f"trained {model} on {dataset} ({payload['records']} records"
@@ -187,8 +189,49 @@ def train(
         + (f", {payload['restarts']} restart(s)" if payload["restarts"] else "")
         + f"\ncheckpoint: {payload['checkpoint']}"
         + (f"\nexported:   {payload['export']}" if payload["export"] else "")
+        + describe_evaluation(payload["evaluation"])
     )
     emit(as_json, payload, summary)
+
+
+def end_of_training_eval_config(values: dict[str, Any]) -> Any:
+    from genimg.config import config_from_dict
+    from genimg.evaluation.config import END_OF_TRAINING_DEFAULTS, EvalConfig
+
+    return config_from_dict(EvalConfig, {**END_OF_TRAINING_DEFAULTS, **values}, where="eval")
+
+
+def evaluate_after_training(payload: dict[str, Any], config: Any) -> dict[str, Any] | None:
+    """The small validation-split evaluation every run carries. The run itself is complete by
+    now, so a failure here is reported beside its result instead of failing the command."""
+    if not payload.get("checkpoint"):
+        return None
+    from genimg.data.sources import open_splits
+    from genimg.evaluation.evaluate import evaluate_model
+    from genimg.models import model_spec
+    from genimg.tracking.evaluations import load_model_at, record_evaluation
+
+    try:
+        model = load_model_at(payload["checkpoint"])
+        source = open_splits(payload["dataset"], kind=model_spec(model.registry_name).data_kind)
+        evaluation = evaluate_model(model, source, "val", config)
+        return record_evaluation(
+            evaluation, log_run_id=payload["run_id"], training_run_id=payload["run_id"],
+            title=f"Run {payload['run_name']}: {evaluation.model} on {evaluation.dataset} (val)",
+        )
+    except GenimgError as exc:
+        typer.echo(f"warning: evaluation after training failed: {exc}", err=True)
+        return {"error": str(exc)}
+
+
+def describe_evaluation(evaluation: dict[str, Any] | None) -> str:
+    if not evaluation:
+        return ""
+    if "error" in evaluation:
+        return f"\nevaluation: failed ({evaluation['error']})"
+    shown = {k: v for k, v in evaluation["metrics"].items() if "_frame_" not in k and "copy_last" not in k}
+    return (f"\nevaluation: {evaluation['dataset']} {evaluation['split']} split, "
+            f"{evaluation['features']['name']} features: {format_metrics(shown)}")
 
 
 def train_in_process(
@@ -234,6 +277,46 @@ def train_in_process(
         "rejected": [r.as_dict() for r in result.dataset.rejected],
         "seconds": round(result.seconds, 3), "images_per_second": round(result.images_per_second, 1),
     }
+
+
+@app.command()
+@one_line_errors
+def evaluate(
+    target: Annotated[str, typer.Argument(help="an MLflow RUN_ID, models:/NAME/VERSION, models:/NAME@ALIAS or a model folder")],
+    dataset: Annotated[str | None, typer.Option("--dataset", "-d", help="NAME[@VERSION] or a raw source; default: what the run trained on")] = None,
+    split: Annotated[str, typer.Option("--split", help="train, val or test")] = "test",
+    samples: Annotated[int, typer.Option("--samples", "-n", help="generated images (sequences for rvae)")] = 1000,
+    seed: Annotated[int, typer.Option("--seed")] = 0,
+    nll_k: Annotated[int, typer.Option("--nll-k", help="importance samples per image for the VAE's NLL")] = 100,
+    best_of: Annotated[int, typer.Option("--best-of", help="continuations per test sequence (rvae)")] = 5,
+    context_frames: Annotated[int | None, typer.Option("--context-frames", help="frames given before continuing (rvae); default half")] = None,
+    features: Annotated[str, typer.Option("--features", help="auto, inception or classifier")] = "auto",
+    out: Annotated[Path | None, typer.Option("--out", help="also write the report files here")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="print one JSON object")] = False,
+) -> None:
+    """Score a trained model on a dataset split: FID/KID, precision/recall, NLL, sequence SSIM/PSNR."""
+    from genimg.config import config_from_dict
+    from genimg.evaluation.config import EvalConfig
+    from genimg.tracking.evaluations import evaluate_target
+
+    if split not in ("train", "val", "test"):
+        raise GenimgError(f"--split must be train, val or test, got {split!r}")
+    config = config_from_dict(EvalConfig, {
+        "samples": samples, "seed": seed, "nll_k": nll_k, "best_of": best_of,
+        "context_frames": context_frames, "features": features,
+    }, where="eval")
+    payload = evaluate_target(target, dataset, config, split=split, out_dir=out)
+    note = payload["features"].get("note")
+    summary = (
+        f"evaluated {payload['model']} ({target}) on {payload['dataset']} {split} split: "
+        f"{payload['num_samples']} generated vs {payload['num_real']} real, seed {seed}\n"
+        + "\n".join(f"  {name:<28} {value:.5g}" for name, value in payload["metrics"].items()
+                    if "_frame_" not in name)
+        + f"\nfeatures: {payload['features']['name']} ({payload['features']['weights_sha256'][:12]})"
+        + (f"\nnote: {note}" if note else "")
+        + f"\nreport:   {payload['report']} (MLflow run {payload['run_id']})"
+    )
+    emit(as_json, payload, summary)
 
 
 @app.command()

@@ -16,3 +16,22 @@ def test_gpu_throughput_script_runs_on_the_cpu():
     )
     results = json.loads(out.stdout.strip().splitlines()[-1])
     assert set(results) == {"gan-mlp", "vae"} and results["vae"]["bf16_img_s"] > 0
+
+
+def test_quality_bench_runs_on_a_tiny_mnist_like_folder(tmp_path, digits):
+    from tests.conftest import write_idx
+    import numpy as np
+
+    # The digits in MNIST's file format (28×28 after padding), a few hundred of them.
+    images = np.pad(digits[:400, 0], ((0, 0), (6, 6), (6, 6)))
+    write_idx(tmp_path / "t10k-images-idx3-ubyte.gz", images, compress=True)
+    write_idx(tmp_path / "t10k-labels-idx1-ubyte.gz", (np.arange(400) % 10).astype(np.uint8), compress=True)
+    out = subprocess.run(
+        [sys.executable, str(ROOT / "bench" / "quality_mnist.py"), "--mnist", str(tmp_path), "--budget", "0.5",
+         "--samples", "30", "--nll-k", "2", "--json"],
+        capture_output=True, text=True, cwd=ROOT, env={"PYTHONPATH": str(ROOT), "PATH": "", "HOME": str(tmp_path)},
+    )
+    assert out.returncode == 0, out.stderr[-2000:]
+    results = json.loads(out.stdout.strip().splitlines()[-1])
+    assert {"vae", "gan", "gan-mlp"} <= set(results) and results["vae"]["nll"] > 0
+    assert set(results["summary"]) == {"vae_nll_vs_published", "vae_nll_target_met", "fid_gan_over_vae", "fid_gan_over_gan-mlp"}

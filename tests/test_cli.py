@@ -10,9 +10,11 @@ from genimg.cli import app
 
 runner = CliRunner()
 # In process (--workers 0): these tests are about the command line, not Ray (tests/distributed).
-TINY_VAE = ["--workers", "0", "--set", "model.width=4", "--set", "model.latent_dim=4", "--batch-size", "16"]
+# A small end-of-training evaluation (its feature network trains 100 steps).
+TINY_EVAL = ["--set", "eval.extractor_steps=100", "--set", "eval.samples=40", "--set", "eval.nll_k=4"]
+TINY_VAE = ["--workers", "0", "--set", "model.width=4", "--set", "model.latent_dim=4", "--batch-size", "16", *TINY_EVAL]
 TINY_RVAE = ["--workers", "0", "--set", "model.width=4", "--set", "model.frame_dim=16", "--set", "model.hidden_dim=16",
-             "--batch-size", "4"]
+             "--batch-size", "4", *TINY_EVAL]
 
 
 def invoke(*args: str):

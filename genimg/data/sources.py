@@ -2,13 +2,20 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 
 from genimg.data.dataset import DataKind, Dataset
 from genimg.data.readers import read_source
-from genimg.data.versions import looks_like_ref, resolve_version
+from genimg.data.versions import DatasetVersion, SplitPlan, looks_like_ref, plan_splits, resolve_version
 from genimg.errors import DataError
 from genimg.store import ObjectStore
+
+
+def is_store_ref(source: str) -> bool:
+    """builtin:…, URIs and existing local paths are raw sources; NAME[@VERSION] names the store."""
+    raw = source.startswith("builtin:") or "://" in source or Path(source).expanduser().exists()
+    return not raw and looks_like_ref(source)
 
 
 def open_dataset(
@@ -18,12 +25,50 @@ def open_dataset(
     splits: tuple[str, ...] = ("train",),
     store: ObjectStore | None = None,
 ) -> Dataset:
-    """builtin:…, s3://… and existing local paths are read directly (all records); anything
-    else of the form NAME[@VERSION] is a dataset version in the store (only `splits`)."""
-    is_raw = source.startswith("builtin:") or "://" in source or Path(source).expanduser().exists()
-    if is_raw or not looks_like_ref(source):
+    """A raw source's records (all of them), or `splits` of a dataset version in the store."""
+    if not is_store_ref(source):
         return read_source(source, kind)
     version = resolve_version(source, store)
+    check_kind(version, kind)
+    return version.load(splits)
+
+
+def check_kind(version: DatasetVersion, kind: DataKind | None) -> None:
     if kind is not None and version.kind != kind:
         raise DataError(f"{version.ref} holds {version.kind}, not {kind}")
-    return version.load(splits)
+
+
+@dataclass
+class SplitSource:
+    """One dataset version, split as `genimg ingest` splits it: a store version, or a raw
+    source split in memory by the same record-hash rule (so it gets the same version id)."""
+
+    ref: str  # NAME@VERSION, or SOURCE@VERSION for a raw source
+    version: str
+    kind: DataKind
+    stored: DatasetVersion | None = None
+    raw: Dataset | None = None
+    plan: SplitPlan | None = None
+
+    def load(self, split: str) -> Dataset:
+        if self.stored is not None:
+            return self.stored.load((split,))
+        assert self.raw is not None and self.plan is not None
+        return self.plan.split(self.raw, split)
+
+    @property
+    def record_shape(self) -> tuple[int, ...]:
+        if self.stored is not None:
+            return tuple(int(s) for s in self.stored.manifest["record_shape"])
+        assert self.raw is not None
+        return self.raw.record_shape
+
+
+def open_splits(source: str, kind: DataKind | None = None, *, store: ObjectStore | None = None) -> SplitSource:
+    if is_store_ref(source):
+        version = resolve_version(source, store)
+        check_kind(version, kind)
+        return SplitSource(version.ref, version.version, version.kind, stored=version)
+    dataset = read_source(source, kind)
+    plan = plan_splits(dataset)
+    return SplitSource(f"{source}@{plan.version}", plan.version, dataset.kind, raw=dataset, plan=plan)

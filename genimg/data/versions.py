@@ -141,25 +141,60 @@ def shard_bytes(ids: list[str], labels: np.ndarray, records: np.ndarray) -> byte
     return sink.getvalue()
 
 
-def ingest_dataset(
-    dataset: Dataset, name: str, *, store: ObjectStore | None = None, progress: Progress | None = None
-) -> IngestResult:
-    """Publish `dataset` as a version of `name` (no-op if that version already exists)."""
-    check_name(name)
-    store = store or open_store()
+@dataclass
+class SplitPlan:
+    """How a dataset's records become a version: unique records (first seen kept) by split."""
+
+    hashes: list[str]
+    labels: np.ndarray
+    by_split: dict[str, list[int]]
+    duplicates: int
+    preprocessing: dict[str, Any]
+    version: str
+
+    def split(self, dataset: Dataset, split: str) -> Dataset:
+        chosen = np.asarray(self.by_split[split], dtype=np.int64)
+        return Dataset(
+            kind=dataset.kind,
+            data=dataset.data[chosen],
+            source=dataset.source,
+            labels=dataset.labels[chosen] if dataset.labels is not None else None,
+            class_names=dataset.class_names,
+        )
+
+
+def plan_splits(dataset: Dataset) -> SplitPlan:
+    """The version and splits `ingest_dataset` gives `dataset`, computed without a store."""
     hashes = record_hashes(dataset.data)
     labels = dataset.labels if dataset.labels is not None else np.full(len(dataset), -1, np.int64)
     first_seen: dict[str, int] = {}
     for index, record_hash in enumerate(hashes):
         first_seen.setdefault(record_hash, index)
     keep = sorted(first_seen.values(), key=lambda i: hashes[i])
-    duplicates = len(dataset) - len(keep)
     preprocessing = preprocessing_of(dataset)
-    version = version_of([(hashes[i], int(labels[i])) for i in keep], preprocessing)
-    prefix = version_prefix(name, version)
     by_split: dict[str, list[int]] = {split: [] for split in SPLIT_FRACTIONS}
     for index in keep:
         by_split[split_of(hashes[index])].append(index)
+    return SplitPlan(
+        hashes=hashes,
+        labels=labels,
+        by_split=by_split,
+        duplicates=len(dataset) - len(keep),
+        preprocessing=preprocessing,
+        version=version_of([(hashes[i], int(labels[i])) for i in keep], preprocessing),
+    )
+
+
+def ingest_dataset(
+    dataset: Dataset, name: str, *, store: ObjectStore | None = None, progress: Progress | None = None
+) -> IngestResult:
+    """Publish `dataset` as a version of `name` (no-op if that version already exists)."""
+    check_name(name)
+    store = store or open_store()
+    plan = plan_splits(dataset)
+    hashes, labels, by_split = plan.hashes, plan.labels, plan.by_split
+    duplicates, preprocessing, version = plan.duplicates, plan.preprocessing, plan.version
+    prefix = version_prefix(name, version)
     counts = {split: len(indices) for split, indices in by_split.items()}
     result = IngestResult(name, version, store.uri_for(prefix.rstrip("/")), counts,
                           list(dataset.rejected), duplicates, reused=True)
@@ -318,5 +353,6 @@ __all__ = [
     "list_versions",
     "looks_like_ref",
     "parse_ref",
+    "plan_splits",
     "resolve_version",
 ]

@@ -32,8 +32,8 @@ import numpy as np
 import torch
 
 from genimg.config import config_from_dict, config_to_dict
-from genimg.data.sources import open_dataset
-from genimg.data.versions import looks_like_ref, resolve_version
+from genimg.data.sources import is_store_ref, open_dataset
+from genimg.data.versions import resolve_version
 from genimg.errors import GenimgError
 from genimg.models.base import model_spec, save_model
 from genimg.store import ObjectStore, open_store
@@ -204,11 +204,6 @@ def parse_workers(text: str | int) -> int | tuple[int, int]:
         return count
     except ValueError:
         raise GenimgError(f"invalid --workers {text!r}: a count ≥ 1 or a range MIN-MAX") from None
-
-
-def is_store_ref(source: str) -> bool:
-    raw = source.startswith("builtin:") or "://" in source or Path(source).expanduser().exists()
-    return not raw and looks_like_ref(source)
 
 
 def read_training_data(source: str, kind: str, store: ObjectStore) -> tuple[Any, Any]:

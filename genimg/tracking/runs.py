@@ -30,6 +30,25 @@ def tracking_uri() -> str:
     return f"sqlite:///{home / 'mlflow.db'}"
 
 
+def client() -> Any:
+    from mlflow.tracking import MlflowClient
+
+    # A client bound to the URI, not mlflow.set_tracking_uri, which would export
+    # MLFLOW_TRACKING_URI to the whole process (and to every later run in it).
+    return MlflowClient(tracking_uri=tracking_uri())
+
+
+def experiment_id(mlflow_client: Any) -> str:
+    experiment = mlflow_client.get_experiment_by_name(EXPERIMENT)
+    if experiment is not None:
+        return str(experiment.experiment_id)
+    # With the default SQLite store, artifacts would land in ./mlruns of whatever folder the
+    # command runs in; keep them beside the database in GENIMG_HOME instead.
+    user_configured = bool(os.environ.get("MLFLOW_TRACKING_URI"))
+    location = None if user_configured else (genimg_home() / "mlartifacts").as_uri()
+    return str(mlflow_client.create_experiment(EXPERIMENT, artifact_location=location))
+
+
 def flatten_params(prefix: str, values: Any, out: dict[str, str]) -> dict[str, str]:
     if isinstance(values, dict):
         for key, value in values.items():
@@ -42,25 +61,19 @@ def flatten_params(prefix: str, values: Any, out: dict[str, str]) -> dict[str, s
 class TrainingRun:
     """One MLflow run; metrics are buffered and sent in batches (one call per flush)."""
 
-    def __init__(self, run_name: str, tags: dict[str, str] | None = None) -> None:
-        from mlflow.tracking import MlflowClient
-
-        # A client bound to the URI, not mlflow.set_tracking_uri, which would export
-        # MLFLOW_TRACKING_URI to the whole process (and to every later run in it).
-        user_configured = bool(os.environ.get("MLFLOW_TRACKING_URI"))
-        self.client = MlflowClient(tracking_uri=tracking_uri())
-        experiment = self.client.get_experiment_by_name(EXPERIMENT)
-        if experiment is not None:
-            experiment_id = experiment.experiment_id
-        else:
-            # With the default SQLite store, artifacts would land in ./mlruns of whatever folder
-            # the command runs in; keep them beside the database in GENIMG_HOME instead.
-            location = None if user_configured else (genimg_home() / "mlartifacts").as_uri()
-            experiment_id = self.client.create_experiment(EXPERIMENT, artifact_location=location)
-        run = self.client.create_run(experiment_id, run_name=run_name, tags=tags or {})
-        self.run_id: str = run.info.run_id
+    def __init__(self, run_name: str, tags: dict[str, str] | None = None, *, run_id: str | None = None) -> None:
+        """A new run in the genimg experiment, or (with `run_id`) an existing run of any."""
+        self.client = client()
+        if run_id is None:
+            run = self.client.create_run(experiment_id(self.client), run_name=run_name, tags=tags or {})
+            run_id = run.info.run_id
+        self.run_id: str = run_id
         self.pending: list[Any] = []
         self.flushed_at = time.monotonic()
+
+    @classmethod
+    def existing(cls, run_id: str) -> TrainingRun:
+        return cls("", run_id=run_id)
 
     def log_params(self, params: dict[str, Any]) -> None:
         from mlflow.entities import Param
@@ -96,6 +109,9 @@ class TrainingRun:
             path = Path(tmp) / name
             path.write_bytes(data)
             self.client.log_artifact(self.run_id, str(path), directory or None)
+
+    def log_folder(self, folder: Path, artifact_path: str) -> None:
+        self.client.log_artifacts(self.run_id, str(folder), artifact_path)
 
     def finish(self, status: str = "FINISHED") -> None:
         self.flush()

@@ -20,7 +20,7 @@ from genimg.models.base import GenerativeModel, ModelSpec, model_spec, save_mode
 from genimg.training.config import TrainConfig
 from genimg.training.loop import BatchSchedule, LogCallback, seed_everything, train_model
 
-CONFIG_SECTIONS = ("model", "train")
+CONFIG_SECTIONS = ("model", "train", "eval")  # eval: read by genimg.evaluation, not here
 
 
 @dataclass(frozen=True)

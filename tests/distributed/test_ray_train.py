@@ -14,11 +14,12 @@ from genimg.cli import app
 REGISTERED = "checkpoint_manager_snapshot.json"
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(600)]
 runner = CliRunner()
+TINY_EVAL = ["--set", "eval.extractor_steps=100", "--set", "eval.samples=40", "--set", "eval.nll_k=4"]
 TINY = {
-    "vae": ["--set", "model.width=4", "--set", "model.latent_dim=4"],
-    "gan": ["--set", "model.width=4", "--set", "model.latent_dim=8"],
-    "gan-mlp": ["--set", "model.generator_hidden=[32,32]", "--set", "model.discriminator_hidden=[32]"],
-    "rvae": ["--set", "model.width=4", "--set", "model.frame_dim=16", "--set", "model.hidden_dim=16"],
+    "vae": ["--set", "model.width=4", "--set", "model.latent_dim=4", *TINY_EVAL],
+    "gan": ["--set", "model.width=4", "--set", "model.latent_dim=8", *TINY_EVAL],
+    "gan-mlp": ["--set", "model.generator_hidden=[32,32]", "--set", "model.discriminator_hidden=[32]", *TINY_EVAL],
+    "rvae": ["--set", "model.width=4", "--set", "model.frame_dim=16", "--set", "model.hidden_dim=16", *TINY_EVAL],
 }
 
 
@@ -61,6 +62,10 @@ def test_two_workers_on_two_nodes_for_every_family(ray_cluster, digits_in_store)
         assert run.info.status == "FINISHED"
         assert run.data.params["model_name"] == model and run.data.params["workers"] == "2"
         assert "genimg.checkpoint" in run.data.tags
+        # The end-of-training evaluation read the checkpoint from the store and logged to the run.
+        evaluation = payload["evaluation"]
+        assert evaluation["split"] == "val" and evaluation["run_id"] == payload["run_id"], evaluation
+        assert "val/fid" in run.data.metrics and run.data.tags["genimg.eval.val.features"] == evaluation["features"]["name"]
 
 
 def test_resume_continues_the_step_count(ray_cluster, digits_in_store):
@@ -87,6 +92,10 @@ def test_checkpoints_and_data_in_s3(ray_cluster, s3_env, monkeypatch, tmp_path):
     assert any(k.endswith("/model.safetensors") for k in keys)
     assert any(k.endswith("/rng-rank-1.json") for k in keys)  # rank 1's part, merged by Ray
     assert (tmp_path / "export" / "model.safetensors").is_file()
+    assert "error" not in payload["evaluation"] and payload["evaluation"]["dataset"].startswith("digits@")
+    # The feature network is cached beside the datasets, in S3.
+    assert any(k.endswith("/extractor.json") for k in [
+        o["Key"] for o in boto3.client("s3").list_objects_v2(Bucket=s3_env, Prefix="team/extractors/")["Contents"]])
 
 
 def test_a_bad_config_value_fails_before_any_worker_starts(ray_cluster, digits_in_store):

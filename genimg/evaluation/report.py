@@ -1,0 +1,95 @@
+"""What a person looks at after an evaluation: sample grid or continuation GIF, loss curves,
+and a Markdown + HTML report with the metric table, all in one folder."""
+
+from __future__ import annotations
+
+import html
+import json
+from pathlib import Path
+
+import torch
+
+from genimg.evaluation.evaluate import Evaluation
+from genimg.evaluation.grids import save_image_grid, save_sequence_gif, save_sequence_strips
+
+LossHistory = dict[str, list[tuple[int, float]]]  # metric name → (step, value) points
+
+
+def save_loss_curves(history: LossHistory, path: Path) -> Path | None:
+    if not any(history.values()):
+        return None
+    import matplotlib
+
+    matplotlib.use("Agg")  # no display on servers
+    import matplotlib.pyplot as plt
+
+    names = [name for name, points in sorted(history.items()) if points]
+    columns = min(3, len(names))
+    rows = -(-len(names) // columns)
+    figure, axes = plt.subplots(rows, columns, figsize=(4 * columns, 2.8 * rows), squeeze=False)
+    for axis, name in zip(axes.flat, names):
+        steps, values = zip(*history[name])
+        axis.plot(steps, values, linewidth=1)
+        axis.set_title(name, fontsize=9)
+        axis.set_xlabel("step", fontsize=8)
+        axis.tick_params(labelsize=7)
+    for axis in list(axes.flat)[len(names):]:
+        axis.axis("off")
+    figure.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    figure.savefig(path, dpi=100)
+    plt.close(figure)
+    return path
+
+
+def format_value(value: float) -> str:
+    return f"{value:.4g}" if abs(value) < 1e5 else f"{value:.3e}"
+
+
+def write_report(
+    evaluation: Evaluation, folder: Path, *, title: str, history: LossHistory | None = None
+) -> list[Path]:
+    """Write the report files into `folder`; returns them (report.md first)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    images: list[tuple[str, Path]] = []
+    if evaluation.continuations is not None and evaluation.ground_truth is not None:
+        # Rows alternate: ground truth, then the model's best continuation of its first frames.
+        pairs = torch.stack([evaluation.ground_truth, evaluation.continuations], 1).flatten(0, 1)
+        images.append(("Continuations (odd rows: ground truth, even rows: model)",
+                       save_sequence_gif(pairs, folder / "continuations.gif")))
+        images.append(("Continuations, frame by frame", save_sequence_strips(pairs, folder / "continuations.png")))
+        images.append(("Generated sequences", save_sequence_strips(evaluation.samples, folder / "samples.png")))
+    else:
+        images.append(("Samples", save_image_grid(evaluation.samples, folder / "samples.png")))
+    curves = save_loss_curves(history or {}, folder / "loss_curves.png")
+    if curves is not None:
+        images.append(("Training curves", curves))
+    summary = evaluation.as_dict()
+    (folder / "metrics.json").write_text(json.dumps(summary, indent=2) + "\n")
+    rows = [(name, format_value(value)) for name, value in sorted(evaluation.metrics.items())]
+    facts = [
+        ("model", evaluation.model), ("dataset", f"{evaluation.dataset} ({evaluation.split} split)"),
+        ("generated samples", str(evaluation.num_samples)), ("real records", str(evaluation.num_real)),
+        ("seed", str(evaluation.seed)),
+        ("features", f"{evaluation.features['name']} (weights sha256 {evaluation.features['weights_sha256'][:12]})"),
+        *[(key, str(value)) for key, value in evaluation.settings.items()],
+    ]
+    note = evaluation.features.get("note")
+    markdown = [f"# {title}", ""]
+    markdown += [f"- **{key}**: {value}" for key, value in facts]
+    markdown += ([f"- **note**: {note}"] if note else []) + ["", "| metric | value |", "| --- | ---: |"]
+    markdown += [f"| {name} | {value} |" for name, value in rows] + [""]
+    for caption, path in images:
+        markdown += [f"## {caption}", "", f"![{caption}]({path.name})", ""]
+    report = folder / "report.md"
+    report.write_text("\n".join(markdown))
+    page = [f"<!doctype html><meta charset='utf-8'><title>{html.escape(title)}</title>",
+            f"<h1>{html.escape(title)}</h1><ul>"]
+    page += [f"<li><b>{html.escape(key)}</b>: {html.escape(value)}</li>" for key, value in facts]
+    page += ([f"<li><b>note</b>: {html.escape(note)}</li>"] if note else []) + ["</ul><table>"]
+    page += [f"<tr><td>{html.escape(name)}</td><td align=right>{value}</td></tr>" for name, value in rows]
+    page.append("</table>")
+    for caption, path in images:
+        page.append(f"<h2>{html.escape(caption)}</h2><img src='{path.name}' alt='{html.escape(caption)}'>")
+    (folder / "report.html").write_text("\n".join(page) + "\n")
+    return [report, folder / "report.html", folder / "metrics.json", *[path for _, path in images]]

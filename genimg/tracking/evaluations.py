@@ -1,0 +1,172 @@
+"""`genimg evaluate` and the end-of-training evaluation, recorded in MLflow.
+
+A target is an MLflow run id (its final checkpoint is evaluated and the results are logged to
+that run), a registry URI `models:/NAME/VERSION` or `models:/NAME@ALIAS`, or a model folder
+(both logged to a new evaluation run). Metrics are logged as `<split>/<name>`; the report files
+go to the artifacts under `evaluation/<split>-<dataset version>/`; tags record what the numbers
+were measured on, so later comparisons can check they measured the same thing.
+"""
+
+from __future__ import annotations
+
+import re
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from genimg.errors import GenimgError
+from genimg.evaluation.config import EvalConfig
+from genimg.evaluation.evaluate import Evaluation, evaluate_model
+from genimg.evaluation.report import LossHistory, write_report
+from genimg.models.base import GenerativeModel, load_model, model_spec
+from genimg.tracking.runs import TrainingRun, client, tracking_uri
+
+RUN_ID_PATTERN = re.compile(r"^[0-9a-f]{32}$")
+MODEL_URI_PATTERN = re.compile(r"^models:/(?P<name>[^/@]+)(?:/(?P<version>\d+)|@(?P<alias>[\w-]+))$")
+
+
+@dataclass
+class EvalTarget:
+    label: str  # as given
+    checkpoint: str  # model folder, file:// or s3:// URI of one
+    log_run_id: str | None  # the run to log to; None: a new evaluation run
+    training_run_id: str | None  # for the loss curves
+    dataset: str | None  # what the model was trained on (default for --dataset)
+    model_version: str | None = None  # NAME/VERSION for registry targets
+
+
+def run_checkpoint(run: Any) -> tuple[str, str | None]:
+    checkpoint = run.data.tags.get("genimg.checkpoint")
+    if not checkpoint:
+        raise GenimgError(f"MLflow run {run.info.run_id} has no genimg.checkpoint tag (not a finished genimg training run)")
+    return checkpoint, run.data.tags.get("genimg.dataset")
+
+
+def resolve_target(target: str) -> EvalTarget:
+    from mlflow.exceptions import MlflowException
+
+    mlflow = client()
+    registry = MODEL_URI_PATTERN.match(target)
+    if registry:
+        name = registry["name"]
+        try:
+            version = (mlflow.get_model_version(name, registry["version"]) if registry["version"]
+                       else mlflow.get_model_version_by_alias(name, registry["alias"]))
+        except MlflowException as exc:
+            raise GenimgError(f"{target}: not found in the registry at {tracking_uri()} ({exc.message})") from exc
+        if not version.run_id:
+            raise GenimgError(f"{target}: the model version names no training run")
+        checkpoint, dataset = run_checkpoint(mlflow.get_run(version.run_id))
+        return EvalTarget(target, checkpoint, None, version.run_id, dataset, f"{name}/{version.version}")
+    if target.startswith("models:/"):
+        raise GenimgError(f"invalid model URI {target!r}: expected models:/NAME/VERSION or models:/NAME@ALIAS")
+    if Path(target).expanduser().is_dir():
+        return EvalTarget(target, str(Path(target).expanduser()), None, None, None)
+    if RUN_ID_PATTERN.match(target):
+        try:
+            run = mlflow.get_run(target)
+        except MlflowException as exc:
+            raise GenimgError(f"no MLflow run {target} at {tracking_uri()}") from exc
+        checkpoint, dataset = run_checkpoint(run)
+        return EvalTarget(target, checkpoint, target, target, dataset)
+    raise GenimgError(f"{target!r} is not an MLflow run id, a models:/ URI or a model folder")
+
+
+def load_model_at(location: str) -> GenerativeModel:
+    """A model from a folder or a file:// / s3:// URI of one (a checkpoint or an export)."""
+    from urllib.parse import urlparse
+
+    parsed = urlparse(location)
+    if parsed.scheme == "s3":
+        from genimg.store import download_s3_source
+
+        downloaded = download_s3_source(location)
+        try:
+            return load_model(downloaded.local_path)
+        finally:
+            downloaded.cleanup()
+    return load_model(Path(parsed.path) if parsed.scheme == "file" else Path(location))
+
+
+def loss_history(run_id: str) -> LossHistory:
+    """The training metrics of a run (not evaluation or final_ summaries), step by step."""
+    mlflow = client()
+    names = [name for name in mlflow.get_run(run_id).data.metrics
+             if "/" not in name and not name.startswith("final_")]
+    return {
+        name: sorted((int(m.step), float(m.value)) for m in mlflow.get_metric_history(run_id, name))
+        for name in names
+    }
+
+
+def record_evaluation(
+    evaluation: Evaluation,
+    *,
+    log_run_id: str | None,
+    training_run_id: str | None,
+    title: str,
+    out_dir: Path | None = None,
+    tags: dict[str, str] | None = None,
+) -> dict[str, Any]:
+    """Write the report, log metrics, tags and report files; returns the JSON payload."""
+    run = TrainingRun.existing(log_run_id) if log_run_id else TrainingRun(
+        f"evaluate-{evaluation.model}-{time.strftime('%Y%m%d-%H%M%S')}",
+        tags={"genimg.model": evaluation.model, "genimg.dataset": evaluation.dataset,
+              "genimg.kind": "evaluation", **(tags or {})},
+    )
+    history = loss_history(training_run_id) if training_run_id else None
+    split, version = evaluation.split, evaluation.dataset.rsplit("@", 1)[-1]
+    artifact_path = f"evaluation/{split}-{version}"
+    with tempfile.TemporaryDirectory(prefix="genimg-report-") as scratch:
+        folder = out_dir or Path(scratch)
+        files = write_report(evaluation, folder, title=title, history=history)
+        run.add_metrics(0, {f"{split}/{name}": value for name, value in evaluation.metrics.items()},
+                        int(time.time() * 1000))
+        run.flush()
+        prefix = f"genimg.eval.{split}"
+        run.set_tags({
+            f"{prefix}.dataset": evaluation.dataset, f"{prefix}.features": evaluation.features["name"],
+            f"{prefix}.features_sha256": evaluation.features["weights_sha256"],
+            f"{prefix}.num_samples": str(evaluation.num_samples), f"{prefix}.seed": str(evaluation.seed),
+            f"{prefix}.settings": ",".join(f"{k}={v}" for k, v in sorted(evaluation.settings.items())),
+        })
+        run.log_folder(folder, artifact_path)
+        if not log_run_id:
+            run.finish()
+    artifacts = run.client.get_run(run.run_id).info.artifact_uri.rstrip("/") + "/" + artifact_path
+    return evaluation.as_dict() | {
+        "run_id": run.run_id, "artifacts": artifacts,
+        "report": str(out_dir / files[0].name) if out_dir else f"{artifacts}/{files[0].name}",
+    }
+
+
+def evaluate_target(
+    target: str,
+    dataset: str | None,
+    config: EvalConfig,
+    *,
+    split: str = "test",
+    out_dir: Path | None = None,
+) -> dict[str, Any]:
+    """Evaluate a run / registered model / folder on `split` of `dataset` and record it."""
+    from genimg.data.sources import open_splits
+
+    resolved = resolve_target(target)
+    dataset = dataset or resolved.dataset
+    if not dataset:
+        raise GenimgError(f"{target}: give --dataset (the target does not say what it was trained on)")
+    model = load_model_at(resolved.checkpoint)
+    source = open_splits(dataset, kind=model_spec(model.registry_name).data_kind)
+    evaluation = evaluate_model(model, source, split, config)
+    tags = {"genimg.evaluates": target}
+    if resolved.model_version:
+        tags["genimg.model_version"] = resolved.model_version
+    return record_evaluation(
+        evaluation, log_run_id=resolved.log_run_id, training_run_id=resolved.training_run_id,
+        title=f"Evaluation of {target} on {evaluation.dataset} ({split})", out_dir=out_dir, tags=tags,
+    )
+
+
+__all__ = ["EvalTarget", "evaluate_target", "load_model_at", "record_evaluation", "resolve_target"]

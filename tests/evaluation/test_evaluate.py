@@ -1,0 +1,108 @@
+import math
+
+import pytest
+import torch
+
+from genimg.data.sources import open_splits
+from genimg.errors import GenimgError
+from genimg.evaluation.config import EvalConfig
+from genimg.evaluation.evaluate import evaluate_model
+from genimg.evaluation.report import write_report
+from genimg.models import build_model
+from genimg.training.config import TrainConfig
+from genimg.training.loop import train_model
+
+QUICK = EvalConfig(samples=150, nll_k=10, best_of=2, extractor_steps=150)
+DISTANCES = {"fid", "kid_mean", "kid_std", "precision", "recall", "density", "coverage"}
+
+
+@pytest.fixture(scope="module")
+def digits_splits():
+    return open_splits("builtin:digits")
+
+
+def trained(name, source, steps, **model):
+    config = {"image_shape": list(source.record_shape[-3:]), **model}
+    if name == "rvae":
+        config["num_frames"] = source.record_shape[0]
+    network = build_model(name, config)
+    records = torch.from_numpy(source.load("train").data)
+    train_model(network, records, TrainConfig(steps=steps, batch_size=32, log_every=max(1, steps)))
+    return network
+
+
+def test_a_vae_trained_longer_has_a_lower_test_nll(digits_splits):
+    short = evaluate_model(trained("vae", digits_splits, 5, latent_dim=8, width=16), digits_splits, "test", QUICK)
+    longer = evaluate_model(trained("vae", digits_splits, 600, latent_dim=8, width=16), digits_splits, "test", QUICK)
+    assert set(longer.metrics) == DISTANCES | {"nll", "bits_per_dim"}
+    assert longer.metrics["nll"] < short.metrics["nll"] - 20, (short.metrics["nll"], longer.metrics["nll"])
+    assert longer.metrics["fid"] < short.metrics["fid"]
+    assert longer.metrics["bits_per_dim"] == pytest.approx(longer.metrics["nll"] / (256 * math.log(2)))
+    assert longer.settings["nll_k"] == 10 and longer.num_real == len(digits_splits.load("test"))
+
+
+@pytest.mark.parametrize("name", ["gan", "gan-mlp"])
+def test_gans_get_distances_and_knn_metrics_only(digits_splits, name):
+    small = {"gan": {"width": 4, "latent_dim": 8}, "gan-mlp": {"generator_hidden": [32], "discriminator_hidden": [32]}}
+    evaluation = evaluate_model(trained(name, digits_splits, 3, **small[name]), digits_splits, "test", QUICK)
+    assert set(evaluation.metrics) == DISTANCES
+    assert evaluation.features["name"] == "classifier" and len(evaluation.features["weights_sha256"]) == 64
+    assert evaluation.samples.shape[1:] == (1, 16, 16)
+
+
+def test_the_same_inputs_and_seed_give_the_same_numbers(digits_splits):
+    model = trained("vae", digits_splits, 20, latent_dim=4, width=4)
+    first = evaluate_model(model, digits_splits, "test", QUICK)
+    again = evaluate_model(model, digits_splits, "test", QUICK)
+    other_seed = evaluate_model(model, digits_splits, "test", EvalConfig(**{**QUICK.__dict__, "seed": 1}))
+    assert first.metrics == again.metrics and first.features["weights_sha256"] == again.features["weights_sha256"]
+    assert again.features["reused"] is True  # the second evaluation used the cached network
+    assert other_seed.metrics["fid"] != first.metrics["fid"]
+
+
+def test_a_model_of_another_shape_is_refused_with_both_shapes(digits_splits):
+    model = build_model("vae", {"image_shape": [1, 28, 28], "width": 4, "latent_dim": 4})
+    with pytest.raises(GenimgError, match="1×28×28 images but builtin:digits@.* holds 1×16×16"):
+        evaluate_model(model, digits_splits, "test", QUICK)
+
+
+def test_sequence_metrics_baseline_and_report(small_sequences, tmp_path):
+    from genimg.data.dataset import Dataset
+    from genimg.data.sources import SplitSource
+    from genimg.data.versions import plan_splits
+
+    # Enough sequences that every split has some: repeat the fixture's sequences shifted.
+    data = torch.from_numpy(small_sequences)
+    data = torch.cat([data.roll(shift, dims=-1) for shift in range(12)]).numpy()
+    dataset = Dataset("sequences", data, "shifted-sequences")
+    plan = plan_splits(dataset)
+    source = SplitSource(f"shifted@{plan.version}", plan.version, "sequences", raw=dataset, plan=plan)
+    model = trained("rvae", source, 2, latent_dim=4, width=4, frame_dim=16, hidden_dim=16)
+    evaluation = evaluate_model(model, source, "test", QUICK)
+    frames = data.shape[1]
+    context = frames // 2
+    predicted = [f"frame_{t:02d}" for t in range(context + 1, frames + 1)]
+    expected = DISTANCES | {"ssim", "psnr", "ssim_copy_last_baseline", "psnr_copy_last_baseline", "nll_bound_per_frame"}
+    expected |= {f"{metric}_{frame}" for frame in predicted for metric in
+                 ("ssim", "psnr", "ssim_copy_last_baseline", "psnr_copy_last_baseline")}
+    assert set(evaluation.metrics) == expected
+    assert evaluation.settings["best_of"] == 2 and evaluation.settings["context_frames"] == context
+    assert evaluation.features["name"] == "autoencoder"  # sequences carry no labels
+    files = write_report(evaluation, tmp_path, title="rvae", history={"loss": [(1, 3.0), (2, 2.0)]})
+    names = {path.name for path in files}
+    assert names == {"report.md", "report.html", "metrics.json", "continuations.gif", "continuations.png",
+                     "samples.png", "loss_curves.png"}
+    report = (tmp_path / "report.md").read_text()
+    assert "| ssim_copy_last_baseline |" in report and "![Training curves](loss_curves.png)" in report
+    with pytest.raises(GenimgError, match="leaves no frame to predict"):
+        evaluate_model(model, source, "test", EvalConfig(**{**QUICK.__dict__, "context_frames": frames}))
+
+
+@pytest.mark.slow
+def test_a_trained_rvae_beats_the_copy_last_frame_baseline():
+    """Budget: the preset RVAE (configs/rvae-moving-digits.yaml): 600 steps of batch 32, ≈ 45 s."""
+    source = open_splits("builtin:moving-digits")
+    model = trained("rvae", source, 600, latent_dim=16, frame_dim=128, hidden_dim=128, width=16)
+    evaluation = evaluate_model(model, source, "test", EvalConfig(samples=100, best_of=3, extractor_steps=150))
+    metrics = evaluation.metrics
+    assert metrics["ssim"] > metrics["ssim_copy_last_baseline"], metrics
