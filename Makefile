@@ -41,7 +41,7 @@ run: $(STAMP)
 	@echo "sample grids: $(OUT)/vae.png $(OUT)/gan.png $(OUT)/gan-mlp.png $(OUT)/rvae.png $(OUT)/rvae.gif"
 
 test: $(STAMP)
-	$(PY) -m pytest
+	$(PY) -m pytest --durations=30
 
 clean:
 	rm -rf $(VENV) outputs .genimg .pytest_cache

@@ -5,9 +5,18 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
+
 from genimg.data.dataset import DataKind, Dataset
 from genimg.data.readers import read_source
-from genimg.data.versions import DatasetVersion, SplitPlan, looks_like_ref, plan_splits, resolve_version
+from genimg.data.versions import (
+    SPLIT_FRACTIONS,
+    DatasetVersion,
+    SplitPlan,
+    looks_like_ref,
+    plan_splits,
+    resolve_version,
+)
 from genimg.errors import DataError
 from genimg.store import ObjectStore
 
@@ -25,9 +34,24 @@ def open_dataset(
     splits: tuple[str, ...] = ("train",),
     store: ObjectStore | None = None,
 ) -> Dataset:
-    """A raw source's records (all of them), or `splits` of a dataset version in the store."""
+    """`splits` of a dataset version in the store, or of a raw source split in memory by the
+    same record-hash rule (so training never sees the records evaluation is measured on)."""
     if not is_store_ref(source):
-        return read_source(source, kind)
+        dataset = read_source(source, kind)
+        plan = plan_splits(dataset)
+        parts = [plan.split(dataset, split) for split in splits]
+        records = np.concatenate([part.data for part in parts])
+        if len(records) == 0:
+            raise DataError(
+                f"{source}: its {len(dataset)} record(s) leave none in the {'+'.join(splits)} split "
+                f"(records are split {', '.join(f'{k} {v:.0%}' for k, v in SPLIT_FRACTIONS.items())} by content hash)"
+            )
+        labels = [part.labels for part in parts]
+        return Dataset(
+            kind=dataset.kind, data=records, source=dataset.source,
+            labels=np.concatenate(labels) if all(label is not None for label in labels) else None,  # type: ignore[arg-type]
+            class_names=dataset.class_names, rejected=dataset.rejected,
+        )
     version = resolve_version(source, store)
     check_kind(version, kind)
     return version.load(splits)
