@@ -34,22 +34,28 @@ FAMILIES: dict[str, tuple[dict[str, Any], dict[str, Any]]] = {
 }
 
 
-def steps_for_budget(name: str, model_config: dict[str, Any], train: dict[str, Any], records: torch.Tensor,
-                     budget: float) -> int:
-    """Steps that fill `budget` seconds: the time of 40 steps minus that of 10 on throwaway
-    copies, so start-up costs (first allocations, thread pools) do not count as step time."""
-    from genimg.models import build_model
+class BudgetSpent(Exception):
+    pass
+
+
+def train_for(model: Any, records: torch.Tensor, train: dict[str, Any], budget: float) -> tuple[int, float]:
+    """Train until `budget` seconds have passed (checked every 10 steps); returns (steps, s)."""
     from genimg.training.config import TrainConfig
     from genimg.training.loop import train_model
 
-    seconds = {}
-    for steps in (10, 40):
-        probe = build_model(name, model_config)
-        started = time.perf_counter()
-        train_model(probe, records, TrainConfig(steps=steps, log_every=1000, **train))
-        seconds[steps] = time.perf_counter() - started
-    per_step = max(1e-4, (seconds[40] - seconds[10]) / 30)
-    return max(30, int(budget / per_step))
+    started = time.perf_counter()
+    reached = [0]
+
+    def on_log(step: int, metrics: dict[str, float]) -> None:
+        reached[0] = step
+        if time.perf_counter() - started >= budget:
+            raise BudgetSpent
+
+    try:
+        train_model(model, records, TrainConfig(steps=10_000_000, log_every=10, **train), on_log=on_log)
+    except BudgetSpent:
+        pass
+    return reached[0], time.perf_counter() - started
 
 
 def main() -> int:
@@ -77,9 +83,6 @@ def main() -> int:
     from genimg.evaluation.grids import save_image_grid
     from genimg.models import build_model
     from genimg.store import open_store
-    from genimg.training.config import TrainConfig
-    from genimg.training.loop import train_model
-
     store = open_store()
     # The images file; its labels file beside it is picked up by the IDX reader.
     ingested = ingest_dataset(read_source(str(args.mnist / "t10k-images-idx3-ubyte.gz")), "mnist", store=store)
@@ -91,12 +94,9 @@ def main() -> int:
     for name in args.families.split(","):
         model_config, train = FAMILIES[name]
         model_config = {**model_config, "image_shape": shape}
-        steps = steps_for_budget(name, model_config, train, records, args.budget)
         torch.manual_seed(0)
         model = build_model(name, model_config)
-        started = time.perf_counter()
-        train_model(model, records, TrainConfig(steps=steps, log_every=1000, **train))
-        seconds = time.perf_counter() - started
+        steps, seconds = train_for(model, records, train, args.budget)
         evaluation = evaluate_model(model, source, "test", config, store=store)
         results[name] = {"steps": steps, "train_s": round(seconds, 1), **evaluation.metrics}
         results["features"] = evaluation.features
@@ -121,7 +121,8 @@ def main() -> int:
         print("| family | " + " | ".join(columns) + " |\n|" + " --- |" * (len(columns) + 1))
         for name in args.families.split(","):
             cells = [results[name].get(column) for column in columns]
-            print(f"| {name} | " + " | ".join("—" if c is None else f"{c:.4g}" for c in cells) + " |")
+            print(f"| {name} | " + " | ".join(
+                "—" if c is None else str(c) if isinstance(c, int) else f"{c:.4g}" for c in cells) + " |")
         print(json.dumps(summary))
     return 0
 

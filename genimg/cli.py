@@ -281,6 +281,67 @@ def train_in_process(
 
 @app.command()
 @one_line_errors
+def tune(
+    model: Annotated[str, typer.Option("--model", "-m", help="gan-mlp, gan, vae or rvae")],
+    dataset: Annotated[str, typer.Option("--dataset", "-d", help="NAME[@VERSION] in the store or a raw source")],
+    trials: Annotated[int, typer.Option("--trials", help="configurations to try")] = 8,
+    max_concurrent: Annotated[int | None, typer.Option("--max-concurrent", help="trials at once (default: as many as the cluster holds)")] = None,
+    workers_per_trial: Annotated[int, typer.Option("--workers-per-trial", help="Ray Train workers of each trial")] = 1,
+    cpus_per_worker: Annotated[int, typer.Option("--cpus-per-worker")] = 1,
+    steps: Annotated[int, typer.Option("--steps", help="training steps of a trial that is not stopped early")] = 500,
+    space: Annotated[Path | None, typer.Option("--space", help="search space YAML (default configs/tune-<model>.yaml)")] = None,
+    metric: Annotated[str | None, typer.Option("--metric", help="overrides the space file's metric (val_nll_bound, val_fid)")] = None,
+    mode: Annotated[str | None, typer.Option("--mode", help="min or max (with --metric)")] = None,
+    config: Annotated[Path | None, typer.Option("--config", "-c", help="YAML with the fixed model: and train: settings")] = None,
+    set_: Annotated[list[str] | None, typer.Option("--set", help="fixed override, e.g. train.batch_size=32")] = None,
+    gpu: Annotated[bool, typer.Option("--gpu", help="one GPU per worker")] = False,
+    name: Annotated[str | None, typer.Option("--name", help="names the search (MLflow parent run, Tune state); reuse with --resume")] = None,
+    resume: Annotated[bool, typer.Option("--resume", help="continue an interrupted search of this --name")] = False,
+    seed: Annotated[int, typer.Option("--seed", help="seeds the sampling of configurations")] = 0,
+    as_json: Annotated[bool, typer.Option("--json", help="print one JSON object")] = False,
+) -> None:
+    """Search hyperparameters with Ray Tune (ASHA); each trial is a tracked Ray Train run."""
+    from dataclasses import replace
+
+    from genimg.config import parse_overrides
+    from genimg.distributed.tune import load_space, tune_search
+    from genimg.models import model_spec
+    from genimg.training.run import load_config_file, merge_sections
+
+    model_spec(model)
+    if resume and not name:
+        raise GenimgError("--resume needs the --name of the search to continue")
+    search = name or f"tune-{model}-{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:6]}"
+    if not RUN_NAME_PATTERN.match(search):
+        raise GenimgError(f"invalid --name {search!r}: use letters, digits, '.', '_' and '-'")
+    search_space = load_space(model, space)
+    if metric:
+        search_space = replace(search_space, metric=metric, mode=mode or search_space.mode)
+    elif mode:
+        raise GenimgError("--mode goes with --metric")
+    sections = merge_sections(load_config_file(config) if config else {}, parse_overrides(set_ or []))
+    result = tune_search(
+        model, dataset, sections, space=search_space, trials=trials, steps=steps, search=search,
+        max_concurrent=max_concurrent, workers_per_trial=workers_per_trial, cpus_per_worker=cpus_per_worker,
+        use_gpu=gpu, resume=resume, seed=seed,
+    ).as_dict()
+    lines = [f"search {search}: {len(result['trials'])} trial(s) in {result['seconds']:.0f} s "
+             f"(trials trained {result['trial_seconds']:.0f} s, {result['max_concurrent']} at a time); "
+             f"MLflow parent run {result['parent_run_id']}"]
+    lines += [f"  {t['trial_id']}  {t['status']:<13} {search_space.metric}={t['metric'] if t['metric'] is None else format(t['metric'], '.5g')}"
+              f"  step {t['step']}  {json.dumps(t['config'])}" + (f"  ({t['error']})" if t.get("error") else "")
+              for t in result["trials"]]
+    best = result["best"]
+    lines.append(f"best: {best['trial_id']} {search_space.metric}={best['value']:.5g} run {best['run_id']} {json.dumps(best['config'])}"
+                 if best else "best: none (every trial failed)")
+    lines += [f"note: {note}" for note in result["notes"]]
+    emit(as_json, result, "\n".join(lines))
+    if best is None:
+        raise typer.Exit(code=1)
+
+
+@app.command()
+@one_line_errors
 def evaluate(
     target: Annotated[str, typer.Argument(help="an MLflow RUN_ID, models:/NAME/VERSION, models:/NAME@ALIAS or a model folder")],
     dataset: Annotated[str | None, typer.Option("--dataset", "-d", help="NAME[@VERSION] or a raw source; default: what the run trained on")] = None,

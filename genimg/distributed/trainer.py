@@ -147,6 +147,12 @@ def train_worker(config: dict[str, Any]) -> None:
         device = torch.device("cpu")
         torch.set_num_threads(max(1, int(config["threads"])))
     records = torch.from_numpy(load_partition(config["data"], rank, world))
+    validator = None
+    if rank == 0 and config.get("validation"):
+        from genimg.evaluation.validation import make_validator
+
+        validation = config["validation"]
+        validator = make_validator(load_partition(validation["data"], 0, 1), validation.get("features"))
 
     restore_dir: Path | None = None
     scratch = Path(tempfile.mkdtemp(prefix="genimg-restore-"))
@@ -166,6 +172,11 @@ def train_worker(config: dict[str, Any]) -> None:
             write(Path(folder))
             if rank == 0 and config["samples"]:
                 events.push.remote({"type": "samples", "step": step, "png": sample_png(model)})
+            if validator is not None:
+                validation_metrics = validator(model)
+                metrics = {**metrics, **validation_metrics}
+                events.push.remote({"type": "validation", "step": step, "metrics": validation_metrics,
+                                    "time": time.time()})
             reported = {**metrics, "resumed_from_step": float(resumed_from)}
             ray.train.report(reported, checkpoint=ray.train.Checkpoint.from_directory(folder))
 
@@ -282,7 +293,29 @@ def train_distributed(
         cpus = cpus_per_worker or max(1, cluster_cpus() // max_workers)
         return fit(run, data, dataset_label, count, rejected, store, workers=workers, use_gpu=use_gpu,
                    cpus=cpus, run_name=run_name, max_failures=max_failures, export_dir=export_dir,
-                   on_progress=on_progress, samples=samples)
+                   on_progress=on_progress, samples=samples,
+                   validation=validation_spec(version, source, spec.data_kind))
+
+
+def validation_spec(version: Any, source: str, kind: str, features: dict[str, Any] | None = None) -> dict[str, Any] | None:
+    """What rank 0 validates on at each checkpoint: the val split (store shards, or the raw
+    source's val records through Ray's object store); None when it has under 2 records."""
+    from genimg.distributed.data import store_spec
+    from genimg.errors import DataError
+
+    if version is not None:
+        if version.count(("val",)) < 2:
+            return None
+        return {"data": store_spec(version, ("val",)), "features": features}
+    try:
+        val = open_dataset(source, kind, splits=("val",))  # type: ignore[arg-type]
+    except DataError:
+        return None
+    if len(val) < 2:
+        return None
+    import ray
+
+    return {"data": {"type": "object", "ref": ray.put(val.data)}, "features": features}
 
 
 def fit(
@@ -301,6 +334,9 @@ def fit(
     export_dir: Path | None,
     on_progress: ProgressCallback | None,
     samples: bool,
+    validation: dict[str, Any] | None = None,
+    tags: dict[str, str] | None = None,
+    callbacks: list[Any] | None = None,
 ) -> DistributedResult:
     import ray
     from ray.train import CheckpointConfig, FailureConfig, RunConfig as RayRunConfig, ScalingConfig
@@ -309,7 +345,8 @@ def fit(
     from genimg.distributed.events import RunEvents
     from genimg.tracking.runs import TrainingRun
 
-    tracking = TrainingRun(run_name, tags={"genimg.model": run.model_name, "genimg.dataset": dataset_label})
+    tracking = TrainingRun(run_name, tags={"genimg.model": run.model_name, "genimg.dataset": dataset_label,
+                                           **(tags or {})})
     tracking.log_params(run.as_dict() | {"dataset": dataset_label, "workers": str(workers),
                                          "use_gpu": use_gpu, "cpus_per_worker": cpus})
     from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
@@ -330,6 +367,7 @@ def fit(
             "use_gpu": use_gpu,
             "threads": cpus,
             "samples": samples,
+            "validation": validation,
         },
         scaling_config=ScalingConfig(num_workers=workers, use_gpu=use_gpu,
                                      resources_per_worker={"CPU": cpus}),
@@ -339,6 +377,7 @@ def fit(
             storage_filesystem=filesystem,
             failure_config=FailureConfig(max_failures=max_failures),
             checkpoint_config=CheckpointConfig(num_to_keep=run.train.keep_checkpoints),
+            callbacks=callbacks or None,
         ),
     )
     outcome: dict[str, Any] = {}
@@ -375,6 +414,8 @@ def fit(
             last_step = (step, event["time"])
             if on_progress is not None:
                 on_progress(step, event["metrics"])
+        elif kind == "validation":
+            tracking.add_metrics(int(event["step"]), event["metrics"], int(event["time"] * 1000))
         elif kind == "samples":
             tracking.log_bytes(event["png"], f"samples/step-{int(event['step']):08d}.png")
 
