@@ -416,6 +416,8 @@ def fit(
                 on_progress(step, event["metrics"])
         elif kind == "validation":
             tracking.add_metrics(int(event["step"]), event["metrics"], int(event["time"] * 1000))
+            # Validation comes with each checkpoint report, which is when Tune may stop the run.
+            tracking.flush()
         elif kind == "samples":
             tracking.log_bytes(event["png"], f"samples/step-{int(event['step']):08d}.png")
 

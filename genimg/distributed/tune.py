@@ -43,6 +43,14 @@ class SearchSpace:
     space: dict[str, dict[str, Any]]  # "section.key" → {distribution: arguments}
     source: str = ""
 
+    @property
+    def grid_size(self) -> int:
+        """Configurations per sample: every grid value is tried (× --trials), as in Tune."""
+        size = 1
+        for spec in self.space.values():
+            size *= len(spec["grid"]) if "grid" in spec else 1
+        return size
+
     def to_tune(self) -> dict[str, Any]:
         from ray import tune
 
@@ -276,7 +284,7 @@ def tune_search(
             raise GenimgError(f"{source}: its val split has under 2 records, so there is no {space.metric} to search on")
         needed = workers_per_trial * cpus_per_worker
         fits = max(1, cluster_cpus() // needed)
-        concurrent = min(max_concurrent or fits, fits, trials)
+        concurrent = min(max_concurrent or fits, fits, trials * space.grid_size)
         if max_concurrent and max_concurrent > fits:
             notes.append(f"max_concurrent lowered from {max_concurrent} to {fits}: a trial needs {needed} CPU(s) "
                          f"and the cluster has {cluster_cpus()}; the other trials queue")
@@ -304,7 +312,9 @@ def tune_search(
         resources = {"CPU": 0.01}
         trainable = tune.with_resources(tune.with_parameters(run_trial, shared=shared), resources)
         report_every = base["train"]["checkpoint_every"]
-        scheduler = ASHAScheduler(time_attr="step", max_t=steps, grace_period=report_every, reduction_factor=2)
+        # max_t past the last step: ASHA stops any trial that reaches max_t, which would kill a
+        # finished trial before its run is closed in MLflow.
+        scheduler = ASHAScheduler(time_attr="step", max_t=steps + 1, grace_period=report_every, reduction_factor=2)
         try:
             if resume:
                 tuner = tune.Tuner.restore(f"{storage_path}/{search}", trainable, storage_filesystem=filesystem,
@@ -327,7 +337,7 @@ def tune_search(
         except BaseException:
             parent.finish("KILLED")
             raise
-        outcomes = collect_outcomes(grid, parent.run_id, space, steps)
+        outcomes = collect_outcomes(grid, parent.run_id, space, steps, store)
     best = pick_best(outcomes, space.mode)
     if best is not None:
         parent.set_tags({"genimg.best.run_id": best.run_id or "", "genimg.best.trial": best.trial_id,
@@ -340,8 +350,9 @@ def tune_search(
                         time.perf_counter() - started, fit_seconds, concurrent, notes)
 
 
-def collect_outcomes(grid: Any, parent_run_id: str, space: SearchSpace, steps: int) -> list[TrialOutcome]:
+def collect_outcomes(grid: Any, parent_run_id: str, space: SearchSpace, steps: int, store: Any) -> list[TrialOutcome]:
     """Each trial's status and last metric; early-stopped trials' runs are closed as KILLED."""
+    from genimg.distributed.trainer import checkpoint_uri
     from genimg.tracking.runs import client
 
     mlflow = client()
@@ -368,7 +379,9 @@ def collect_outcomes(grid: Any, parent_run_id: str, space: SearchSpace, steps: i
             text = str(result.error).strip()
             error = next((line for line in reversed(text.splitlines()) if "Error" in line), text.splitlines()[0] if text else "")
         value = metrics.get(space.metric)
-        checkpoint = (run.data.tags.get("genimg.checkpoint") if run is not None else None) or metrics.get("checkpoint_path")
+        checkpoint = run.data.tags.get("genimg.checkpoint") if run is not None else None
+        if not checkpoint and metrics.get("checkpoint_path"):  # a stopped trial's last checkpoint
+            checkpoint = checkpoint_uri(store, str(metrics["checkpoint_path"]))
         outcomes.append(TrialOutcome(
             trial_id=trial_id, run_id=run.info.run_id if run is not None else None,
             config=dict(result.config.get("overrides", {})) if result.config else {}, status=status,
