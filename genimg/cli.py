@@ -382,8 +382,47 @@ def evaluate(
 
 @app.command()
 @one_line_errors
+def register(
+    run_id: Annotated[str, typer.Argument(help="the MLflow run id of a finished genimg training run")],
+    name: Annotated[str | None, typer.Option("--name", help="registered model name (default genimg-<dataset>-<model>)")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="print one JSON object")] = False,
+) -> None:
+    """Register a training run's model as a new MLflow model version (pyfunc, with lineage tags)."""
+    from genimg.tracking.registry import register_run
+
+    payload = register_run(run_id, name)
+    metrics = {k.rsplit(".", 1)[-1]: float(v) for k, v in payload["tags"].items() if k.startswith("genimg.eval.metric.")}
+    emit(as_json, payload, f"registered {payload['model_uri']} from run {run_id} "
+                           f"(dataset {payload['tags']['genimg.dataset']}); test: {format_metrics(metrics)}")
+
+
+@app.command()
+@one_line_errors
+def promote(
+    model: Annotated[str, typer.Argument(help="registered model name, e.g. genimg-digits-vae")],
+    version: Annotated[int | None, typer.Option("--version", help="the challenger (default: the latest version)")] = None,
+    force: Annotated[bool, typer.Option("--force", help="make it champion without comparing (the reason is recorded)")] = False,
+    min_delta: Annotated[float, typer.Option("--min-delta", help="required improvement of the primary metric")] = 0.0,
+    metric: Annotated[str | None, typer.Option("--metric", help="compare on this test metric instead (gan: fid, vae: nll, rvae: ssim)")] = None,
+    mode: Annotated[str | None, typer.Option("--mode", help="min or max, with --metric")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="print one JSON object")] = False,
+) -> None:
+    """Move @champion to a version only if it beats the champion on the same evaluation."""
+    from genimg.tracking.registry import promote as promote_version
+
+    if mode is not None and mode not in ("min", "max"):
+        raise GenimgError(f"--mode must be min or max, got {mode!r}")
+    if min_delta < 0:
+        raise GenimgError(f"--min-delta must be ≥ 0, got {min_delta}")
+    payload = promote_version(model, version, force=force, min_delta=min_delta, metric=metric, mode=mode)
+    verb = "promoted" if payload["promoted"] else "kept the champion"
+    emit(as_json, payload, f"{model}: {verb} — {payload['reason']}")
+
+
+@app.command()
+@one_line_errors
 def sample(
-    model_dir: Annotated[Path, typer.Argument(help="an exported model or checkpoint folder")],
+    model_dir: Annotated[str, typer.Argument(help="an exported model or checkpoint folder, or models:/NAME/VERSION | models:/NAME@ALIAS")],
     output: Annotated[Path, typer.Option("--output", "-o", help="FILE.png (grid) or FILE.gif (sequences)")],
     n: Annotated[int, typer.Option("-n", "--num-samples", help="how many samples")] = 64,
     seed: Annotated[int, typer.Option("--seed")] = 0,
@@ -399,7 +438,12 @@ def sample(
         raise GenimgError(f"output must end in .png or .gif, got {output}")
     if n < 1:
         raise GenimgError(f"-n must be ≥ 1, got {n}")
-    model = load_model(model_dir)
+    if model_dir.startswith("models:/"):
+        from genimg.tracking.registry import load_registered_model
+
+        model = load_registered_model(model_dir)
+    else:
+        model = load_model(Path(model_dir))
     kind = model_spec(model.registry_name).data_kind
     if kind == "images":
         if suffix == ".gif":

@@ -1,8 +1,8 @@
 """`genimg evaluate` and the end-of-training evaluation, recorded in MLflow.
 
 A target is an MLflow run id (its final checkpoint is evaluated and the results are logged to
-that run), a registry URI `models:/NAME/VERSION` or `models:/NAME@ALIAS`, or a model folder
-(both logged to a new evaluation run). Metrics are logged as `<split>/<name>`; the report files
+that run), a registry URI `models:/NAME/VERSION` or `models:/NAME@ALIAS` (the version's own
+weights), or a model folder (both logged to a new evaluation run). Metrics are logged as `<split>/<name>`; the report files
 go to the artifacts under `evaluation/<split>-<dataset version>/`; tags record what the numbers
 were measured on, so later comparisons can check they measured the same thing.
 """
@@ -47,6 +47,8 @@ def run_checkpoint(run: Any) -> tuple[str, str | None]:
 def resolve_target(target: str) -> EvalTarget:
     from mlflow.exceptions import MlflowException
 
+    from genimg.data.sources import is_store_ref
+
     mlflow = client()
     registry = MODEL_URI_PATTERN.match(target)
     if registry:
@@ -56,10 +58,11 @@ def resolve_target(target: str) -> EvalTarget:
                        else mlflow.get_model_version_by_alias(name, registry["alias"]))
         except MlflowException as exc:
             raise GenimgError(f"{target}: not found in the registry at {tracking_uri()} ({exc.message})") from exc
-        if not version.run_id:
-            raise GenimgError(f"{target}: the model version names no training run")
-        checkpoint, dataset = run_checkpoint(mlflow.get_run(version.run_id))
-        return EvalTarget(target, checkpoint, None, version.run_id, dataset, f"{name}/{version.version}")
+        dataset = version.tags.get("genimg.dataset")
+        if dataset and not is_store_ref(dataset):  # a raw source, evaluated as SOURCE@VERSION
+            dataset = dataset.rsplit("@", 1)[0]
+        return EvalTarget(target, f"models:/{name}/{version.version}", None, version.run_id or None, dataset,
+                          f"{name}/{version.version}")
     if target.startswith("models:/"):
         raise GenimgError(f"invalid model URI {target!r}: expected models:/NAME/VERSION or models:/NAME@ALIAS")
     if Path(target).expanduser().is_dir():
@@ -75,8 +78,14 @@ def resolve_target(target: str) -> EvalTarget:
 
 
 def load_model_at(location: str) -> GenerativeModel:
-    """A model from a folder or a file:// / s3:// URI of one (a checkpoint or an export)."""
+    """A model from a folder or a file:// / s3:// URI of one (a checkpoint or an export), or
+    from the registry (`models:/NAME/VERSION`, `models:/NAME@ALIAS`)."""
     from urllib.parse import urlparse
+
+    if location.startswith("models:/"):
+        from genimg.tracking.registry import load_registered_model
+
+        return load_registered_model(location)
 
     parsed = urlparse(location)
     if parsed.scheme == "s3":

@@ -52,8 +52,11 @@ def test_a_search_of_child_runs_with_early_stopping_and_a_failed_trial(digits_in
     assert payload["metric"] == "val_nll_bound" and payload["max_concurrent"] == 2
     by_lr = {t["config"]["train.lr"]: t for t in payload["trials"]}
     assert len(by_lr) == 4
-    assert by_lr[0.003]["status"] == by_lr[0.002]["status"] == "completed"
-    assert by_lr[0.003]["step"] == 60
+    # The two sound trials run side by side: the one that reaches a rung second may be stopped
+    # there if it is behind the first (ASHA), so at least one of them completes.
+    sound = [by_lr[0.003], by_lr[0.002]]
+    assert {t["status"] for t in sound} <= {"completed", "early-stopped"}
+    assert any(t["status"] == "completed" and t["step"] == 60 for t in sound)
     assert by_lr[0.0000001]["status"] == "early-stopped" and by_lr[0.0000001]["step"] < 60
     failed = by_lr[-1.0]
     assert failed["status"] == "failed" and "train.lr must be > 0" in failed["error"]
@@ -64,12 +67,12 @@ def test_a_search_of_child_runs_with_early_stopping_and_a_failed_trial(digits_in
         assert run.data.tags["mlflow.parentRunId"] == payload["parent_run_id"]
         assert run.info.status == expected_status[trial["status"]], trial
     best = payload["best"]
-    assert best["value"] == min(by_lr[lr]["metric"] for lr in (0.003, 0.002))
+    assert best["value"] == min(t["metric"] for t in sound if t["status"] == "completed")
     assert best["config"]["train.lr"] in (0.003, 0.002) and best["checkpoint"]
     parent = client.get_run(payload["parent_run_id"])
     assert parent.data.tags["genimg.best.run_id"] == best["run_id"] and parent.info.status == "FINISHED"
     assert parent.data.metrics["best_val_nll_bound"] == pytest.approx(best["value"])
-    assert parent.data.tags["genimg.trials.failed"] == "1" and parent.data.tags["genimg.trials.early-stopped"] == "1"
+    assert parent.data.tags["genimg.trials.failed"] == "1" and int(parent.data.tags["genimg.trials.early-stopped"]) >= 1
 
 
 def test_an_interrupted_search_resumes_without_rerunning_finished_trials(digits_in_store, tmp_path):

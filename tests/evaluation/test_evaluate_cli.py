@@ -64,16 +64,15 @@ def test_evaluate_a_run_by_id_on_its_test_split(trained_run, tmp_path):
 
 def test_evaluate_registry_uris_and_folders_in_new_evaluation_runs(trained_run, tmp_path):
     client = mlflow_client()
-    client.create_registered_model("genimg-digits-vae")
-    source = client.get_run(trained_run["run_id"]).info.artifact_uri
-    version = client.create_model_version("genimg-digits-vae", source, run_id=trained_run["run_id"])
-    client.set_registered_model_alias("genimg-digits-vae", "champion", version.version)
-    by_version = cli("evaluate", f"models:/genimg-digits-vae/{version.version}", "--samples", "50", "--nll-k", "3", "--json")
+    cli("evaluate", trained_run["run_id"], "--samples", "50", "--nll-k", "3", "--json")
+    version = cli("register", trained_run["run_id"], "--json")["version"]
+    client.set_registered_model_alias("genimg-digits-vae", "champion", str(version))
+    by_version = cli("evaluate", f"models:/genimg-digits-vae/{version}", "--samples", "50", "--nll-k", "3", "--json")
     by_alias = cli("evaluate", "models:/genimg-digits-vae@champion", "--samples", "50", "--nll-k", "3", "--json")
     assert by_version["metrics"] == by_alias["metrics"]
     assert by_version["run_id"] != trained_run["run_id"] != by_alias["run_id"]
     tags = client.get_run(by_alias["run_id"]).data.tags
-    assert tags["genimg.kind"] == "evaluation" and tags["genimg.model_version"] == f"genimg-digits-vae/{version.version}"
+    assert tags["genimg.kind"] == "evaluation" and tags["genimg.model_version"] == f"genimg-digits-vae/{version}"
     folder = cli("evaluate", str(tmp_path / "export"), "--dataset", "digits", "--samples", "50", "--nll-k", "3", "--json")
     assert folder["metrics"] == by_version["metrics"]  # the export holds the same final weights
 

@@ -1,0 +1,76 @@
+"""The MLflow pyfunc of a genimg generator, logged from code (MLflow's models-from-code: this
+file is the model; nothing is pickled). Its artifact `weights` is a genimg model folder
+(model.json + model.safetensors), and the model's code travels with it (`code/genimg`), so
+loading needs torch, numpy and safetensors, not genimg itself.
+
+Input: one row (a dict, or a DataFrame's first row) with `num_samples` (int), `seed` (int,
+optional); for sequence models also `num_frames` (int, optional) and `context` (optional bytes
+of an .npy uint8 array (N, k, C, H, W): the first k frames to continue, N = num_samples).
+Output: uint8 array N×C×H×W (images) or N×T×C×H×W (sequences), values 0–255.
+"""
+
+from __future__ import annotations
+
+import io
+import math
+from typing import Any
+
+import mlflow
+import numpy as np
+from mlflow.pyfunc import PythonModel
+
+
+def first_row(model_input: Any) -> dict[str, Any]:
+    if hasattr(model_input, "to_dict"):
+        rows = model_input.to_dict("records")
+        if not rows:
+            raise ValueError("empty input: give num_samples")
+        return dict(rows[0])
+    if isinstance(model_input, dict):
+        return {k: (v[0] if isinstance(v, (list, tuple, np.ndarray)) and k != "context" and len(v) == 1 else v)
+                for k, v in model_input.items()}
+    raise ValueError(f"expected a dict or a DataFrame, got {type(model_input).__name__}")
+
+
+def optional_int(value: Any) -> int | None:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return None
+    return int(value)
+
+
+class GenimgGenerator(PythonModel):
+    def load_context(self, context):  # type: ignore[no-untyped-def]
+        from genimg.models.base import load_model, model_spec
+
+        self.model = load_model(context.artifacts["weights"])
+        self.sequences = model_spec(self.model.registry_name).data_kind == "sequences"
+
+    # No type hints on predict: MLflow would read them as an input schema; the signature says it.
+    def predict(self, context, model_input, params=None):  # type: ignore[no-untyped-def]
+        import torch
+
+        with torch.no_grad():  # not torch.set_grad_enabled: that would switch gradients off process-wide
+            return self.generate(first_row(model_input))
+
+    def generate(self, row: dict[str, Any]) -> np.ndarray:
+        import torch
+
+        num_samples = optional_int(row.get("num_samples"))
+        if num_samples is None or num_samples < 1:
+            raise ValueError(f"num_samples must be an integer ≥ 1, got {row.get('num_samples')!r}")
+        seed = optional_int(row.get("seed"))
+        if self.sequences:
+            frames = optional_int(row.get("num_frames")) or self.model.config.num_frames  # type: ignore[attr-defined]
+            conditioning = row.get("context")
+            if conditioning is not None and not (isinstance(conditioning, float) and math.isnan(conditioning)):
+                array = np.load(io.BytesIO(conditioning), allow_pickle=False)
+                given = torch.from_numpy(np.ascontiguousarray(array)).float() / 255.0
+                output = self.model.generate(num_samples, frames, seed, context=given)  # type: ignore[attr-defined]
+            else:
+                output = self.model.generate(num_samples, frames, seed)  # type: ignore[attr-defined]
+        else:
+            output = self.model.sample(num_samples, seed=seed)
+        return np.clip(np.rint(output.cpu().numpy() * 255.0), 0, 255).astype(np.uint8)
+
+
+mlflow.models.set_model(GenimgGenerator())

@@ -1,0 +1,218 @@
+"""Register trained runs as pyfunc generators and promote by metric (MLflow on SQLite)."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+from genimg.cli import app
+
+runner = CliRunner()
+VAE = ["--model", "vae", "--workers", "0", "--set", "model.width=8", "--set", "model.latent_dim=8",
+       "--batch-size", "32", "--set", "eval.at_end_of_training=false"]
+EVAL = ["--samples", "150", "--nll-k", "8"]
+
+
+def cli(*args):
+    result = runner.invoke(app, list(args))
+    assert result.exit_code == 0, (result.output, result.exception)
+    return json.loads(result.stdout) if "--json" in args else result
+
+
+def trained_vae(steps, run_name):
+    run_id = cli("train", *VAE, "--dataset", "digits", "--steps", str(steps), "--run-name", run_name, "--json")["run_id"]
+    cli("evaluate", run_id, *EVAL, "--json")  # the test-split evaluation registration records
+    return run_id
+
+
+def mlflow_client():
+    from mlflow.tracking import MlflowClient
+
+    from genimg.tracking.runs import tracking_uri
+
+    return MlflowClient(tracking_uri())
+
+
+@pytest.fixture
+def digits_in_store(tmp_path, monkeypatch):
+    monkeypatch.setenv("GENIMG_STORE", (tmp_path / "store").as_uri())
+    cli("ingest", "builtin:digits", "--name", "digits")
+
+
+def test_champion_moves_only_to_a_better_version_and_reasons_are_recorded(digits_in_store):
+    weak, strong, worse = trained_vae(5, "weak"), trained_vae(300, "strong"), trained_vae(1, "worse")
+    first = cli("register", weak, "--json")
+    assert first["name"] == "genimg-digits-vae" and first["version"] == 1
+    tags = first["tags"]
+    assert tags["genimg.dataset"].startswith("digits@") and len(tags["genimg.dataset.manifest_sha256"]) == 64
+    assert tags["genimg.run_id"] == weak and tags["genimg.code_version"].startswith("0.1.0")
+    assert tags["genimg.eval.num_samples"] == "150" and tags["genimg.eval.features"] == "classifier"
+    assert "genimg.eval.metric.nll" in tags and len(tags["genimg.config_sha256"]) == 16
+    assert cli("promote", "genimg-digits-vae", "--json")["reason"].startswith("first champion")
+
+    cli("register", strong, "--json")
+    decision = cli("promote", "genimg-digits-vae", "--json")
+    assert decision["promoted"] and decision["champion"] == 2 and decision["metric"] == "nll"
+    assert decision["challenger_value"] < decision["champion_value"] and not decision["champion_reevaluated"]
+
+    cli("register", worse, "--json")
+    kept = cli("promote", "genimg-digits-vae", "--json")
+    assert not kept["promoted"] and kept["champion"] == 2 and "does not beat champion version 2" in kept["reason"]
+    client = mlflow_client()
+    assert str(client.get_model_version_by_alias("genimg-digits-vae", "champion").version) == "2"
+    for number in ("2", "3"):  # the decision is written on both versions
+        version_tags = client.get_model_version("genimg-digits-vae", number).tags
+        assert version_tags["genimg.promotion.decision"] == "kept" and "does not beat" in version_tags["genimg.promotion.reason"]
+
+    forced = cli("promote", "genimg-digits-vae", "--version", "3", "--force", "--json")
+    assert forced["promoted"] and forced["reason"].startswith("forced")
+    assert str(client.get_model_version_by_alias("genimg-digits-vae", "champion").version) == "3"
+    human = cli("promote", "genimg-digits-vae", "--version", "2")
+    assert "promoted" in human.stdout and "beats champion version 3" in human.stdout
+
+
+def test_a_champion_scored_on_other_settings_is_reevaluated_first(digits_in_store):
+    first = trained_vae(200, "first")
+    cli("evaluate", first, "--samples", "120", "--nll-k", "8", "--json")  # now scored with 120 samples
+    cli("register", first, "--json")
+    cli("promote", "genimg-digits-vae", "--json")
+    second = trained_vae(3, "second")  # 150 samples, as EVAL
+    cli("register", second, "--json")
+    decision = cli("promote", "genimg-digits-vae", "--json")
+    assert decision["champion_reevaluated"] and not decision["promoted"]
+    champion = mlflow_client().get_model_version("genimg-digits-vae", "1").tags
+    assert champion["genimg.eval.num_samples"] == "150" and "genimg.eval.reevaluated_at" in champion
+
+
+def test_racing_promotions_leave_the_alias_on_the_best(digits_in_store):
+    import threading
+
+    from genimg.tracking.registry import promote, register_run
+
+    base, good, best = trained_vae(2, "base"), trained_vae(100, "good"), trained_vae(400, "best")
+    for run_id in (base, good, best):
+        register_run(run_id)
+    promote("genimg-digits-vae", 1)
+    results = {}
+
+    def run(number):
+        results[number] = promote("genimg-digits-vae", number)
+
+    threads = [threading.Thread(target=run, args=(n,)) for n in (3, 2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    # Serialised: whichever ran second compared itself with the first's outcome.
+    assert str(mlflow_client().get_model_version_by_alias("genimg-digits-vae", "champion").version) == "3"
+    if results[2]["promoted"]:  # 2 went first and beat 1; 3 then compared itself with 2
+        assert results[3]["champion_before"] == 2 and results[3]["promoted"]
+    else:  # 3 went first; 2 then lost against it
+        assert results[2]["champion_before"] == 3 and results[3]["promoted"]
+
+
+def test_the_champion_loads_as_a_pyfunc_in_a_fresh_process_and_samples(digits_in_store, tmp_path):
+    run_id = trained_vae(20, "pyfunc")
+    registered = cli("register", run_id, "--json")
+    cli("promote", registered["name"], "--json")
+    code = (
+        "import json, mlflow, numpy as np\n"
+        "m = mlflow.pyfunc.load_model('models:/genimg-digits-vae@champion')\n"
+        "a = m.predict({'num_samples': 3, 'seed': 7})\n"
+        "b = m.predict({'num_samples': 3, 'seed': 7})\n"
+        "print(json.dumps({'shape': list(a.shape), 'dtype': str(a.dtype), 'same': bool((a == b).all()), 'max': int(a.max())}))\n"
+    )
+    from genimg.tracking.runs import tracking_uri
+
+    env = {"PATH": os.environ["PATH"], "HOME": str(tmp_path), "MLFLOW_TRACKING_URI": tracking_uri()}
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, cwd=tmp_path, timeout=300)
+    assert out.returncode == 0, out.stderr[-3000:]
+    result = json.loads(out.stdout.strip().splitlines()[-1])
+    assert result == {"shape": [3, 1, 16, 16], "dtype": "uint8", "same": True, "max": result["max"]} and result["max"] > 0
+    # No pickles among the model's files: weights are safetensors, the model is its code.
+    local = Path(mlflow_download(registered["model_uri"], tmp_path / "model"))
+    files = [p.name for p in local.rglob("*") if p.is_file()]
+    assert "model.safetensors" in files and "model.json" in files and "pyfunc_model.py" in files
+    assert not [f for f in files if f.endswith((".pkl", ".pickle", ".pt", ".pth", ".cloudpickle"))]
+    sample = cli("sample", "models:/genimg-digits-vae@champion", "-n", "4", "-o", str(tmp_path / "s.png"), "--json")
+    assert sample["shape"] == [4, 1, 16, 16] and (tmp_path / "s.png").is_file()
+    evaluated = cli("evaluate", "models:/genimg-digits-vae@champion", *EVAL, "--json")
+    assert evaluated["dataset"].startswith("digits@") and evaluated["run_id"] != run_id
+
+
+def mlflow_download(uri, destination):
+    import mlflow
+
+    from genimg.tracking.registry import fluent_tracking
+
+    destination.mkdir(parents=True)
+    with fluent_tracking():
+        return mlflow.artifacts.download_artifacts(artifact_uri=uri, dst_path=str(destination))
+
+
+@pytest.mark.slow
+def test_a_sequence_model_predicts_continuations_of_given_frames(tmp_path):
+    import io
+
+    run_id = cli("train", "--model", "rvae", "--dataset", "builtin:moving-digits", "--workers", "0", "--steps", "2",
+                 "--set", "model.width=4", "--set", "model.frame_dim=16", "--set", "model.hidden_dim=16",
+                 "--batch-size", "4", "--set", "eval.at_end_of_training=false", "--json")["run_id"]
+    cli("evaluate", run_id, "--samples", "20", "--best-of", "1", "--json")
+    registered = cli("register", run_id, "--json")
+    assert registered["name"] == "genimg-moving-digits-rvae"
+    import mlflow
+
+    from genimg.tracking.registry import fluent_tracking
+
+    with fluent_tracking():
+        model = mlflow.pyfunc.load_model(registered["model_uri"])
+    context = np.zeros((2, 3, 1, 32, 32), np.uint8)
+    context[:, :, :, 10:20, 10:20] = 255
+    buffer = io.BytesIO()
+    np.save(buffer, context)
+    out = model.predict({"num_samples": 2, "seed": 1, "num_frames": 6, "context": buffer.getvalue()})
+    assert out.shape == (2, 6, 1, 32, 32) and out.dtype == np.uint8
+    assert (out[:, :3] == context).all()  # the given frames come back as they were
+    plain = model.predict({"num_samples": 3, "seed": 1})
+    assert plain.shape == (3, 10, 1, 32, 32)
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["promote", "genimg-none-vae"], "no registered model genimg-none-vae"),
+        (["register", "0" * 32], "no MLflow run 00000000000000000000000000000000"),
+        (["promote", "x", "--mode", "best"], "--mode must be min or max"),
+        (["sample", "models:/genimg-none-vae/1", "-o", "x.png"], "models:/genimg-none-vae/1: not found in the registry"),
+    ],
+)
+def test_registry_errors_are_one_line(args, message):
+    result = runner.invoke(app, args)
+    assert result.exit_code == 1 and message in result.stderr, result.output
+
+
+@pytest.mark.parametrize(("model", "options"), [
+    ("gan", ["--set", "model.width=4", "--set", "model.latent_dim=8"]),
+    ("gan-mlp", ["--set", "model.generator_hidden=[32]", "--set", "model.discriminator_hidden=[32]"]),
+])
+def test_gan_generators_predict_uint8_image_arrays(model, options):
+    import mlflow
+
+    from genimg.tracking.registry import fluent_tracking
+
+    run_id = cli("train", "--model", model, "--dataset", "builtin:digits", "--workers", "0", "--steps", "2",
+                 "--batch-size", "16", "--set", "eval.at_end_of_training=false", *options, "--json")["run_id"]
+    cli("evaluate", run_id, *EVAL, "--json")
+    registered = cli("register", run_id, "--json")
+    assert registered["name"] == f"genimg-digits-{model}"
+    assert registered["tags"]["genimg.dataset.manifest_sha256"] == "none (raw source)"
+    with fluent_tracking():
+        generator = mlflow.pyfunc.load_model(registered["model_uri"])
+    images = generator.predict({"num_samples": 5, "seed": 3})
+    assert images.shape == (5, 1, 16, 16) and images.dtype == np.uint8
+    assert (generator.predict({"num_samples": 5, "seed": 3}) == images).all()
