@@ -11,7 +11,7 @@ def test_every_family_has_a_default_space_whose_keys_exist(model):
     space = load_space(model)
     assert space.source == str(SPACES_DIR / f"tune-{model}.yaml")
     assert space.metric == ("val_nll_bound" if model in ("vae", "rvae") else "val_fid") and space.mode == "min"
-    check_space_keys(model, space, {})
+    check_space_keys(model, space)
     assert set(space.to_tune()) == set(space.space)
 
 
@@ -39,7 +39,7 @@ def test_a_missing_space_file_and_an_unknown_key_are_refused(tmp_path):
     path = tmp_path / "space.yaml"
     path.write_text("space:\n  optimizer.lr: {choice: [1]}\n")
     with pytest.raises(ConfigError, match="unknown search key 'optimizer.lr'"):
-        check_space_keys("vae", load_space("vae", path), {})
+        check_space_keys("vae", load_space("vae", path))
 
 
 def test_sampled_values_become_config_sections():

@@ -89,7 +89,7 @@ def load_space(model_name: str, path: Path | None = None) -> SearchSpace:
     return SearchSpace(str(loaded.get("metric", "")), mode, space, str(path))
 
 
-def check_space_keys(model_name: str, space: SearchSpace, base: dict[str, dict[str, Any]]) -> None:
+def check_space_keys(model_name: str, space: SearchSpace) -> None:
     """Every searched key names a real config field (values are checked per trial)."""
     import dataclasses
 
@@ -102,7 +102,6 @@ def check_space_keys(model_name: str, space: SearchSpace, base: dict[str, dict[s
         if section not in fields or name not in fields[section]:
             known = ", ".join(f"{s}.{n}" for s in fields for n in sorted(fields[s]))
             raise ConfigError(f"{space.source}: unknown search key {key!r} (known: {known})")
-    merge_sections(base)
 
 
 @dataclass
@@ -250,7 +249,7 @@ def tune_search(
     train_defaults = {"steps": steps, "checkpoint_every": max(1, steps // REPORTS_PER_TRIAL), "log_every": max(1, steps // REPORTS_PER_TRIAL)}
     base = merge_sections({"train": train_defaults}, sections)
     base["train"]["steps"] = steps
-    check_space_keys(model_name, space, base)
+    check_space_keys(model_name, space)
     resolve_run_config(model_name, base)  # the fixed part of every trial's config is valid
     store = open_store()
     storage_path, filesystem = run_storage(store)

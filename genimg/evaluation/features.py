@@ -220,15 +220,14 @@ def dataset_extractor(source: SplitSource, config: EvalConfig, store: ObjectStor
     network = train_feature_network(kind, images, labels, recipe)
     network.features.standardize(images)  # type: ignore[operator]
     seconds = time.perf_counter() - started
-    val_images, val_labels, _ = labelled_images(source.load("val"))
-    if kind == "classifier" and val_labels is not None:
-        # The val split may lack a class; map with the train split's label set.
+    val = source.load("val")
+    val_images, val_labels = as_frames(val)[0], None
+    if kind == "classifier" and val.labels is not None:
+        # Score with the train split's label set (the val split may lack a class).
         train_classes = np.unique(train.labels[train.labels != UNLABELLED])  # type: ignore[index]
-        val_raw = source.load("val").labels
-        assert val_raw is not None
-        keep = np.isin(val_raw, train_classes)
-        val_images = torch.from_numpy(source.load("val").data[keep])
-        val_labels = torch.from_numpy(np.searchsorted(train_classes, val_raw[keep]).astype(np.int64))
+        keep = np.isin(val.labels, train_classes)
+        val_images = torch.from_numpy(val.data[keep])
+        val_labels = torch.from_numpy(np.searchsorted(train_classes, val.labels[keep]).astype(np.int64))
     held_out = held_out_score(kind, network, val_images, val_labels)
     payload = save({key: value.contiguous() for key, value in network.state_dict().items()})
     digest = sha256_hex(payload)
