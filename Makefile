@@ -23,22 +23,18 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install --quiet -e ".[dev,postgres]"
 	touch $@
 
-# The main job on the embedded default: train each family briefly on the builtin data (local
-# Ray, one worker each; step counts below are shorter than the presets in configs/ so the whole
-# job, set-up included, stays well under 10 minutes on 2 cores) and write a sample grid per
-# family to outputs/. The Prefect retrain flow takes this over later.
+# The main job on the embedded default: the Prefect retrain flow (configs/retrain.yaml: ingest the
+# builtin data, train gan / vae / rvae on a local Ray, evaluate, register, promote), then a sample
+# grid or GIF from each family's champion in outputs/.
 OUT ?= outputs
-RUN_PLAN ?= vae:digits:1000 gan:digits:800 gan-mlp:digits:1000 rvae:moving-digits:250
 run: $(STAMP)
-	@set -e; for spec in $(RUN_PLAN); do \
-	  model=$${spec%%:*}; rest=$${spec#*:}; data=$${rest%%:*}; steps=$${rest#*:}; \
-	  echo "== $$model on builtin:$$data, $$steps steps"; \
-	  $(VENV)/bin/genimg train --model $$model --dataset builtin:$$data \
-	    --config configs/$$model-$$data.yaml --steps $$steps -o $(OUT)/$$model; \
-	  $(VENV)/bin/genimg sample $(OUT)/$$model -n 64 --seed 0 -o $(OUT)/$$model.png; \
-	done
-	$(VENV)/bin/genimg sample $(OUT)/rvae -n 16 --seed 0 -o $(OUT)/rvae.gif
-	@echo "sample grids: $(OUT)/vae.png $(OUT)/gan.png $(OUT)/gan-mlp.png $(OUT)/rvae.png $(OUT)/rvae.gif"
+	$(VENV)/bin/genimg retrain
+	@mkdir -p $(OUT)
+	$(VENV)/bin/genimg sample models:/genimg-digits-gan@champion -n 64 --seed 0 -o $(OUT)/gan.png
+	$(VENV)/bin/genimg sample models:/genimg-digits-vae@champion -n 64 --seed 0 -o $(OUT)/vae.png
+	$(VENV)/bin/genimg sample models:/genimg-moving-digits-rvae@champion -n 16 --seed 0 -o $(OUT)/rvae.gif
+	@echo "champions: models:/genimg-digits-gan@champion models:/genimg-digits-vae@champion models:/genimg-moving-digits-rvae@champion"
+	@echo "samples:   $(OUT)/gan.png $(OUT)/vae.png $(OUT)/rvae.gif"
 
 test: $(STAMP)
 	$(PY) -m pytest --durations=30

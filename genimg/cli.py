@@ -159,6 +159,8 @@ def train(
         progress.update(step, metrics)
 
     if workers.strip() == "0":
+        from genimg.tracking.local import train_in_process
+
         payload = train_in_process(model, dataset, sections, name, epochs, resume, output, gpu, on_progress)
     else:
         from genimg.distributed.trainer import parse_workers, train_distributed
@@ -234,51 +236,6 @@ def describe_evaluation(evaluation: dict[str, Any] | None) -> str:
             f"{evaluation['features']['name']} features: {format_metrics(shown)}")
 
 
-def train_in_process(
-    model: str, dataset: str, sections: dict[str, dict[str, Any]], name: str, epochs: float | None,
-    resume: bool, output: Path | None, gpu: bool, on_progress: Callable[[int, dict[str, float]], None],
-) -> dict[str, Any]:
-    """`--workers 0`: the plain-PyTorch loop in this process, checkpoints in $GENIMG_HOME/runs."""
-    from genimg.settings import local_runs_dir
-    from genimg.tracking.runs import TrainingRun
-    from genimg.training.run import train_locally
-
-    run_dir = local_runs_dir() / name
-    checkpoints = run_dir / "checkpoints"
-    if checkpoints.is_dir() and any(checkpoints.iterdir()) and not resume:
-        raise GenimgError(f"run {name} already has checkpoints in {run_dir}; pass --resume to continue it or pick another --run-name")
-    tracking = TrainingRun(name, tags={"genimg.model": model, "genimg.dataset": dataset})
-
-    def on_start(run: Any, data: Any) -> None:
-        run_dir.mkdir(parents=True, exist_ok=True)
-        (run_dir / "run.json").write_text(json.dumps(run.as_dict() | {"dataset": dataset}, indent=2))
-        tracking.log_params(run.as_dict() | {"dataset": dataset, "workers": "0"})
-
-    def on_log(step: int, metrics: dict[str, float]) -> None:
-        tracking.add_metrics(step, metrics, int(time.time() * 1000))
-        on_progress(step, metrics)
-
-    try:
-        result = train_locally(
-            model, dataset, sections, run_dir=run_dir, run_name=name, epochs=epochs, resume=resume,
-            export_dir=output, device="cuda" if gpu else "cpu", on_log=on_log, on_start=on_start,
-        )
-    except BaseException:
-        tracking.finish("FAILED")
-        raise
-    checkpoint = result.checkpoint.as_uri() if result.checkpoint else None
-    tracking.set_tags({"genimg.checkpoint": checkpoint or ""})
-    tracking.finish()
-    return {
-        "model": model, "dataset": dataset, "run_name": name, "run_id": tracking.run_id,
-        "checkpoint": checkpoint, "export": str(result.export) if result.export else None,
-        "metrics": result.metrics, "restarts": 0, "resumed_from_step": result.resumed_from_step,
-        "workers": {}, "records": len(result.dataset),
-        "rejected": [r.as_dict() for r in result.dataset.rejected],
-        "seconds": round(result.seconds, 3), "images_per_second": round(result.images_per_second, 1),
-    }
-
-
 @app.command()
 @one_line_errors
 def tune(
@@ -337,6 +294,30 @@ def tune(
     lines += [f"note: {note}" for note in result["notes"]]
     emit(as_json, result, "\n".join(lines))
     if best is None:
+        raise typer.Exit(code=1)
+
+
+@app.command()
+@one_line_errors
+def retrain(
+    config: Annotated[Path | None, typer.Option("--config", "-c", help="retrain YAML (default configs/retrain.yaml)")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="print one JSON object")] = False,
+) -> None:
+    """Run the retrain flow (Prefect): ingest, train, evaluate, register and promote each family."""
+    from pipelines.retrain import load_retrain_config, retrain as retrain_flow
+
+    load_retrain_config(config)  # a bad config fails before Prefect starts
+    payload = retrain_flow(str(config) if config else None)
+    lines = [f"flow run {payload['flow_run_id']}"]
+    lines += [f"dataset {d['name']}@{d['version']} ({'reused' if d['reused'] else 'new version'})" for d in payload["datasets"]]
+    for model in payload["models"]:
+        if model["error"]:
+            lines.append(f"{model['model']}: FAILED — {model['error']}")
+        else:
+            lines.append(f"{model['model']}: models:/{model['name']}/{model['version']} "
+                         f"{'promoted to @champion' if model['promoted'] else 'not promoted'} — {model['reason']}")
+    emit(as_json, payload, "\n".join(lines))
+    if all(model["error"] for model in payload["models"]):
         raise typer.Exit(code=1)
 
 
