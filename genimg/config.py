@@ -12,11 +12,27 @@ import json
 import types
 import typing
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any, Literal, TypeVar, Union, get_args, get_origin
 
 from genimg.errors import ConfigError
 
 T = TypeVar("T")
+
+
+def read_yaml_mapping(path: Path, what: str) -> dict[str, Any]:
+    """A YAML file holding a mapping (empty file: {}), or ConfigError naming the file."""
+    import yaml
+
+    if not path.is_file():
+        raise ConfigError(f"{what} not found: {path}")
+    try:
+        loaded = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: not valid YAML ({str(exc).splitlines()[0]})") from exc
+    if not isinstance(loaded, dict):
+        raise ConfigError(f"{path}: expected a mapping, got {type(loaded).__name__}")
+    return loaded
 
 
 def config_to_dict(config: Any) -> dict[str, Any]:

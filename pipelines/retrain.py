@@ -14,10 +14,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
 from prefect import flow, task
 from prefect.cache_policies import NONE as NO_CACHE
 
+from genimg.config import read_yaml_mapping
 from genimg.errors import ConfigError
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -47,9 +47,7 @@ class RetrainConfig:
 
 def load_retrain_config(path: str | Path | None = None) -> RetrainConfig:
     path = Path(path) if path else DEFAULT_CONFIG
-    if not path.is_file():
-        raise ConfigError(f"retrain config not found: {path}")
-    raw = yaml.safe_load(path.read_text()) or {}
+    raw = read_yaml_mapping(path, "retrain config")
     if not isinstance(raw.get("datasets"), dict) or not raw["datasets"]:
         raise ConfigError(f"{path}: datasets: must map store names to sources")
     families = []

@@ -23,8 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
-
+from genimg.config import read_yaml_mapping
 from genimg.errors import ConfigError, GenimgError
 from genimg.models.base import model_spec
 from genimg.store import open_store
@@ -64,13 +63,8 @@ class SearchSpace:
 def load_space(model_name: str, path: Path | None = None) -> SearchSpace:
     """A search space file (default: configs/tune-<model>.yaml), checked key by key."""
     path = path or SPACES_DIR / f"tune-{model_name}.yaml"
-    if not path.is_file():
-        raise ConfigError(f"search space file not found: {path}")
-    try:
-        loaded = yaml.safe_load(path.read_text()) or {}
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"{path}: not valid YAML ({str(exc).splitlines()[0]})") from exc
-    if not isinstance(loaded, dict) or not isinstance(loaded.get("space"), dict) or not loaded["space"]:
+    loaded = read_yaml_mapping(path, "search space file")
+    if not isinstance(loaded.get("space"), dict) or not loaded["space"]:
         raise ConfigError(f"{path}: expected a mapping with metric, mode and a non-empty space")
     mode = loaded.get("mode", "min")
     if mode not in ("min", "max"):

@@ -10,9 +10,8 @@ from pathlib import Path
 from typing import Any
 
 import torch
-import yaml
 
-from genimg.config import config_from_dict, config_to_dict, replace_config
+from genimg.config import config_from_dict, config_to_dict, read_yaml_mapping, replace_config
 from genimg.data import Dataset
 from genimg.data.sources import open_dataset
 from genimg.errors import ConfigError, DataError, GenimgError
@@ -36,14 +35,7 @@ class RunConfig:
 
 def load_config_file(path: str | Path) -> dict[str, dict[str, Any]]:
     path = Path(path)
-    if not path.is_file():
-        raise ConfigError(f"config file not found: {path}")
-    try:
-        loaded = yaml.safe_load(path.read_text()) or {}
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"{path}: not valid YAML ({str(exc).splitlines()[0]})") from exc
-    if not isinstance(loaded, dict):
-        raise ConfigError(f"{path}: expected a mapping with sections {', '.join(CONFIG_SECTIONS)}")
+    loaded = read_yaml_mapping(path, "config file")
     for section, values in loaded.items():
         if section not in CONFIG_SECTIONS:
             raise ConfigError(f"{path}: unknown section {section!r} (known: {', '.join(CONFIG_SECTIONS)})")
