@@ -16,11 +16,13 @@ export PYTHONUNBUFFERED ?= 1
 
 setup: $(STAMP)
 
-$(STAMP): pyproject.toml
+# constraints.txt pins Ray: a driver and the cluster it talks to must run the same Ray version,
+# and the images in infra/ are built with that pin.
+$(STAMP): pyproject.toml constraints.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade "pip>=24"
 	$(PY) -m pip install --quiet "$(TORCH_PIN)"
-	$(PY) -m pip install --quiet -e ".[dev,postgres]"
+	$(PY) -m pip install --quiet -c constraints.txt -e ".[dev,postgres]"
 	touch $@
 
 # The main job on the embedded default: the Prefect retrain flow (configs/retrain.yaml: ingest the

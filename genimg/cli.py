@@ -323,6 +323,26 @@ def retrain(
 
 @app.command()
 @one_line_errors
+def deploy(
+    cron: Annotated[str, typer.Option("--cron", help="when the retrain flow runs (cron, in --timezone)")] = "0 3 * * *",
+    work_pool: Annotated[str, typer.Option("--work-pool", help="process work pool (created if missing)")] = "genimg-process",
+    name: Annotated[str, typer.Option("--name", help="deployment name")] = "genimg-retrain",
+    config: Annotated[Path | None, typer.Option("--config", "-c", help="retrain YAML the scheduled runs use (default configs/retrain.yaml)")] = None,
+    timezone: Annotated[str, typer.Option("--timezone", help="IANA time zone of --cron")] = "UTC",
+    as_json: Annotated[bool, typer.Option("--json", help="print one JSON object")] = False,
+) -> None:
+    """Create or update the scheduled deployment of the retrain flow on the Prefect server at PREFECT_API_URL."""
+    from pipelines.deploy import deploy_retrain
+
+    payload = deploy_retrain(cron, work_pool, name, str(config.resolve()) if config else None, timezone)
+    schedules = ", ".join(f"{s['cron']} ({s['timezone']})" for s in payload["schedules"])
+    emit(as_json, payload, f"deployment {payload['name']} ({payload['deployment_id']}) on {payload['api_url']}\n"
+                           f"schedule:  {schedules}\nwork pool: {payload['work_pool']} — start a worker with "
+                           f"`prefect worker start --pool {payload['work_pool']}`")
+
+
+@app.command()
+@one_line_errors
 def evaluate(
     target: Annotated[str, typer.Argument(help="an MLflow RUN_ID, models:/NAME/VERSION, models:/NAME@ALIAS or a model folder")],
     dataset: Annotated[str | None, typer.Option("--dataset", "-d", help="NAME[@VERSION] or a raw source; default: what the run trained on")] = None,

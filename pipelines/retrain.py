@@ -8,6 +8,7 @@ Ingestion is cached on the source's fingerprint, so an unchanged source is not r
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import time
 from dataclasses import dataclass, field
@@ -18,11 +19,20 @@ from prefect import flow, task
 from prefect.cache_policies import NONE as NO_CACHE
 
 from genimg.config import read_yaml_mapping
-from genimg.errors import ConfigError
+from genimg.distributed.jobs import RayJobsTarget, run_genimg_job
+from genimg.errors import ConfigError, GenimgError
 
 ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_CONFIG = ROOT / "configs" / "retrain.yaml"
 RETRY_DELAYS = [2, 10, 30]
+
+
+@dataclass(frozen=True)
+class TunePlan:
+    trials: int = 4
+    steps: int | None = None  # per trial; default: the family's steps
+    max_concurrent: int | None = None
+    space: str | None = None  # search space YAML; default configs/tune-<model>.yaml
 
 
 @dataclass(frozen=True)
@@ -32,6 +42,7 @@ class FamilyPlan:
     config: str | None = None
     steps: int | None = None
     overrides: tuple[str, ...] = ()  # --set style "section.key=value"
+    tune: TunePlan = TunePlan()
 
 
 @dataclass(frozen=True)
@@ -39,33 +50,83 @@ class RetrainConfig:
     datasets: dict[str, str]
     families: tuple[FamilyPlan, ...]
     workers: int = 1
-    eval_samples: int = 500
-    eval_seed: int = 0
+    gpu: bool = False  # one GPU per Ray Train worker (CUDA, bf16 autocast)
+    tune: bool = False  # on: each family is searched (its tune: budget), the best trial goes on
+    evaluation: dict[str, Any] = field(default_factory=lambda: dict(EVALUATION_DEFAULTS))  # EvalConfig keys
     min_delta: float = 0.0
+    ray_jobs: RayJobsTarget | None = None  # set: training runs as Ray Jobs on that cluster
     source: str = ""
 
 
+EVALUATION_DEFAULTS = {"samples": 500, "seed": 0}
+FAMILY_KEYS = {"model", "dataset", "config", "steps", "set", "tune"}
+TUNE_KEYS = {"trials", "steps", "max_concurrent", "space"}
+RAY_JOBS_KEYS = {"address", "entrypoint", "runtime_env", "forward_env", "poll_seconds"}
+
+
+def repo_path(value: str | None) -> str | None:
+    return str(ROOT / value) if value and not Path(value).is_absolute() else value
+
+
 def load_retrain_config(path: str | Path | None = None) -> RetrainConfig:
+    """Read and check a retrain YAML; every error names the file and the bad key."""
     path = Path(path) if path else DEFAULT_CONFIG
     raw = read_yaml_mapping(path, "retrain config")
+    unknown = set(raw) - {"datasets", "families", "workers", "gpu", "tune", "evaluation", "promotion", "ray_jobs"}
+    if unknown:
+        raise ConfigError(f"{path}: unknown top-level key(s) {sorted(unknown)}")
     if not isinstance(raw.get("datasets"), dict) or not raw["datasets"]:
         raise ConfigError(f"{path}: datasets: must map store names to sources")
     families = []
     for index, item in enumerate(raw.get("families") or []):
-        unknown = set(item) - {"model", "dataset", "config", "steps", "set"}
-        if unknown or "model" not in item or "dataset" not in item:
-            raise ConfigError(f"{path}: families[{index}] needs model and dataset (and only config, steps, set), got {sorted(item)}")
+        where = f"{path}: families[{index}]"
+        if not isinstance(item, dict) or set(item) - FAMILY_KEYS or "model" not in item or "dataset" not in item:
+            raise ConfigError(f"{where} needs model and dataset (and only {sorted(FAMILY_KEYS - {'model', 'dataset'})}), "
+                              f"got {sorted(item) if isinstance(item, dict) else item!r}")
         if item["dataset"] not in raw["datasets"]:
-            raise ConfigError(f"{path}: families[{index}].dataset {item['dataset']!r} is not in datasets")
-        config = item.get("config")
-        families.append(FamilyPlan(item["model"], item["dataset"], str(ROOT / config) if config and not Path(config).is_absolute() else config,
-                                   item.get("steps"), tuple(item.get("set") or ())))
+            raise ConfigError(f"{where}.dataset {item['dataset']!r} is not in datasets")
+        tune_raw = item.get("tune") or {}
+        if not isinstance(tune_raw, dict) or set(tune_raw) - TUNE_KEYS:
+            raise ConfigError(f"{where}.tune takes only {sorted(TUNE_KEYS)}, got {tune_raw!r}")
+        tune_plan = TunePlan(int(tune_raw.get("trials", 4)), tune_raw.get("steps"), tune_raw.get("max_concurrent"),
+                             repo_path(tune_raw.get("space")))
+        if tune_plan.trials < 1:
+            raise ConfigError(f"{where}.tune.trials must be ≥ 1, got {tune_plan.trials}")
+        families.append(FamilyPlan(item["model"], item["dataset"], repo_path(item.get("config")),
+                                   item.get("steps"), tuple(item.get("set") or ()), tune_plan))
     if not families:
         raise ConfigError(f"{path}: families: is empty")
-    evaluation, promotion = raw.get("evaluation") or {}, raw.get("promotion") or {}
-    return RetrainConfig(dict(raw["datasets"]), tuple(families), int(raw.get("workers", 1)),
-                         int(evaluation.get("samples", 500)), int(evaluation.get("seed", 0)),
-                         float(promotion.get("min_delta", 0.0)), str(path))
+    evaluation, promotion = {**EVALUATION_DEFAULTS, **(raw.get("evaluation") or {})}, raw.get("promotion") or {}
+    from genimg.config import config_from_dict
+    from genimg.evaluation.config import EvalConfig
+
+    config_from_dict(EvalConfig, evaluation, where=f"{path}: evaluation")  # a bad key fails here, named
+    for switch in ("gpu", "tune"):
+        if not isinstance(raw.get(switch, False), bool):
+            raise ConfigError(f"{path}: {switch}: must be true or false, got {raw[switch]!r}")
+    return RetrainConfig(dict(raw["datasets"]), tuple(families), int(raw.get("workers", 1)), raw.get("gpu", False),
+                         raw.get("tune", False),
+                         evaluation,
+                         float(promotion.get("min_delta", 0.0)), ray_jobs_target(raw.get("ray_jobs"), path), str(path))
+
+
+def ray_jobs_target(raw: Any, path: Path) -> RayJobsTarget | None:
+    """`GENIMG_RAY_JOBS=http://head:8265` (or `ray_jobs.address`) sends training to that
+    cluster's Jobs API; the rest of `ray_jobs:` says how."""
+    raw = raw or {}
+    if not isinstance(raw, dict) or set(raw) - RAY_JOBS_KEYS:
+        raise ConfigError(f"{path}: ray_jobs takes only {sorted(RAY_JOBS_KEYS)}, got {raw!r}")
+    address = os.environ.get("GENIMG_RAY_JOBS") or raw.get("address")
+    if not address:
+        return None
+    if not str(address).startswith(("http://", "https://")):
+        raise ConfigError(f"Ray Jobs address {address!r} (GENIMG_RAY_JOBS or ray_jobs.address) must be the "
+                          "dashboard's http(s):// URL, e.g. http://head:8265")
+    runtime_env = raw.get("runtime_env") or {}
+    if not isinstance(runtime_env, dict):
+        raise ConfigError(f"{path}: ray_jobs.runtime_env must be a mapping, got {runtime_env!r}")
+    return RayJobsTarget(str(address), str(raw.get("entrypoint", "genimg")), runtime_env,
+                         tuple(raw.get("forward_env") or ()), float(raw.get("poll_seconds", 2.0)))
 
 
 def source_fingerprint(source: str) -> str:
@@ -112,30 +173,97 @@ def ingest(name: str, source: str, kind: str | None) -> dict[str, Any]:
             "reused": result.reused, "rejected": len(result.rejected)}
 
 
-@task(retries=2, retry_delay_seconds=RETRY_DELAYS, cache_policy=NO_CACHE)
-def train(plan: FamilyPlan, dataset_ref: str, workers: int, run_name: str) -> dict[str, Any]:
+def family_sections(plan: FamilyPlan) -> dict[str, dict[str, Any]]:
     from genimg.config import parse_overrides
     from genimg.training.run import load_config_file, merge_sections
 
-    sections = merge_sections(load_config_file(plan.config) if plan.config else {}, parse_overrides(list(plan.overrides)),
-                              {"train": {"steps": plan.steps}} if plan.steps else {})
+    return merge_sections(load_config_file(plan.config) if plan.config else {}, parse_overrides(list(plan.overrides)),
+                          {"train": {"steps": plan.steps}} if plan.steps else {})
+
+
+def as_set_options(sections: dict[str, dict[str, Any]]) -> list[str]:
+    """The resolved settings as `--set` options, so a Ray Job needs no config file of ours."""
+    options = []
+    for section, values in sections.items():
+        for key, value in values.items():
+            if value is not None:
+                options += ["--set", f"{section}.{key}={value if isinstance(value, str) else json.dumps(value)}"]
+    return options
+
+
+def log_job_line(line: str) -> None:
+    from prefect import get_run_logger
+
+    get_run_logger().info("%s", line)
+
+
+# The run name is fixed per flow run and family: a retried task, or the flow run restarted on
+# another Prefect worker, continues the same Ray run (and attaches to its Ray Job) instead of
+# training again from scratch.
+@task(retries=2, retry_delay_seconds=RETRY_DELAYS, cache_policy=NO_CACHE)
+def train(plan: FamilyPlan, dataset_ref: str, workers: int, gpu: bool, run_name: str,
+          ray_jobs: RayJobsTarget | None) -> dict[str, Any]:
+    sections = family_sections(plan)
+    if ray_jobs is not None:
+        job = run_genimg_job(ray_jobs, ["train", "--model", plan.model, "--dataset", dataset_ref,
+                                        "--workers", str(max(1, workers)), "--run-name", run_name,
+                                        *(["--gpu"] if gpu else []), *as_set_options(sections)],
+                             run_name, on_log=log_job_line)
+        return {"run_id": job.payload["run_id"], "run_name": run_name, "checkpoint": job.payload["checkpoint"],
+                "metrics": job.payload["metrics"], "ray_job": job.submission_id}
     if workers == 0:
         from genimg.tracking.local import train_in_process
 
-        payload = train_in_process(plan.model, dataset_ref, sections, run_name, None, False, None, False, lambda s, m: None)
-        return {"run_id": payload["run_id"], "checkpoint": payload["checkpoint"], "metrics": payload["metrics"]}
+        payload = train_in_process(plan.model, dataset_ref, sections, run_name, None, True, None, gpu, lambda s, m: None)
+        return {"run_id": payload["run_id"], "run_name": run_name, "checkpoint": payload["checkpoint"],
+                "metrics": payload["metrics"], "ray_job": None}
     from genimg.distributed.trainer import train_distributed
 
-    result = train_distributed(plan.model, dataset_ref, sections, workers=workers, run_name=run_name, samples=True)
-    return {"run_id": result.run_id, "checkpoint": result.checkpoint, "metrics": result.metrics}
+    if gpu:
+        sections["train"].setdefault("precision", "bf16")
+    result = train_distributed(plan.model, dataset_ref, sections, workers=workers, use_gpu=gpu, run_name=run_name,
+                               resume=True, samples=True)
+    return {"run_id": result.run_id, "run_name": run_name, "checkpoint": result.checkpoint, "metrics": result.metrics,
+            "ray_job": None}
 
 
 @task(retries=2, retry_delay_seconds=RETRY_DELAYS, cache_policy=NO_CACHE)
-def evaluate(run_id: str, dataset_ref: str, samples: int, seed: int) -> dict[str, Any]:
+def tune(plan: FamilyPlan, dataset_ref: str, workers: int, gpu: bool, search_name: str,
+         ray_jobs: RayJobsTarget | None) -> dict[str, Any]:
+    """Search the family's hyperparameters; the best trial's run goes on to evaluation."""
+    sections = family_sections(plan)
+    steps = plan.tune.steps or plan.steps or int(sections["train"].get("steps", 500))
+    sections["train"].pop("steps", None)
+    if ray_jobs is not None:
+        args = ["tune", "--model", plan.model, "--dataset", dataset_ref, "--trials", str(plan.tune.trials),
+                "--steps", str(steps), "--workers-per-trial", str(max(1, workers)), "--name", search_name,
+                *(["--max-concurrent", str(plan.tune.max_concurrent)] if plan.tune.max_concurrent else []),
+                *(["--space", plan.tune.space] if plan.tune.space else []), *(["--gpu"] if gpu else []),
+                *as_set_options(sections)]
+        job = run_genimg_job(ray_jobs, args, search_name, on_log=log_job_line)
+        result, ray_job = job.payload, job.submission_id
+    else:
+        from genimg.distributed.tune import load_space, tune_search
+
+        result = tune_search(plan.model, dataset_ref, sections, space=load_space(plan.model, plan.tune.space),
+                             trials=plan.tune.trials, steps=steps, search=search_name,
+                             max_concurrent=plan.tune.max_concurrent, workers_per_trial=max(1, workers),
+                             use_gpu=gpu, resume="auto").as_dict()
+        ray_job = None
+    if not result.get("best"):
+        raise GenimgError(f"search {search_name}: every trial failed")
+    best = result["best"]
+    return {"run_id": best["run_id"], "run_name": search_name, "checkpoint": best["checkpoint"],
+            "metrics": {best["metric"]: best["value"]}, "ray_job": ray_job, "search_run_id": result["parent_run_id"]}
+
+
+@task(retries=2, retry_delay_seconds=RETRY_DELAYS, cache_policy=NO_CACHE)
+def evaluate(run_id: str, dataset_ref: str, settings: dict[str, Any]) -> dict[str, Any]:
+    from genimg.config import config_from_dict
     from genimg.evaluation.config import EvalConfig
     from genimg.tracking.evaluations import evaluate_target
 
-    return evaluate_target(run_id, dataset_ref, EvalConfig(samples=samples, seed=seed), split="test")
+    return evaluate_target(run_id, dataset_ref, config_from_dict(EvalConfig, settings), split="test")
 
 
 @task(retries=2, retry_delay_seconds=RETRY_DELAYS, cache_policy=NO_CACHE)
@@ -158,20 +286,32 @@ class FamilyOutcome:
     dataset: str
     name: str | None = None
     version: int | None = None
-    run_id: str | None = None
+    run_id: str | None = None  # the MLflow run of the trained model (the best trial's when tuned)
+    run_name: str | None = None  # the Ray run (checkpoints under runs/<run_name>) or the search
+    ray_job: str | None = None  # the Ray Job's submission id when trained through the Jobs API
+    search_run_id: str | None = None  # the search's MLflow parent run when tuned
     metrics: dict[str, float] = field(default_factory=dict)
     promoted: bool | None = None
     reason: str | None = None
     error: str | None = None
 
 
+def family_run_name(plan: FamilyPlan, flow_run_id: str | None, tuned: bool) -> str:
+    suffix = flow_run_id.replace("-", "")[:12] if flow_run_id else f"{time.strftime('%Y%m%d-%H%M%S')}-{os.urandom(3).hex()}"
+    return f"retrain-{'tune-' if tuned else ''}{plan.model}-{plan.dataset}-{suffix}"
+
+
 def retrain_family(plan: FamilyPlan, dataset_ref: str, config: RetrainConfig, flow_run_id: str | None) -> FamilyOutcome:
     outcome = FamilyOutcome(plan.model, dataset_ref)
     try:
-        run_name = f"retrain-{plan.model}-{time.strftime('%Y%m%d-%H%M%S')}-{os.urandom(3).hex()}"
-        trained = train(plan, dataset_ref, config.workers, run_name)
-        outcome.run_id = trained["run_id"]
-        evaluated = evaluate(trained["run_id"], dataset_ref, config.eval_samples, config.eval_seed)
+        run_name = family_run_name(plan, flow_run_id, config.tune)
+        if config.tune:
+            trained = tune(plan, dataset_ref, config.workers, config.gpu, run_name, config.ray_jobs)
+            outcome.search_run_id = trained["search_run_id"]
+        else:
+            trained = train(plan, dataset_ref, config.workers, config.gpu, run_name, config.ray_jobs)
+        outcome.run_id, outcome.run_name, outcome.ray_job = trained["run_id"], trained["run_name"], trained["ray_job"]
+        evaluated = evaluate(trained["run_id"], dataset_ref, config.evaluation)
         outcome.metrics = {k: v for k, v in evaluated["metrics"].items() if "_frame_" not in k}
         registered = register(trained["run_id"], flow_run_id)
         outcome.name, outcome.version = registered["name"], registered["version"]
@@ -182,9 +322,23 @@ def retrain_family(plan: FamilyPlan, dataset_ref: str, config: RetrainConfig, fl
     return outcome
 
 
+def summary_markdown(datasets: list[dict[str, Any]], outcomes: list[FamilyOutcome]) -> str:
+    """The flow run's artifact: from the flow run to each dataset version, run and model version."""
+    lines = ["# Retrain", "", "| dataset | version | reused |", "|---|---|---|"]
+    lines += [f"| {d['name']} | {d['version']} | {d['reused']} |" for d in datasets]
+    lines += ["", "| model | dataset | MLflow run | Ray run | Ray job | model version | promoted | reason / error |",
+              "|---|---|---|---|---|---|---|---|"]
+    for o in outcomes:
+        version = f"models:/{o.name}/{o.version}" if o.name else "—"
+        lines.append(f"| {o.model} | {o.dataset} | {o.run_id or '—'} | {o.run_name or '—'} | {o.ray_job or '—'} | "
+                     f"{version} | {o.promoted} | {(o.error or o.reason or '').replace('|', '/')} |")
+    return "\n".join(lines)
+
+
 @flow(name="retrain", log_prints=True)
 def retrain(config_path: str | None = None) -> dict[str, Any]:
-    """Ingest each source, then train, evaluate, register and promote each family."""
+    """Ingest each source, then train (or tune), evaluate, register and promote each family."""
+    from prefect.artifacts import create_markdown_artifact
     from prefect.runtime import flow_run
 
     from genimg.models import model_spec
@@ -214,15 +368,30 @@ def retrain(config_path: str | None = None) -> dict[str, Any]:
     from genimg.distributed.cluster import ray_session
 
     outcomes = []
-    with ray_session() if config.workers > 0 else nullcontext():
-        for plan in config.families:
-            if plan.dataset in failed:
-                outcomes.append(FamilyOutcome(plan.model, plan.dataset, error=failed[plan.dataset]))
-                continue
-            ref = f"{plan.dataset}@{datasets[plan.dataset]['version']}"
-            outcomes.append(retrain_family(plan, ref, config, flow_run_id))
+    # Every MLflow run this flow starts (here, in Ray workers, in Ray Jobs) is tagged with it.
+    previous = os.environ.get("GENIMG_FLOW_RUN_ID")
+    if flow_run_id:
+        os.environ["GENIMG_FLOW_RUN_ID"] = flow_run_id
+    try:
+        with ray_session() if config.workers > 0 and config.ray_jobs is None else nullcontext():
+            for plan in config.families:
+                if plan.dataset in failed:
+                    outcomes.append(FamilyOutcome(plan.model, plan.dataset, error=failed[plan.dataset]))
+                    continue
+                ref = f"{plan.dataset}@{datasets[plan.dataset]['version']}"
+                outcomes.append(retrain_family(plan, ref, config, flow_run_id))
+    finally:
+        if previous is None:
+            os.environ.pop("GENIMG_FLOW_RUN_ID", None)
+        else:
+            os.environ["GENIMG_FLOW_RUN_ID"] = previous
+    dataset_list = list(datasets.values())
+    create_markdown_artifact(summary_markdown(dataset_list, outcomes), key="retrain-summary",
+                             description="datasets, runs and model versions of this flow run")
     return {
-        "datasets": list(datasets.values()),
+        # `dataset` is the first (for a one-dataset config, the only) one; `datasets` lists all.
+        "dataset": dataset_list[0] if dataset_list else None,
+        "datasets": dataset_list,
         "models": [vars(outcome) for outcome in outcomes],
         "flow_run_id": flow_run_id,
     }

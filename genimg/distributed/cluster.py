@@ -6,6 +6,7 @@ import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 from genimg.errors import GenimgError
 
@@ -63,7 +64,16 @@ def ray_session(address: str | None = None) -> Iterator[bool]:
         ray.shutdown()
 
 
-def cluster_cpus() -> int:
+def cluster_cpus(exact: bool = False) -> Any:
+    """The CPUs of all alive nodes together (an int, or with exact=True the float Ray reports)."""
     import ray
 
-    return int(ray.cluster_resources().get("CPU", 1))
+    total = float(ray.cluster_resources().get("CPU", 1))
+    return total if exact else int(total)
+
+
+def largest_node_cpus() -> int:
+    """The most CPUs any one alive node has: one worker can never ask for more."""
+    import ray
+
+    return max((int(node["Resources"].get("CPU", 0)) for node in ray.nodes() if node.get("Alive")), default=1)

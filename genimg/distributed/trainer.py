@@ -281,7 +281,7 @@ def train_distributed(
         raise GenimgError(f"{version.ref} has no training records")
     run = resolve_run_config(model_name, sections, shape_probe(version, dataset))
 
-    from genimg.distributed.cluster import cluster_cpus, ray_session
+    from genimg.distributed.cluster import cluster_cpus, largest_node_cpus, ray_session
 
     with ray_session():
         data, count, rejected, dataset_label = worker_data(version, dataset)
@@ -290,7 +290,8 @@ def train_distributed(
             per_worker = max(1, count // max_workers)
             steps = BatchSchedule(per_worker, run.train.batch_size, 0).steps_for_epochs(epochs)
             run = RunConfig(run.model_name, run.model, replace_config(run.train, {"steps": steps}, where="train"))
-        cpus = cpus_per_worker or max(1, cluster_cpus() // max_workers)
+        # An even share of the cluster, but never more than one node has: a worker runs on one node.
+        cpus = cpus_per_worker or max(1, min(largest_node_cpus(), cluster_cpus() // max_workers))
         return fit(run, data, dataset_label, count, rejected, store, workers=workers, use_gpu=use_gpu,
                    cpus=cpus, run_name=run_name, max_failures=max_failures, export_dir=export_dir,
                    on_progress=on_progress, samples=samples,

@@ -21,7 +21,7 @@ import re
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from genimg.config import read_yaml_mapping
 from genimg.errors import ConfigError, GenimgError
@@ -33,6 +33,9 @@ SPACES_DIR = Path(__file__).resolve().parents[2] / "configs"
 DISTRIBUTIONS = ("loguniform", "uniform", "randint", "choice", "grid")
 REPORTS_PER_TRIAL = 6  # checkpoint reports (and so ASHA decision points) in a trial's budget
 TRIAL_ID_IN_PATH = re.compile(r"_([0-9a-f]{5}_\d{5})_")  # Tune names trial folders <trainable>_<id>_…
+
+
+TRIAL_CPU = 0.01  # the trial's own actor only waits on its Train run; Ray refuses 0
 
 
 @dataclass(frozen=True)
@@ -222,9 +225,10 @@ def tune_search(
     workers_per_trial: int = 1,
     cpus_per_worker: int = 1,
     use_gpu: bool = False,
-    resume: bool = False,
+    resume: bool | Literal["auto"] = False,
     seed: int = 0,
 ) -> SearchResult:
+    """resume="auto" continues the search of this name if there is one, else starts it."""
     from genimg.distributed.cluster import cluster_cpus, ray_session
     from genimg.distributed.trainer import read_training_data, run_storage, shape_probe, validation_spec, worker_data
     from genimg.settings import genimg_home
@@ -244,7 +248,7 @@ def tune_search(
     base = merge_sections({"train": train_defaults}, sections)
     base["train"]["steps"] = steps
     check_space_keys(model_name, space)
-    resolve_run_config(model_name, base)  # the fixed part of every trial's config is valid
+    fixed = resolve_run_config(model_name, base)  # the fixed part of every trial's config is valid
     store = open_store()
     storage_path, filesystem = run_storage(store)
     experiment_uri = store.uri_for(f"runs/{search}")
@@ -258,6 +262,8 @@ def tune_search(
         from ray.tune.search import BasicVariantGenerator
 
         restoring = tune.Tuner.can_restore(f"{storage_path}/{search}", storage_filesystem=filesystem)
+        if resume == "auto":
+            resume = restoring
         if restoring and not resume:
             raise GenimgError(f"search {search} already exists in {experiment_uri}; pass --resume to continue it or pick another --name")
         if resume and not restoring:
@@ -276,6 +282,9 @@ def tune_search(
         if validation is None:
             raise GenimgError(f"{source}: its val split has under 2 records, so there is no {space.metric} to search on")
         needed = workers_per_trial * cpus_per_worker
+        if cluster_cpus(exact=True) < needed + TRIAL_CPU:
+            raise GenimgError(f"a trial needs {needed} CPU(s) for its workers and {TRIAL_CPU} for its Tune actor; "
+                              f"the cluster has {cluster_cpus(exact=True):g}: lower --workers-per-trial or --cpus-per-worker")
         fits = max(1, cluster_cpus() // needed)
         concurrent = min(max_concurrent or fits, fits, trials * space.grid_size)
         if max_concurrent and max_concurrent > fits:
@@ -297,14 +306,16 @@ def tune_search(
             "use_gpu": use_gpu, "cpus": cpus_per_worker, "max_failures": 1, "validation": validation,
             "parent_run_id": parent.run_id, "search": search,
             "env": {"MLFLOW_TRACKING_URI": tracking_uri(), "GENIMG_STORE": store.uri,
-                    "GENIMG_HOME": str(genimg_home())},
+                    "GENIMG_HOME": str(genimg_home()),
+                    # lineage tags of the trial runs (see tracking.runs.lineage_tags)
+                    **{k: os.environ[k] for k in ("GENIMG_FLOW_RUN_ID", "GENIMG_RAY_JOB") if os.environ.get(k)}},
         }
         # Tune saves its experiment state at most this often; a killed driver loses at most
         # this much bookkeeping (Tune's own default waits ≥ 10 s).
         os.environ.setdefault("TUNE_GLOBAL_CHECKPOINT_S", "2")
-        resources = {"CPU": 0.01}
+        resources = {"CPU": TRIAL_CPU}
         trainable = tune.with_resources(tune.with_parameters(run_trial, shared=shared), resources)
-        report_every = base["train"]["checkpoint_every"]
+        report_every = fixed.train.checkpoint_every
         # max_t past the last step: ASHA stops any trial that reaches max_t, which would kill a
         # finished trial before its run is closed in MLflow.
         scheduler = ASHAScheduler(time_attr="step", max_t=steps + 1, grace_period=report_every, reduction_factor=2)

@@ -58,6 +58,16 @@ def flatten_params(prefix: str, values: Any, out: dict[str, str]) -> dict[str, s
     return out
 
 
+def lineage_tags(run_name: str) -> dict[str, str]:
+    """What links a run to what launched it: its Ray run name (checkpoints live under it), and,
+    when a retrain flow or a Ray Job started it, the Prefect flow-run id and the job's id."""
+    tags = {"genimg.run_name": run_name} if run_name else {}
+    for tag, variable in (("genimg.flow_run_id", "GENIMG_FLOW_RUN_ID"), ("genimg.ray_job", "GENIMG_RAY_JOB")):
+        if os.environ.get(variable):
+            tags[tag] = os.environ[variable]
+    return tags
+
+
 class TrainingRun:
     """One MLflow run; metrics are buffered and sent in batches (one call per flush)."""
 
@@ -65,7 +75,8 @@ class TrainingRun:
         """A new run in the genimg experiment, or (with `run_id`) an existing run of any."""
         self.client = client()
         if run_id is None:
-            run = self.client.create_run(experiment_id(self.client), run_name=run_name, tags=tags or {})
+            run = self.client.create_run(experiment_id(self.client), run_name=run_name,
+                                         tags={**lineage_tags(run_name), **(tags or {})})
             run_id = run.info.run_id
         self.run_id: str = run_id
         self.pending: list[Any] = []

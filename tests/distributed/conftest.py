@@ -30,3 +30,32 @@ def ray_cluster(moto_endpoint):
         cluster.shutdown()
         os.environ.clear()
         os.environ.update(saved)
+
+
+def kill_process_tree(root_pid: int) -> None:
+    """What losing a machine does to one Ray node: its raylet and every process it started (the
+    workers, with their training processes) die at once, with no chance to say goodbye. Killing
+    the raylet alone lets its workers run on for a while as orphans, so a short run could finish
+    before Ray noticed anything."""
+    import psutil
+
+    try:
+        root = psutil.Process(root_pid)
+        processes = [root, *root.children(recursive=True)]
+    except psutil.NoSuchProcess:
+        return
+    for process in processes:
+        try:
+            process.kill()
+        except psutil.NoSuchProcess:
+            pass
+    psutil.wait_procs(processes, timeout=10)
+
+
+def lose_node(cluster, node) -> None:
+    """Kill a `ray.cluster_utils.Cluster` node the way a lost machine goes, then drop it from the cluster."""
+    from ray._private import ray_constants
+
+    raylet = node.all_processes[ray_constants.PROCESS_TYPE_RAYLET][0].process
+    kill_process_tree(raylet.pid)
+    cluster.remove_node(node, allow_graceful=False)

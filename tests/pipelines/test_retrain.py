@@ -18,13 +18,14 @@ def prefect_harness():
         yield
 
 
-def write_config(tmp_path, families):
+def write_config(tmp_path, families, **extra):
     path = tmp_path / "retrain.yaml"
     path.write_text(json.dumps({
         "datasets": {"digits": "builtin:digits"},
         "families": families,
         "workers": 0,
-        "evaluation": {"samples": 150, "seed": 0},
+        "evaluation": {"samples": 150, "seed": 0, "extractor_steps": 200},
+        **extra,
     }))
     return path
 
@@ -53,6 +54,13 @@ def test_retrain_ingests_trains_registers_and_promotes_and_a_rerun_reuses_the_da
         assert outcome["error"] is None and outcome["name"] == f"genimg-digits-{model}" and outcome["version"] == 1
         assert outcome["promoted"] and outcome["reason"].startswith("first champion")
     assert "fid" in by_model["gan"]["metrics"] and "nll" in by_model["vae"]["metrics"]
+    assert first["dataset"] == first["datasets"][0]
+    # The flow run's summary artifact links to each run and model version.
+    from prefect.artifacts import Artifact
+
+    summary = Artifact.get("retrain-summary")
+    assert summary is not None and str(summary.flow_run_id) == first["flow_run_id"]
+    assert by_model["gan"]["run_id"] in summary.data and "models:/genimg-digits-vae/1" in summary.data
 
     from mlflow.tracking import MlflowClient
 
@@ -60,6 +68,9 @@ def test_retrain_ingests_trains_registers_and_promotes_and_a_rerun_reuses_the_da
 
     version = MlflowClient(tracking_uri()).get_model_version("genimg-digits-gan", "1")
     assert version.tags["genimg.flow_run_id"] == first["flow_run_id"]
+    training_run = MlflowClient(tracking_uri()).get_run(by_model["gan"]["run_id"])
+    assert training_run.data.tags["genimg.flow_run_id"] == first["flow_run_id"]
+    assert training_run.data.tags["genimg.run_name"] == by_model["gan"]["run_name"]
     assert version.tags["genimg.dataset"] == f"digits@{first['datasets'][0]['version']}"
 
     rerun = runner.invoke(app, ["retrain", "--config", str(config), "--json"])
@@ -73,11 +84,23 @@ def test_retrain_ingests_trains_registers_and_promotes_and_a_rerun_reuses_the_da
     assert sample.exit_code == 0 and (tmp_path / "g.png").is_file()
 
 
-def test_a_bad_retrain_config_is_refused_before_prefect_starts(tmp_path):
+@pytest.mark.parametrize(("extra", "family", "message"), [
+    ({}, "{model: vae, dataset: mnist}", "families[0].dataset 'mnist' is not in datasets"),
+    ({}, "{model: vae, dataset: digits, tune: {trials: 0}}", "families[0].tune.trials must be ≥ 1"),
+    ({}, "{model: vae, dataset: digits, tune: {budget: 3}}", "families[0].tune takes only"),
+    ({"evaluation": "{sampels: 10}"}, "{model: vae, dataset: digits}", "unknown config key"),
+    ({"ray_jobs": "{address: 'head:8265'}"}, "{model: vae, dataset: digits}", "must be the dashboard's http(s):// URL"),
+    ({"tune": "yes please"}, "{model: vae, dataset: digits}", "tune: must be true or false"),
+    ({"schedule": "daily"}, "{model: vae, dataset: digits}", "unknown top-level key(s) ['schedule']"),
+])
+def test_a_bad_retrain_config_is_refused_before_prefect_starts(tmp_path, extra, family, message):
     path = tmp_path / "retrain.yaml"
-    path.write_text("datasets: {digits: builtin:digits}\nfamilies:\n  - {model: vae, dataset: mnist}\n")
+    lines = ["datasets: {digits: builtin:digits}", "families:", f"  - {family}"]
+    lines += [f"{key}: {value}" for key, value in extra.items()]
+    path.write_text("\n".join(lines) + "\n")
     result = runner.invoke(app, ["retrain", "--config", str(path)])
-    assert result.exit_code == 1 and "families[0].dataset 'mnist' is not in datasets" in result.stderr
+    assert result.exit_code == 1 and message in result.stderr, result.stderr
+    assert "\n" not in result.stderr.strip()  # one line
 
 
 def test_the_shipped_retrain_config_names_presets_that_resolve():
@@ -88,3 +111,4 @@ def test_the_shipped_retrain_config_names_presets_that_resolve():
     assert [plan.model for plan in config.families] == ["gan", "vae", "rvae"]
     for plan in config.families:
         resolve_run_config(plan.model, merge_sections(load_config_file(plan.config)))
+

@@ -1,0 +1,114 @@
+"""`genimg deploy` and infra/prefect/prefect.yaml against a real `prefect server start` on loopback
+(schedules need a real server; Prefect's temporary one never runs them)."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+import yaml
+from typer.testing import CliRunner
+
+from genimg.cli import app
+from tests.conftest import free_ports
+
+ROOT = Path(__file__).resolve().parent.parent.parent
+BIN = Path(sys.executable).parent
+runner = CliRunner()
+
+
+@pytest.fixture(scope="module")
+def prefect_server(tmp_path_factory):
+    home = tmp_path_factory.mktemp("prefect-server")
+    (port,) = free_ports(1)
+    env = {**os.environ, "PREFECT_HOME": str(home), "PREFECT_SERVER_ANALYTICS_ENABLED": "false", "DO_NOT_TRACK": "1"}
+    env.pop("PREFECT_API_URL", None)
+    server = subprocess.Popen([str(BIN / "prefect"), "server", "start", "--host", "127.0.0.1", "--port", str(port)],
+                              env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    url = f"http://127.0.0.1:{port}/api"
+    deadline = time.monotonic() + 120
+    while True:
+        try:
+            with urllib.request.urlopen(f"{url}/health", timeout=2) as response:
+                if response.status == 200:
+                    break
+        except OSError:
+            pass
+        assert server.poll() is None, "prefect server exited"
+        assert time.monotonic() < deadline, "prefect server did not come up"
+        time.sleep(0.5)
+    try:
+        yield url
+    finally:
+        os.killpg(server.pid, signal.SIGTERM)
+        server.wait(timeout=30)
+
+
+def client_env(url, tmp_path):
+    env = {**os.environ, "PREFECT_API_URL": url, "PREFECT_HOME": str(tmp_path / "client")}
+    return env
+
+
+def deployment_on_server(env):
+    """Read back by name, independently of what the deploying command printed."""
+    code = ("import json\n"
+            "from prefect.client.orchestration import get_client\n"
+            "with get_client(sync_client=True) as client:\n"
+            "    d = client.read_deployment_by_name('retrain/genimg-retrain')\n"
+            "print(json.dumps({'id': str(d.id), 'entrypoint': d.entrypoint, 'work_pool': d.work_pool_name,\n"
+            "    'parameters': d.parameters, 'path': d.path,\n"
+            "    'schedules': [[s.schedule.cron, s.schedule.timezone, s.active] for s in d.schedules]}))\n")
+    done = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
+    return json.loads(done.stdout)
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(400)
+def test_genimg_deploy_and_prefect_yaml_make_the_same_cron_deployment(prefect_server, tmp_path):
+    env = client_env(prefect_server, tmp_path)
+    created = subprocess.run([str(BIN / "genimg"), "deploy", "--cron", "0 3 * * *", "--json"], env=env,
+                             capture_output=True, text=True, timeout=120)
+    assert created.returncode == 0, created.stderr[-2000:]
+    payload = json.loads(created.stdout)
+    on_server = deployment_on_server(env)
+    assert on_server["id"] == payload["deployment_id"]
+    assert on_server["schedules"] == [["0 3 * * *", "UTC", True]]
+    assert on_server["work_pool"] == "genimg-process" and on_server["entrypoint"] == "pipelines/retrain.py:retrain"
+    assert on_server["path"] == str(ROOT)
+
+    # Again with another schedule: the same deployment, its schedule replaced.
+    updated = subprocess.run([str(BIN / "genimg"), "deploy", "--cron", "30 4 * * 1", "--timezone", "Europe/Berlin",
+                              "--json"], env=env, capture_output=True, text=True, timeout=120)
+    assert updated.returncode == 0, updated.stderr[-2000:]
+    on_server = deployment_on_server(env)
+    assert on_server["id"] == payload["deployment_id"]
+    assert on_server["schedules"] == [["30 4 * * 1", "Europe/Berlin", True]]
+
+    # prefect.yaml declares the same deployment: deploying it puts back the default schedule.
+    declared = yaml.safe_load((ROOT / "infra" / "prefect" / "prefect.yaml").read_text())["deployments"][0]
+    deployed = subprocess.run([str(BIN / "prefect"), "--no-prompt", "deploy", "--prefect-file",
+                               "infra/prefect/prefect.yaml", "--all"], cwd=ROOT, env=env,
+                              capture_output=True, text=True, timeout=180)
+    assert deployed.returncode == 0, deployed.stdout[-2000:] + deployed.stderr[-2000:]
+    from_yaml = deployment_on_server(env)
+    assert from_yaml["id"] == payload["deployment_id"]  # same flow, same name: one deployment
+    assert from_yaml["entrypoint"] == declared["entrypoint"] == payload["entrypoint"]
+    assert from_yaml["work_pool"] == declared["work_pool"]["name"] == payload["work_pool"]
+    assert from_yaml["schedules"] == [[s["cron"], s["timezone"], s["active"]] for s in declared["schedules"]]
+    assert from_yaml["schedules"] == [[s["cron"], s["timezone"], s["active"]] for s in payload["schedules"]]
+    assert from_yaml["parameters"] == declared["parameters"] == payload["parameters"]
+
+
+def test_deploy_without_a_server_or_with_a_bad_cron_says_what_is_wrong(monkeypatch):
+    monkeypatch.delenv("PREFECT_API_URL", raising=False)
+    result = runner.invoke(app, ["deploy"])
+    assert result.exit_code == 1 and "set PREFECT_API_URL" in result.stderr
+    monkeypatch.setenv("PREFECT_API_URL", "http://127.0.0.1:9/api")
+    result = runner.invoke(app, ["deploy", "--cron", "0 3 * *"])
+    assert result.exit_code == 1 and "invalid --cron '0 3 * *'" in result.stderr
