@@ -29,14 +29,13 @@ def deploy_retrain(
     timezone: str = "UTC",
     working_dir: Path = ROOT,
 ) -> dict[str, Any]:
-    from prefect.schedules import Cron
-
-    from pipelines.retrain import load_retrain_config, retrain
-
     api_url = os.environ.get("PREFECT_API_URL")
     if not api_url:
         raise GenimgError("genimg deploy needs a Prefect server: set PREFECT_API_URL (e.g. http://prefect:4200/api); "
                           "schedules do not run on Prefect's temporary local server")
+    from prefect.schedules import Cron
+
+    from pipelines.retrain import load_retrain_config, retrain
     try:
         schedule = Cron(cron, timezone=timezone)
     except ValueError as exc:

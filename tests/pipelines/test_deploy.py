@@ -12,14 +12,10 @@ from pathlib import Path
 
 import pytest
 import yaml
-from typer.testing import CliRunner
-
-from genimg.cli import app
 from tests.conftest import free_ports
 
 ROOT = Path(__file__).resolve().parent.parent.parent
 BIN = Path(sys.executable).parent
-runner = CliRunner()
 
 
 @pytest.fixture(scope="module")
@@ -105,10 +101,13 @@ def test_genimg_deploy_and_prefect_yaml_make_the_same_cron_deployment(prefect_se
     assert from_yaml["parameters"] == declared["parameters"] == payload["parameters"]
 
 
-def test_deploy_without_a_server_or_with_a_bad_cron_says_what_is_wrong(monkeypatch):
-    monkeypatch.delenv("PREFECT_API_URL", raising=False)
-    result = runner.invoke(app, ["deploy"])
-    assert result.exit_code == 1 and "set PREFECT_API_URL" in result.stderr
-    monkeypatch.setenv("PREFECT_API_URL", "http://127.0.0.1:9/api")
-    result = runner.invoke(app, ["deploy", "--cron", "0 3 * *"])
-    assert result.exit_code == 1 and "invalid --cron '0 3 * *'" in result.stderr
+def test_deploy_without_a_server_or_with_a_bad_cron_says_what_is_wrong(tmp_path):
+    # In subprocesses: importing Prefect binds its log handlers to the stderr of the moment, and
+    # a CliRunner's stream is closed after the command (later flows in this session would log to it).
+    env = {k: v for k, v in os.environ.items() if k != "PREFECT_API_URL"}
+    done = subprocess.run([str(BIN / "genimg"), "deploy"], env=env, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 1 and "set PREFECT_API_URL" in done.stderr.strip().splitlines()[-1]
+    env["PREFECT_API_URL"] = "http://127.0.0.1:9/api"
+    done = subprocess.run([str(BIN / "genimg"), "deploy", "--cron", "0 3 * *"], env=env, capture_output=True,
+                          text=True, timeout=120)
+    assert done.returncode == 1 and "invalid --cron '0 3 * *'" in done.stderr.strip().splitlines()[-1]

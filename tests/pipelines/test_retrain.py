@@ -12,8 +12,12 @@ runner = CliRunner()
 
 @pytest.fixture(scope="module")
 def prefect_harness():
+    from prefect.logging.configuration import setup_logging
     from prefect.testing.utilities import prefect_test_harness
 
+    # Rebind Prefect's console handlers to this session's streams: a command run earlier through
+    # a CliRunner may have imported Prefect while stderr was its (since closed) stream.
+    setup_logging(incremental=False)
     with prefect_test_harness():
         yield
 
