@@ -44,7 +44,7 @@ def test_without_the_token_the_refusal_says_what_to_set(token_cluster, tmp_path)
     assert "RAY_AUTH_TOKEN" in last and out == ""
 
 
-def test_killing_a_raylet_mid_run_and_adding_a_node_lets_the_run_finish(token_cluster, tmp_path):
+def test_losing_a_node_mid_run_and_adding_one_lets_the_run_finish(token_cluster, tmp_path):
     second = token_cluster.add_node()
     process = genimg(token_cluster, tmp_path, "train", "--model", "vae", "--dataset", "builtin:digits",
                      "--workers", "2", "--steps", "150", "--batch-size", "8", "--run-name", "survivor",
