@@ -149,3 +149,21 @@ def store(store_uri):
     from genimg.store import open_store
 
     return open_store(store_uri)
+
+
+def wait_until_healthy(url: str, process, what: str, timeout: float = 180, log_path=None) -> None:
+    """Poll a server's health URL until it answers 200; fail early if its process exits."""
+    import time
+    import urllib.request
+
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            with urllib.request.urlopen(url, timeout=2) as response:
+                if response.status == 200:
+                    return
+        except OSError:
+            pass
+        assert process.poll() is None, f"{what} exited" + (f": {log_path.read_text()[-3000:]}" if log_path else "")
+        assert time.monotonic() < deadline, f"{what} did not come up"
+        time.sleep(0.5)

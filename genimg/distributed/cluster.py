@@ -6,7 +6,6 @@ import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
 
 from genimg.errors import GenimgError
 
@@ -64,7 +63,7 @@ def ray_session(address: str | None = None) -> Iterator[bool]:
         ray.shutdown()
 
 
-def cluster_cpus(exact: bool = False) -> Any:
+def cluster_cpus(exact: bool = False) -> float:
     """The CPUs of all alive nodes together (an int, or with exact=True the float Ray reports)."""
     import ray
 

@@ -6,13 +6,11 @@ import os
 import signal
 import subprocess
 import sys
-import time
-import urllib.request
 from pathlib import Path
 
 import pytest
 import yaml
-from tests.conftest import free_ports
+from tests.conftest import free_ports, wait_until_healthy
 
 ROOT = Path(__file__).resolve().parent.parent.parent
 BIN = Path(sys.executable).parent
@@ -27,17 +25,7 @@ def prefect_server(tmp_path_factory):
     server = subprocess.Popen([str(BIN / "prefect"), "server", "start", "--host", "127.0.0.1", "--port", str(port)],
                               env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     url = f"http://127.0.0.1:{port}/api"
-    deadline = time.monotonic() + 120
-    while True:
-        try:
-            with urllib.request.urlopen(f"{url}/health", timeout=2) as response:
-                if response.status == 200:
-                    break
-        except OSError:
-            pass
-        assert server.poll() is None, "prefect server exited"
-        assert time.monotonic() < deadline, "prefect server did not come up"
-        time.sleep(0.5)
+    wait_until_healthy(f"{url}/health", server, "prefect server", timeout=120)
     try:
         yield url
     finally:

@@ -6,8 +6,6 @@ import json
 import os
 import subprocess
 import sys
-import time
-import urllib.request
 import uuid
 from pathlib import Path
 
@@ -15,7 +13,7 @@ import pytest
 from typer.testing import CliRunner
 
 from genimg.cli import app
-from tests.conftest import S3_CREDENTIALS, free_port
+from tests.conftest import S3_CREDENTIALS, free_port, wait_until_healthy
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(600)]
 runner = CliRunner()
@@ -48,17 +46,7 @@ def mlflow_server(s3_env, tmp_path):
         env=env, stdout=log, stderr=subprocess.STDOUT, cwd=tmp_path,
     )
     uri = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 180
-    while True:
-        try:
-            with urllib.request.urlopen(f"{uri}/health", timeout=2) as response:
-                if response.status == 200:
-                    break
-        except OSError:
-            pass
-        assert server.poll() is None, (tmp_path / "mlflow-server.log").read_text()[-3000:]
-        assert time.monotonic() < deadline, "mlflow server did not come up"
-        time.sleep(0.5)
+    wait_until_healthy(f"{uri}/health", server, "mlflow server", log_path=tmp_path / "mlflow-server.log")
     try:
         yield uri, s3_env
     finally:
