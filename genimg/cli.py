@@ -4,7 +4,6 @@ JSON object on stdout; failures exit non-zero with a one-line reason on stderr."
 from __future__ import annotations
 
 import json
-import re
 import sys
 import time
 import uuid
@@ -16,6 +15,7 @@ from typing import Annotated, Any, TypeVar
 import typer
 
 from genimg.errors import GenimgError
+from genimg.names import check_run_name
 
 app = typer.Typer(
     name="genimg",
@@ -26,7 +26,6 @@ app = typer.Typer(
 )
 
 F = TypeVar("F", bound=Callable[..., Any])
-RUN_NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 
 
 def fail(message: str) -> typer.Exit:
@@ -147,8 +146,7 @@ def train(
     if gpu and "channels_last" not in sections["train"] and model_spec(model).name != "gan-mlp":
         sections["train"]["channels_last"] = True
     name = run_name or f"{model}-{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:6]}"
-    if not RUN_NAME_PATTERN.match(name):
-        raise GenimgError(f"invalid --run-name {name!r}: use letters, digits, '.', '_' and '-'")
+    check_run_name(name, "--run-name")
     from genimg.training.config import TrainConfig
 
     max_workers = int(workers.split("-")[-1]) if workers.split("-")[-1].strip().isdigit() else 1
@@ -269,8 +267,7 @@ def tune(
     if resume and not name:
         raise GenimgError("--resume needs the --name of the search to continue")
     search = name or f"tune-{model}-{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:6]}"
-    if not RUN_NAME_PATTERN.match(search):
-        raise GenimgError(f"invalid --name {search!r}: use letters, digits, '.', '_' and '-'")
+    check_run_name(search, "--name")
     search_space = load_space(model, space)
     if metric:
         search_space = replace(search_space, metric=metric, mode=mode or search_space.mode)

@@ -30,7 +30,7 @@ from genimg.settings import genimg_home
 
 SHA256_METADATA = "sha256"
 MULTIPART_THRESHOLD = 16 * 1024 * 1024
-KEY_SEGMENT = re.compile(r"^[A-Za-z0-9._@=+-]+$")
+KEY_SEGMENT = re.compile(r"[A-Za-z0-9._@=+-]+")
 
 
 class StoreError(GenimgError):
@@ -55,7 +55,7 @@ def sha256_file(path: Path) -> str:
 
 def check_key(key: str) -> str:
     segments = key.split("/")
-    if not key or any(s in ("", ".", "..") or not KEY_SEGMENT.match(s) for s in segments):
+    if not key or any(s in ("", ".", "..") or not KEY_SEGMENT.fullmatch(s) for s in segments):
         raise StoreError(f"invalid object key {key!r}")
     return key
 

@@ -35,13 +35,13 @@ MANIFEST_FORMAT = "genimg.dataset/1"
 MANIFEST_FILE = "manifest.json"
 SPLIT_FRACTIONS = {"train": 0.85, "val": 0.05, "test": 0.10}
 SHARD_BYTES = 64 * 1024 * 1024
-NAME_PATTERN = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}$")
-VERSION_PATTERN = re.compile(r"^[0-9a-f]{12}$")
+NAME_PATTERN = re.compile(r"[a-z0-9][a-z0-9_-]{0,62}")
+VERSION_PATTERN = re.compile(r"[0-9a-f]{12}")
 Progress = Callable[[int, int], None]
 
 
 def check_name(name: str) -> str:
-    if not NAME_PATTERN.match(name):
+    if not NAME_PATTERN.fullmatch(name):
         raise DataError(
             f"invalid dataset name {name!r}: use 1–63 lowercase letters, digits, '-' and '_', "
             "starting with a letter or digit"
@@ -53,14 +53,14 @@ def parse_ref(ref: str) -> tuple[str, str | None]:
     """'name' or 'name@version' → (name, version or None)."""
     name, _, version = ref.partition("@")
     check_name(name)
-    if version and not VERSION_PATTERN.match(version):
+    if version and not VERSION_PATTERN.fullmatch(version):
         raise DataError(f"invalid dataset version {version!r} in {ref!r} (12 hex digits)")
     return name, version or None
 
 
 def looks_like_ref(text: str) -> bool:
     name, _, version = text.partition("@")
-    return bool(NAME_PATTERN.match(name)) and (not version or bool(VERSION_PATTERN.match(version)))
+    return bool(NAME_PATTERN.fullmatch(name)) and (not version or bool(VERSION_PATTERN.fullmatch(version)))
 
 
 def record_hashes(data: np.ndarray) -> list[str]:

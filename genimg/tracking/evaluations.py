@@ -23,8 +23,8 @@ from genimg.evaluation.report import LossHistory, write_report
 from genimg.models.base import GenerativeModel, load_model, model_spec
 from genimg.tracking.runs import TrainingRun, client, tracking_uri
 
-RUN_ID_PATTERN = re.compile(r"^[0-9a-f]{32}$")
-MODEL_URI_PATTERN = re.compile(r"^models:/(?P<name>[^/@]+)(?:/(?P<version>\d+)|@(?P<alias>[\w-]+))$")
+RUN_ID_PATTERN = re.compile(r"[0-9a-f]{32}")
+MODEL_URI_PATTERN = re.compile(r"models:/(?P<name>[^/@\s]+)(?:/(?P<version>\d+)|@(?P<alias>[\w-]+))")
 
 
 @dataclass
@@ -50,7 +50,7 @@ def resolve_target(target: str) -> EvalTarget:
     from genimg.data.sources import is_store_ref
 
     mlflow = client()
-    registry = MODEL_URI_PATTERN.match(target)
+    registry = MODEL_URI_PATTERN.fullmatch(target)
     if registry:
         name = registry["name"]
         try:
@@ -67,7 +67,7 @@ def resolve_target(target: str) -> EvalTarget:
         raise GenimgError(f"invalid model URI {target!r}: expected models:/NAME/VERSION or models:/NAME@ALIAS")
     if Path(target).expanduser().is_dir():
         return EvalTarget(target, str(Path(target).expanduser()), None, None, None)
-    if RUN_ID_PATTERN.match(target):
+    if RUN_ID_PATTERN.fullmatch(target):
         try:
             run = mlflow.get_run(target)
         except MlflowException as exc:

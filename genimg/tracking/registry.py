@@ -31,6 +31,7 @@ from typing import Any
 from genimg import __version__
 from genimg.errors import GenimgError
 from genimg.models.base import GenerativeModel, load_model
+from genimg.names import check_run_name
 from genimg.tracking.runs import client, tracking_uri
 
 CHAMPION = "champion"
@@ -159,8 +160,7 @@ def register_run(run_id: str, name: str | None = None, *, flow_run_id: str | Non
     checkpoint, dataset = run_checkpoint(run)
     model_name = run.data.tags.get("genimg.model", "")
     name = name or registered_name(dataset or "data", model_name)
-    if not re.match(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$", name):
-        raise GenimgError(f"invalid model name {name!r}: use letters, digits, '.', '_' and '-'")
+    check_run_name(name, "model name")
     if not any(key.startswith("genimg.eval.test.") for key in run.data.tags):
         evaluate_target(run_id, None, EvalConfig(), split="test")
         run = mlflow_client.get_run(run_id)
