@@ -1,10 +1,12 @@
 # Two commands on a fresh machine: `make run` and `make test`.
-# torch is installed first, pinned to the CPU wheel this machine kind ships on disk, so that
-# pip never resolves pyproject's open `torch>=2.4` to a multi-GB CUDA build.
+# torch is installed first, pinned, from PyTorch's CPU wheel index, so that pip never resolves
+# pyproject's open `torch>=2.4` to a multi-GB CUDA build. Where that index is unreachable (a
+# mirror-only network) the plain pin is installed instead (a local CPU wheel where there is one).
 PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 TORCH_PIN ?= torch==2.13.0
+TORCH_INDEX ?= https://download.pytorch.org/whl/cpu
 STAMP := $(VENV)/.genimg-installed
 
 export PREFECT_SERVER_ANALYTICS_ENABLED ?= false
@@ -21,7 +23,8 @@ setup: $(STAMP)
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade "pip>=24"
-	$(PY) -m pip install --quiet "$(TORCH_PIN)"
+	$(PY) -m pip install --quiet --timeout 20 --retries 1 --index-url "$(TORCH_INDEX)" "$(TORCH_PIN)" \
+	  || $(PY) -m pip install --quiet "$(TORCH_PIN)"
 	$(PY) -m pip install --quiet -c constraints.txt -e ".[dev,postgres]"
 	touch $@
 

@@ -14,7 +14,7 @@ from typing import Annotated, Any, TypeVar
 
 import typer
 
-from genimg.errors import GenimgError
+from genimg.errors import GenimgError, redact_credentials
 from genimg.names import check_run_name
 
 app = typer.Typer(
@@ -26,10 +26,11 @@ app = typer.Typer(
 )
 
 F = TypeVar("F", bound=Callable[..., Any])
+NOT_PROMOTED_EXIT = 3  # `promote --check`: a decision against the challenger, for scripts
 
 
 def fail(message: str) -> typer.Exit:
-    typer.echo(f"error: {message}", err=True)
+    typer.echo(f"error: {redact_credentials(message)}", err=True)
     return typer.Exit(code=1)
 
 
@@ -70,35 +71,38 @@ def emit(as_json: bool, payload: dict[str, Any], summary: str) -> None:
 
 
 def format_metrics(metrics: dict[str, float]) -> str:
-    return ", ".join(f"{k}={v:.4g}" for k, v in metrics.items() if k != "step")
+    return ", ".join(f"{k}={v:.4g}" for k, v in metrics.items() if k not in ("step", "images_per_second"))
 
 
 class ProgressLine:
-    """A live line on a terminal (step, img/s, losses); nothing when not on a terminal."""
+    """Training progress: a live line on a terminal (step, img/s, losses), else a plain line on
+    stderr every PROGRESS_EVERY_SECONDS (CI and Prefect logs). The rate is the one measured
+    where the steps run (metrics reach this process in batches)."""
 
-    def __init__(self, enabled: bool, images_per_step: int) -> None:
-        self.enabled = enabled and sys.stderr.isatty()
-        self.images_per_step = images_per_step
-        self.first: tuple[int, float] | None = None
+    def __init__(self, total_steps: int | None) -> None:
+        self.live = sys.stderr.isatty()
+        self.total_steps = total_steps
         self.shown = False
+        self.last_line = time.perf_counter()
 
     def update(self, step: int, metrics: dict[str, float]) -> None:
-        if not self.enabled:
-            return
-        now = time.perf_counter()
-        if self.first is None or step < self.first[0]:
-            self.first = (step, now)
-        rate = ""
-        if now > self.first[1] and step > self.first[0]:
-            steps_per_second = (step - self.first[0]) / (now - self.first[1])
-            rate = f"  {steps_per_second * self.images_per_step:.0f} img/s"
-        sys.stderr.write(f"\r\033[Kstep {step}{rate}  {format_metrics(metrics)}")
-        sys.stderr.flush()
-        self.shown = True
+        from genimg.feedback import PROGRESS_EVERY_SECONDS, say
+
+        rate = metrics.get("images_per_second")
+        text = (f"step {step}{f'/{self.total_steps}' if self.total_steps else ''}"
+                + (f"  {rate:.0f} img/s" if rate else "") + f"  {format_metrics(metrics)}")
+        if self.live:
+            sys.stderr.write(f"\r\033[K{text}")
+            sys.stderr.flush()
+            self.shown = True
+        elif time.perf_counter() - self.last_line >= PROGRESS_EVERY_SECONDS:
+            self.last_line = time.perf_counter()
+            say("%s", text)
 
     def close(self) -> None:
         if self.shown:
             sys.stderr.write("\n")
+            self.shown = False
 
 
 @app.command()
@@ -149,27 +153,28 @@ def train(
     check_run_name(name, "--run-name")
     from genimg.training.config import TrainConfig
 
-    max_workers = int(workers.split("-")[-1]) if workers.split("-")[-1].strip().isdigit() else 1
-    per_worker = int(sections["train"].get("batch_size", TrainConfig.batch_size))
-    progress = ProgressLine(enabled=not as_json, images_per_step=per_worker * max(1, max_workers))
-
-    def on_progress(step: int, metrics: dict[str, float]) -> None:
-        progress.update(step, metrics)
-
+    total_steps = None if epochs is not None else int(sections["train"].get("steps", TrainConfig.steps))
+    progress = ProgressLine(total_steps)
     if workers.strip() == "0":
         from genimg.tracking.local import train_in_process
 
-        payload = train_in_process(model, dataset, sections, name, epochs, resume, output, gpu, on_progress)
+        try:
+            payload = train_in_process(model, dataset, sections, name, epochs, resume, output, gpu, progress.update)
+        finally:
+            progress.close()
     else:
         from genimg.distributed.trainer import parse_workers, train_distributed
 
-        result = train_distributed(
-            model, dataset, sections, workers=parse_workers(workers), use_gpu=gpu,
-            cpus_per_worker=cpus_per_worker, run_name=name, resume=resume, epochs=epochs,
-            max_failures=max_failures, export_dir=output, on_progress=on_progress,
-        )
+        try:
+            result = train_distributed(
+                model, dataset, sections, workers=parse_workers(workers), use_gpu=gpu,
+                cpus_per_worker=cpus_per_worker, run_name=name, resume=resume, epochs=epochs,
+                max_failures=max_failures, export_dir=output, on_progress=progress.update,
+            )
+        finally:
+            progress.close()
         payload = {
-            "model": model, "dataset": dataset, "run_name": name, "run_id": result.run_id,
+            "model": model, "dataset": result.dataset, "run_name": name, "run_id": result.run_id,
             "checkpoint": result.checkpoint, "export": result.export, "metrics": result.metrics,
             "restarts": result.restarts, "resumed_from_step": result.resumed_from_step,
             "workers": {str(rank): node for rank, node in result.workers.items()},
@@ -177,14 +182,13 @@ def train(
             "seconds": round(result.seconds, 3),
             "images_per_second": round(result.images_per_second, 1),
         }
-    progress.close()
     payload["evaluation"] = evaluate_after_training(payload, eval_config) if eval_config.at_end_of_training else None
     rejected = payload["rejected"]
     summary = (
-        f"trained {model} on {dataset} ({payload['records']} records"
+        f"trained {model} on {payload['dataset']} ({payload['records']} records"
         f"{f', {len(rejected)} rejected' if rejected else ''}): "
         f"step {int(payload['metrics'].get('step', 0))} in {payload['seconds']:.1f} s "
-        f"({payload['images_per_second']:.0f} img/s); {format_metrics(payload['metrics'])}\n"
+        f"({format_rate(payload['images_per_second'])}); {format_metrics(payload['metrics'])}\n"
         f"run:        {payload['run_name']} (MLflow run {payload['run_id']})"
         + (f", {payload['restarts']} restart(s)" if payload["restarts"] else "")
         + f"\ncheckpoint: {payload['checkpoint']}"
@@ -192,6 +196,11 @@ def train(
         + describe_evaluation(payload["evaluation"])
     )
     emit(as_json, payload, summary)
+
+
+def format_rate(images_per_second: float) -> str:
+    # A run of one step (or one resumed at its end) has no timed step: no rate to show.
+    return f"{images_per_second:.0f} img/s" if images_per_second > 0 else "no steady-state rate: too few steps"
 
 
 def end_of_training_eval_config(values: dict[str, Any]) -> Any:
@@ -208,13 +217,16 @@ def evaluate_after_training(payload: dict[str, Any], config: Any) -> dict[str, A
         return None
     from genimg.data.sources import open_splits
     from genimg.evaluation.evaluate import evaluate_model
+    from genimg.feedback import phase
     from genimg.models import model_spec
     from genimg.tracking.evaluations import load_model_at, record_evaluation
 
     try:
-        model = load_model_at(payload["checkpoint"])
-        source = open_splits(payload["dataset"], kind=model_spec(model.registry_name).data_kind)
-        evaluation = evaluate_model(model, source, "val", config)
+        with phase(f"evaluating the trained model on the val split of {payload['dataset']} "
+                   "(eval.at_end_of_training=false skips this)"):
+            model = load_model_at(payload["checkpoint"])
+            source = open_splits(payload["dataset"], kind=model_spec(model.registry_name).data_kind)
+            evaluation = evaluate_model(model, source, "val", config)
         return record_evaluation(
             evaluation, log_run_id=payload["run_id"], training_run_id=payload["run_id"],
             title=f"Run {payload['run_name']}: {evaluation.model} on {evaluation.dataset} (val)",
@@ -251,7 +263,7 @@ def tune(
     set_: Annotated[list[str] | None, typer.Option("--set", help="fixed override, e.g. train.batch_size=32")] = None,
     gpu: Annotated[bool, typer.Option("--gpu", help="one GPU per worker")] = False,
     name: Annotated[str | None, typer.Option("--name", help="names the search (MLflow parent run, Tune state); reuse with --resume")] = None,
-    resume: Annotated[bool, typer.Option("--resume", help="continue an interrupted search of this --name")] = False,
+    resume: Annotated[bool, typer.Option("--resume", help="continue an interrupted search of this --name (unpickles Tune's state from the store: the store must be as trusted as the code)")] = False,
     seed: Annotated[int, typer.Option("--seed", help="seeds the sampling of configurations")] = 0,
     as_json: Annotated[bool, typer.Option("--json", help="print one JSON object")] = False,
 ) -> None:
@@ -403,9 +415,11 @@ def promote(
     min_delta: Annotated[float, typer.Option("--min-delta", help="required improvement of the primary metric")] = 0.0,
     metric: Annotated[str | None, typer.Option("--metric", help="compare on this test metric instead (gan: fid, vae: nll, rvae: ssim)")] = None,
     mode: Annotated[str | None, typer.Option("--mode", help="min or max, with --metric")] = None,
+    check: Annotated[bool, typer.Option("--check", help=f"exit with status {NOT_PROMOTED_EXIT} when the challenger is not promoted")] = False,
     as_json: Annotated[bool, typer.Option("--json", help="print one JSON object")] = False,
 ) -> None:
-    """Move @champion to a version only if it beats the champion on the same evaluation."""
+    """Move @champion to a version only if it beats the champion on the same evaluation.
+    Exit status: 0 decided (promoted or not), 1 failed; with --check, 3 when not promoted."""
     from genimg.tracking.registry import promote as promote_version
 
     if mode is not None and mode not in ("min", "max"):
@@ -415,6 +429,8 @@ def promote(
     payload = promote_version(model, version, force=force, min_delta=min_delta, metric=metric, mode=mode)
     verb = "promoted" if payload["promoted"] else "kept the champion"
     emit(as_json, payload, f"{model}: {verb} — {payload['reason']}")
+    if check and not payload["promoted"]:
+        raise typer.Exit(code=NOT_PROMOTED_EXIT)
 
 
 @app.command()
@@ -456,36 +472,6 @@ def sample(
     emit(as_json, payload, f"wrote {n} samples of {model.registry_name} to {output}")
 
 
-class ProgressBar:
-    """A rich progress bar on a terminal, nothing otherwise."""
-
-    def __init__(self, description: str, enabled: bool) -> None:
-        self.bar: Any = None
-        self.task: Any = None
-        self.description = description
-        self.enabled = enabled and sys.stderr.isatty()
-
-    def __enter__(self) -> ProgressBar:
-        if self.enabled:
-            from rich.console import Console
-            from rich.progress import Progress
-
-            self.bar = Progress(console=Console(stderr=True), transient=True)
-            self.bar.__enter__()
-        return self
-
-    def __call__(self, done: int, total: int) -> None:
-        if self.bar is None:
-            return
-        if self.task is None:
-            self.task = self.bar.add_task(self.description, total=total)
-        self.bar.update(self.task, completed=done, total=total)
-
-    def __exit__(self, *exc: object) -> None:
-        if self.bar is not None:
-            self.bar.__exit__(*exc)
-
-
 @app.command()
 @one_line_errors
 def ingest(
@@ -497,15 +483,17 @@ def ingest(
     """Validate SOURCE and publish it as a versioned dataset in the object store."""
     from genimg.data.readers import read_source
     from genimg.data.versions import check_name, ingest_dataset
+    from genimg.feedback import phase, progress_callback
     from genimg.store import open_store
 
     check_name(name)
     if kind not in (None, "images", "sequences"):
         raise GenimgError(f"invalid --kind {kind!r} (expected images or sequences)")
     store = open_store()
-    with ProgressBar(f"reading {source}", enabled=not as_json) as progress:
+    with phase(f"reading {source}"), progress_callback(f"decoding {source}") as progress:
         dataset = read_source(source, kind, progress=progress)  # type: ignore[arg-type]
-    with ProgressBar(f"writing {name}", enabled=not as_json) as progress:
+    with phase(f"publishing {len(dataset)} records as a version of {name} in {store.uri}"), \
+            progress_callback(f"writing {name}") as progress:
         result = ingest_dataset(dataset, name, store=store, progress=progress)
     counts = ", ".join(f"{split} {n}" for split, n in result.counts.items())
     lines = [
@@ -553,6 +541,14 @@ def datasets(
              f"{sum(e['counts'].values())} records  {e['created_at']}  {e['source']}" for e in entries]
     emit(as_json, {"store": store.uri, "datasets": entries},
          "\n".join(lines) if lines else f"no datasets in {store.uri}")
+
+
+@app.callback()
+def show_feedback() -> None:
+    """Train, evaluate and promote generative image models (GAN, VAE, recurrent VAE)."""
+    from genimg.feedback import show_on_stderr
+
+    show_on_stderr()  # phases and progress of every command, on stderr
 
 
 def main() -> None:

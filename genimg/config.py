@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import types
 import typing
 from collections.abc import Mapping
@@ -27,9 +28,13 @@ def read_yaml_mapping(path: Path, what: str) -> dict[str, Any]:
     if not path.is_file():
         raise ConfigError(f"{what} not found: {path}")
     try:
-        loaded = yaml.safe_load(path.read_text()) or {}
+        loaded = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{path}: not UTF-8 text (byte {exc.object[exc.start]:#04x} at offset {exc.start})") from None
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read {what} ({exc.strerror or exc})") from None
     except yaml.YAMLError as exc:
-        raise ConfigError(f"{path}: not valid YAML ({str(exc).splitlines()[0]})") from exc
+        raise ConfigError(f"{path}: not valid YAML ({str(exc).splitlines()[0]})") from None
     if not isinstance(loaded, dict):
         raise ConfigError(f"{path}: expected a mapping, got {type(loaded).__name__}")
     return loaded
@@ -121,14 +126,20 @@ def coerce(value: Any, annotation: Any, key: str) -> Any:
                 pass
         raise ConfigError(f"invalid value for {key}: {value!r} (expected an integer)")
     if annotation is float:
+        number = None
         if isinstance(value, (int, float)) and not isinstance(value, bool):
-            return float(value)
-        if isinstance(value, str):
+            number = float(value)
+        elif isinstance(value, str):
             try:
-                return float(value)
+                number = float(value)
             except ValueError:
                 pass
-        raise ConfigError(f"invalid value for {key}: {value!r} (expected a number)")
+        if number is None:
+            raise ConfigError(f"invalid value for {key}: {value!r} (expected a number)")
+        # NaN and inf pass every `> 0` check and then poison the weights: refused here, named.
+        if not math.isfinite(number):
+            raise ConfigError(f"invalid value for {key}: {value!r} (expected a finite number)")
+        return number
     if annotation is str:
         if isinstance(value, str):
             return value

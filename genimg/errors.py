@@ -1,4 +1,20 @@
-"""Errors that carry a one-line, user-facing reason (the CLI prints them as they are)."""
+"""Errors that carry a one-line, user-facing reason (the CLI prints them as they are), and the
+redaction of credentials from anything shown."""
+
+import re
+
+# scheme://user:password@host — the userinfo part of a URI, wherever it appears in a text.
+USERINFO = re.compile(r"(?P<scheme>\b[A-Za-z][A-Za-z0-9+.-]*://)[^/\s@]+@")
+
+
+def redact_credentials(text: str) -> str:
+    """`http://user:secret@mlflow:5000` → `http://***@mlflow:5000`, for every URI in `text`."""
+    return USERINFO.sub(r"\g<scheme>***@", text)
+
+
+def without_userinfo(uri: str) -> str:
+    """The URI with no credentials in it (`http://user:secret@host` → `http://host`)."""
+    return USERINFO.sub(r"\g<scheme>", uri)
 
 
 class GenimgError(Exception):
@@ -11,3 +27,7 @@ class ConfigError(GenimgError, ValueError):
 
 class DataError(GenimgError):
     """A data source cannot be read at all (as opposed to single rejected records)."""
+
+
+class TrainingDiverged(GenimgError):
+    """The losses stopped being finite (NaN or inf); the run is stopped, not retried."""

@@ -8,6 +8,8 @@ botocore's "standard" retry mode; large objects go up and down in parts (s3trans
 Every object written through `put_*` records its SHA-256 (S3 user metadata; for files, the
 content itself), and `get_*` verifies it when the caller passes the expected digest.
 Keys are relative, '/'-separated and may not contain '..' or empty segments.
+A local write goes through a temporary named after its writer (pid@host), so a temporary left by
+a killed writer can be told from one still being written, and removed.
 """
 
 from __future__ import annotations
@@ -18,8 +20,11 @@ import io
 import os
 import re
 import shutil
+import socket
 import tempfile
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -31,6 +36,8 @@ from genimg.settings import genimg_home
 SHA256_METADATA = "sha256"
 MULTIPART_THRESHOLD = 16 * 1024 * 1024
 KEY_SEGMENT = re.compile(r"[A-Za-z0-9._@=+-]+")
+# `.<final name>.<uuid hex>.<pid>@<host>.tmp`, beside the final file (see LocalStore).
+STAGING_NAME = re.compile(r"\.(?P<final>.+)\.[0-9a-f]{32}\.(?P<writer>\d+@.+)\.tmp")
 
 
 class StoreError(GenimgError):
@@ -53,6 +60,27 @@ def sha256_file(path: Path) -> str:
     return digest.hexdigest()
 
 
+def writer_tag() -> str:
+    """`pid@host` of this process, for the names of its temporaries."""
+    return f"{os.getpid()}@{socket.gethostname()}"
+
+
+def writer_is_gone(tag: str) -> bool:
+    """True only when the writer `pid@host` is known to be dead: it ran on this host and no
+    process has its pid now. Another host's process cannot be seen from here: it counts as alive,
+    and so does a pid that was reused (its temporary stays; never is one removed mid-write)."""
+    pid, _, host = tag.partition("@")
+    if not pid.isdigit() or int(pid) <= 0 or host != socket.gethostname():
+        return False
+    try:
+        os.kill(int(pid), 0)  # signal 0: only asks whether the process exists
+    except ProcessLookupError:
+        return True
+    except PermissionError:  # it exists, as another user's process
+        return False
+    return False
+
+
 def check_key(key: str) -> str:
     segments = key.split("/")
     if not key or any(s in ("", ".", "..") or not KEY_SEGMENT.fullmatch(s) for s in segments):
@@ -68,7 +96,8 @@ class ObjectInfo:
 
 
 class ObjectStore(abc.ABC):
-    """put/get bytes and files, list, exists, delete, and create-if-absent `publish`."""
+    """put/get bytes and files, list, exists, delete, create-if-absent `publish`, and
+    conditional writes and deletes of versioned objects (`read_versioned`, `replace_if`, …)."""
 
     uri: str
 
@@ -102,6 +131,13 @@ class ObjectStore(abc.ABC):
     def publish(self, key: str, data: bytes) -> bool:
         """Create `key` atomically if it does not exist yet. False if it already existed."""
 
+    def remove_stale_temporaries(self, prefix: str) -> list[str]:
+        """Remove the temporaries under `prefix` that killed writers left; their names.
+
+        Nothing by default: an S3 object appears whole or not at all (a put, or a multipart
+        upload's completion), so a killed writer leaves no object behind."""
+        return []
+
     def exists(self, key: str) -> bool:
         return self.info(key) is not None
 
@@ -109,6 +145,28 @@ class ObjectStore(abc.ABC):
         if expected is not None and sha256_hex(data) != expected:
             raise ChecksumMismatch(f"{self.uri_for(key)}: checksum mismatch (object corrupt)")
         return data
+
+    # Versioned objects: compare-and-swap on one small object (the promotion lock). A version
+    # names one write: S3's ETag, or a file's SHA-256. Both are digests of the content, so a
+    # caller that needs every write to get a new version writes distinct content.
+
+    @abc.abstractmethod
+    def read_versioned(self, key: str) -> tuple[bytes, str] | None:
+        """The object's content and version, or None if it does not exist."""
+
+    @abc.abstractmethod
+    def create_versioned(self, key: str, data: bytes) -> str | None:
+        """Create `key` atomically if it does not exist: its version, or None if it existed."""
+
+    @abc.abstractmethod
+    def replace_if(self, key: str, data: bytes, version: str) -> str | None:
+        """Overwrite `key` with `data` only if it is still at `version`, atomically: the new
+        version, or None if the object changed or vanished (of several callers replacing the
+        same version, exactly one succeeds)."""
+
+    @abc.abstractmethod
+    def delete_if(self, key: str, version: str) -> bool:
+        """Delete `key` only if it is still at `version`, atomically; False if it changed or vanished."""
 
 
 class LocalStore(ObjectStore):
@@ -123,7 +181,21 @@ class LocalStore(ObjectStore):
 
     def staging_path(self, final: Path) -> Path:
         final.parent.mkdir(parents=True, exist_ok=True)
-        return final.parent / f".{final.name}.{uuid.uuid4().hex}.tmp"
+        return final.parent / f".{final.name}.{uuid.uuid4().hex}.{writer_tag()}.tmp"
+
+    def remove_stale_temporaries(self, prefix: str) -> list[str]:
+        """Remove the staging files under `prefix` whose writer died before renaming them into
+        place; a live writer's (here or on another host sharing the folder) are left alone."""
+        base = self.root / check_key(prefix.strip("/")) if prefix.strip("/") else self.root
+        if not base.is_dir():
+            return []
+        removed = []
+        for path in sorted(base.rglob(".*.tmp")):
+            match = STAGING_NAME.fullmatch(path.name)
+            if match and path.is_file() and writer_is_gone(match["writer"]):
+                path.unlink(missing_ok=True)
+                removed.append(path.relative_to(self.root).as_posix())
+        return removed
 
     def put_bytes(self, key: str, data: bytes) -> None:
         final = self.path(key)
@@ -193,6 +265,59 @@ class LocalStore(ObjectStore):
             raise StoreError(f"{self.uri_for(key)}: cannot publish ({exc.strerror or exc})") from exc
         finally:
             staging.unlink(missing_ok=True)
+
+    @contextmanager
+    def exclusive(self, key: str) -> Iterator[None]:
+        """Serialise the conditional changes of one file. A path has no compare-and-swap: a
+        check then a rename or unlink lets two callers act on the same thing they checked, and
+        moving a file away to inspect it leaves a gap where a third creates one. An flock on a
+        sidecar `.<name>.guard` makes check-and-act one step, and the kernel releases it when
+        its holder exits, however it exits, so nothing stale is left behind. Creation needs no
+        guard: it succeeds only where no file is, and a guarded change acts only on one that is."""
+        import fcntl
+
+        final = self.path(key)
+        try:
+            final.parent.mkdir(parents=True, exist_ok=True)
+            descriptor = os.open(final.parent / f".{final.name}.guard", os.O_RDWR | os.O_CREAT, 0o644)
+        except OSError as exc:
+            raise StoreError(f"{self.uri_for(key)}: cannot lock ({exc.strerror or exc})") from exc
+        try:
+            fcntl.flock(descriptor, fcntl.LOCK_EX)  # others hold it for a read and a rename
+            yield
+        finally:
+            os.close(descriptor)  # releases the flock
+
+    def read_versioned(self, key: str) -> tuple[bytes, str] | None:
+        try:
+            data = self.path(key).read_bytes()  # files are replaced whole (rename), never in place
+        except FileNotFoundError:
+            return None
+        except OSError as exc:
+            raise StoreError(f"{self.uri_for(key)}: cannot read ({exc.strerror or exc})") from exc
+        return data, sha256_hex(data)
+
+    def create_versioned(self, key: str, data: bytes) -> str | None:
+        return sha256_hex(data) if self.publish(key, data) else None
+
+    def replace_if(self, key: str, data: bytes, version: str) -> str | None:
+        with self.exclusive(key):
+            current = self.read_versioned(key)
+            if current is None or current[1] != version:
+                return None
+            self.put_bytes(key, data)  # renamed over it: a reader sees the old or the new, whole
+        return sha256_hex(data)
+
+    def delete_if(self, key: str, version: str) -> bool:
+        with self.exclusive(key):
+            current = self.read_versioned(key)
+            if current is None or current[1] != version:
+                return False
+            try:
+                self.path(key).unlink()
+            except OSError as exc:
+                raise StoreError(f"{self.uri_for(key)}: cannot delete ({exc.strerror or exc})") from exc
+        return True
 
 
 def s3_client_config() -> Any:
@@ -340,6 +465,62 @@ class S3Store(ObjectStore):
             raise self.wrap(key, "publish", exc) from exc
         except BotoCoreError as exc:
             raise self.wrap(key, "publish", exc) from exc
+
+    # Conditional requests (If-Match / If-None-Match on PUT and DELETE: S3 since 2024, MinIO,
+    # moto) are decided by the server, so of several racing callers exactly one succeeds.
+
+    def read_versioned(self, key: str) -> tuple[bytes, str] | None:
+        from botocore.exceptions import BotoCoreError, ClientError
+
+        try:
+            response = self.client.get_object(Bucket=self.bucket, Key=self.object_key(key))
+            return response["Body"].read(), str(response["ETag"])
+        except ClientError as exc:
+            if exc.response.get("Error", {}).get("Code") in ("404", "NoSuchKey"):
+                return None
+            raise self.wrap(key, "read", exc) from exc
+        except BotoCoreError as exc:
+            raise self.wrap(key, "read", exc) from exc
+
+    def create_versioned(self, key: str, data: bytes) -> str | None:
+        return self.conditional_put(key, data, IfNoneMatch="*")
+
+    def replace_if(self, key: str, data: bytes, version: str) -> str | None:
+        return self.conditional_put(key, data, IfMatch=version)
+
+    def conditional_put(self, key: str, data: bytes, **condition: str) -> str | None:
+        from botocore.exceptions import BotoCoreError, ClientError
+
+        try:
+            response = self.client.put_object(Bucket=self.bucket, Key=self.object_key(key), Body=data,
+                                              Metadata={SHA256_METADATA: sha256_hex(data)}, **condition)
+            return str(response["ETag"])
+        except ClientError as exc:
+            if condition_failed(exc):
+                return None
+            raise self.wrap(key, "write", exc) from exc
+        except BotoCoreError as exc:
+            raise self.wrap(key, "write", exc) from exc
+
+    def delete_if(self, key: str, version: str) -> bool:
+        from botocore.exceptions import BotoCoreError, ClientError
+
+        try:
+            self.client.delete_object(Bucket=self.bucket, Key=self.object_key(key), IfMatch=version)
+            return True
+        except ClientError as exc:
+            if condition_failed(exc):
+                return False
+            raise self.wrap(key, "delete", exc) from exc
+        except BotoCoreError as exc:
+            raise self.wrap(key, "delete", exc) from exc
+
+
+def condition_failed(exc: Any) -> bool:
+    """A conditional request refused: the object changed (412), another conditional write to it
+    was in flight (409), or it vanished (404 on If-Match)."""
+    return exc.response.get("Error", {}).get("Code") in (
+        "PreconditionFailed", "412", "ConditionalRequestConflict", "409", "NoSuchKey", "404")
 
 
 def default_store_uri() -> str:

@@ -9,8 +9,11 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -20,7 +23,7 @@ from prefect.cache_policies import NONE as NO_CACHE
 
 from genimg.config import read_yaml_mapping
 from genimg.distributed.jobs import RayJobsTarget, run_genimg_job
-from genimg.errors import ConfigError, GenimgError
+from genimg.errors import ConfigError, GenimgError, redact_credentials
 
 ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_CONFIG = ROOT / "configs" / "retrain.yaml"
@@ -318,7 +321,8 @@ def retrain_family(plan: FamilyPlan, dataset_ref: str, config: RetrainConfig, fl
         decision = promote(registered["name"], registered["version"], config.min_delta)
         outcome.promoted, outcome.reason = decision["promoted"], decision["reason"]
     except Exception as exc:  # one family's failure is its outcome; the others go on
-        outcome.error = f"{type(exc).__name__}: {str(exc).strip().splitlines()[0] if str(exc).strip() else ''}"
+        first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+        outcome.error = redact_credentials(f"{type(exc).__name__}: {first_line}")
     return outcome
 
 
@@ -335,9 +339,32 @@ def summary_markdown(datasets: list[dict[str, Any]], outcomes: list[FamilyOutcom
     return "\n".join(lines)
 
 
+@contextmanager
+def genimg_lines_in_run_logs() -> Iterator[None]:
+    """genimg's phase and progress lines (the `genimg` logger) also go to the flow run's logs
+    in Prefect, for as long as the flow runs."""
+    from prefect.logging.handlers import APILogHandler
+
+    logger = logging.getLogger("genimg")
+    handler, level = APILogHandler(), logger.level
+    logger.addHandler(handler)
+    if not logger.isEnabledFor(logging.INFO):
+        logger.setLevel(logging.INFO)
+    try:
+        yield
+    finally:
+        logger.removeHandler(handler)
+        logger.setLevel(level)
+
+
 @flow(name="retrain", log_prints=True)
 def retrain(config_path: str | None = None) -> dict[str, Any]:
     """Ingest each source, then train (or tune), evaluate, register and promote each family."""
+    with genimg_lines_in_run_logs():
+        return retrain_all(config_path)
+
+
+def retrain_all(config_path: str | None) -> dict[str, Any]:
     from prefect.artifacts import create_markdown_artifact
     from prefect.runtime import flow_run
 
@@ -363,8 +390,6 @@ def retrain(config_path: str | None = None) -> dict[str, Any]:
         result = dict(state.result())
         result["reused"] = result["reused"] or state.name == "Cached"
         datasets[name] = result
-    from contextlib import nullcontext
-
     from genimg.distributed.cluster import ray_session
 
     outcomes = []

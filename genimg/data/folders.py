@@ -1,25 +1,34 @@
 """Folders of image files: flat, with class subfolders (→ labels), or of sequences.
 
 Images: PNG / JPEG (and the other formats Pillow decodes). Each file is decoded in full, so a
-truncated or corrupt file is rejected with Pillow's reason and the read goes on.
+truncated or corrupt file is rejected with Pillow's reason and the read goes on. Its size is
+checked from the header before decoding, and its EXIF orientation is applied.
 Sequences: one subfolder per sequence, its frames in natural name order (frame2 < frame10).
+Symbolic links are followed only while they stay inside the source folder; one that leads out of
+it, or nowhere, is rejected (its target is never opened).
 """
 
 from __future__ import annotations
 
+import ctypes
 import multiprocessing as mp
 import os
 import re
+import signal
+import threading
+import time
+import warnings
 from collections import Counter
 from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-from PIL import Image, UnidentifiedImageError
+from PIL import Image, ImageOps, UnidentifiedImageError
 
 from genimg.data.dataset import UNLABELLED, Dataset, Rejection, no_valid_records
-from genimg.data.normalize import check_side, stack_images
+from genimg.data.normalize import MAX_SIDE, MIN_SIDE, check_side, stack_images
 from genimg.errors import DataError
 
 Progress = Callable[[int, int], None]
@@ -33,28 +42,91 @@ DIGITS = re.compile(r"(\d+)")
 # would not help; processes do.
 PARALLEL_MIN_FILES = 2000
 CHUNK_FILES = 500
+# From the policy: Pillow refuses, in Image.open (from the header alone), images of over twice
+# this many pixels and warns above it. No image the policy accepts has more, and a bomb is
+# refused before a single row is decoded even by code that forgets to check the size first.
+Image.MAX_IMAGE_PIXELS = MAX_SIDE * MAX_SIDE
+PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
+PARENT_POLL_SECONDS = 0.5
 
 
 def natural_key(path: Path) -> list[object]:
     return [int(part) if part.isdigit() else part.lower() for part in DIGITS.split(path.name)]
 
 
-def scan(folder: Path, want_dirs: bool) -> list[Path]:
+@dataclass
+class Listing:
+    """What a folder holds: visible files and subfolders (natural order), and the rejected links."""
+
+    files: list[Path] = field(default_factory=list)
+    dirs: list[Path] = field(default_factory=list)
+    rejected: list[Rejection] = field(default_factory=list)
+
+
+def symlink_problem(link: Path, root: Path) -> str | None:
+    """Why the symlink `link` must not be followed, or None when it leads inside `root`.
+
+    Only the link is resolved: its target is never opened, so a link to /etc/passwd or a
+    device costs nothing."""
+    target = os.readlink(link)
+    try:
+        resolved = link.resolve(strict=True)
+    except FileNotFoundError:
+        return f"dangling symlink → {target}"
+    except RuntimeError:  # a cycle of links (Python < 3.13; later ones raise OSError ELOOP)
+        return f"symlink loop → {target}"
+    except OSError as exc:
+        return f"unusable symlink → {target} ({exc.strerror or exc})"
+    if not resolved.is_relative_to(root):
+        return f"symlink → {target} points outside the source folder"
+    return None
+
+
+def list_folder(folder: Path, root: Path) -> Listing:
+    """The visible entries of `folder`; symlinks are followed only where they stay in `root`."""
+    listing = Listing()
     with os.scandir(folder) as entries:
-        found = [
-            Path(entry.path) for entry in entries
-            if not entry.name.startswith(".")
-            and (entry.is_dir() if want_dirs else entry.is_file())
-        ]
-    return sorted(found, key=natural_key)
+        for entry in entries:
+            if entry.name.startswith("."):
+                continue
+            path = Path(entry.path)
+            problem = symlink_problem(path, root) if entry.is_symlink() else None
+            if problem is not None:
+                listing.rejected.append(Rejection(str(path), problem))
+            elif entry.is_dir():
+                listing.dirs.append(path)
+            elif entry.is_file():
+                listing.files.append(path)
+    listing.files.sort(key=natural_key)
+    listing.dirs.sort(key=natural_key)
+    listing.rejected.sort(key=lambda r: natural_key(Path(r.item)))
+    return listing
 
 
-def visible_files(folder: Path) -> list[Path]:
-    return scan(folder, want_dirs=False)
+def files_under(folder: Path, root: Path) -> Listing:
+    """Every visible file below `folder`, at any depth, in natural order of its path.
 
+    A folder that a link leads back into (`root`, or one that holds the link) is rejected as a
+    loop instead of being walked again and again."""
+    found = Listing()
 
-def visible_dirs(folder: Path) -> list[Path]:
-    return scan(folder, want_dirs=True)
+    def walk(current: Path, ancestors: frozenset[Path]) -> None:
+        real = current.resolve()
+        if real in ancestors:
+            # Only a symlink can lead back up: plain folders form a tree.
+            found.rejected.append(Rejection(str(current), f"symlink loop → {os.readlink(current)}"))
+            return
+        listing = list_folder(current, root)
+        found.files += listing.files
+        found.rejected += listing.rejected
+        for sub in listing.dirs:
+            walk(sub, ancestors | {real})
+
+    walk(folder, frozenset({root}))
+    found.files.sort(
+        key=lambda p: [natural_key(Path(part)) for part in p.relative_to(folder).parts]
+    )
+    return found
 
 
 def decode_workers() -> int:
@@ -68,13 +140,36 @@ def decode_chunk(paths: list[Path]) -> list[np.ndarray | str]:
     return [decode_image(path) for path in paths]
 
 
+def die_with_parent(parent: int) -> None:
+    """Decode-worker initializer: end this worker as soon as `parent` (the reader) dies.
+
+    A SIGKILLed reader cannot shut its pool down, and its forked workers would wait on the task
+    pipe for ever (each holds a copy of its write end, so it never reports end of file)."""
+    try:
+        # Linux: the kernel sends SIGKILL when the forking thread ends; the pool forks all its
+        # workers from the thread that then waits in decode_all, so that is the reader's end.
+        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+    except (OSError, AttributeError):
+        pass  # no prctl here: the watcher below does it, a little later
+    threading.Thread(target=exit_when_orphaned, args=(parent,), daemon=True).start()
+
+
+def exit_when_orphaned(parent: int) -> None:
+    # An orphan is adopted by init or a subreaper: its parent pid changes. This also covers a
+    # parent that died before prctl above took effect.
+    while os.getppid() == parent:
+        time.sleep(PARENT_POLL_SECONDS)
+    os._exit(1)
+
+
 def decode_all(paths: list[Path], progress: Progress | None = None) -> list[np.ndarray | str]:
     """decode_image over `paths`, in order; in parallel processes for large folders."""
     chunks = [paths[i : i + CHUNK_FILES] for i in range(0, len(paths), CHUNK_FILES)]
     workers = decode_workers()
     results: list[np.ndarray | str] = []
     if len(paths) >= PARALLEL_MIN_FILES and workers > 1 and "fork" in mp.get_all_start_methods():
-        with ProcessPoolExecutor(workers, mp_context=mp.get_context("fork")) as pool:
+        with ProcessPoolExecutor(workers, mp_context=mp.get_context("fork"),
+                                 initializer=die_with_parent, initargs=(os.getpid(),)) as pool:
             for decoded in pool.map(decode_chunk, chunks):
                 results += decoded
                 if progress is not None:
@@ -88,47 +183,53 @@ def decode_all(paths: list[Path], progress: Progress | None = None) -> list[np.n
 
 
 def decode_image(path: Path) -> np.ndarray | str:
-    """(H, W, C) uint8 with C in {1, 3}, or the reason it cannot be used."""
+    """(H, W, C) uint8 with C in {1, 3}, upright per its EXIF orientation, or the reason it
+    cannot be used."""
     if path.suffix.lower() not in IMAGE_SUFFIXES:
         return f"not an image file (extension {path.suffix or 'none'!s})"
     try:
-        with Image.open(path) as image:
+        with warnings.catch_warnings():
+            # Pillow warns of sizes near its limit; check_side below rejects them anyway.
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            image = Image.open(path)
+        with image:
+            # The size comes from the header: refuse before decoding, not after (a 300 KB PNG
+            # can declare 10000×10000 px, a gigabyte decoded).
+            side_problem = check_side(image.height, image.width)
+            if side_problem:
+                return side_problem
             image.load()
             if image.mode in ("I", "I;16", "F"):
                 return f"unsupported image mode {image.mode} (expected 8-bit grey or colour)"
+            ImageOps.exif_transpose(image, in_place=True)  # upright, as the camera meant
             if image.mode in GREY_MODES:
                 grey = image if image.mode == "L" else image.convert("L")
-                decoded = np.asarray(grey)[:, :, None]
-            else:
-                decoded = np.asarray(image if image.mode == "RGB" else image.convert("RGB"))
+                return np.asarray(grey)[:, :, None]
+            return np.asarray(image if image.mode == "RGB" else image.convert("RGB"))
     except UnidentifiedImageError:
         return "not a decodable image (unknown or corrupt format)"
+    except Image.DecompressionBombError as exc:
+        # Raised by Image.open from the header, for more than 2 × MAX_IMAGE_PIXELS pixels.
+        return f"odd shape: {str(exc).rstrip('.')} (sides must be {MIN_SIDE}–{MAX_SIDE} px)"
     except (OSError, SyntaxError, ValueError) as exc:
         return f"corrupt image: {exc}"
-    except Image.DecompressionBombError as exc:
-        return f"refused: {exc}"
-    side_problem = check_side(*decoded.shape[:2])
-    return side_problem if side_problem else decoded
-
-
-def image_files_under(folder: Path) -> list[Path]:
-    """Every visible file below `folder`, at any depth, in natural order of its path."""
-    files = [
-        p for p in folder.rglob("*")
-        if p.is_file() and not any(part.startswith(".") for part in p.relative_to(folder).parts)
-    ]
-    return sorted(files, key=lambda p: [natural_key(Path(part)) for part in p.relative_to(folder).parts])
 
 
 def read_image_folder(folder: Path, progress: Progress | None = None) -> Dataset:
-    classes = [d for d in visible_dirs(folder) if image_files_under(d)]
-    class_names = [d.name for d in classes] or None
-    entries: list[tuple[Path, int]] = [(p, UNLABELLED) for p in visible_files(folder)]
-    for index, class_dir in enumerate(classes):
-        entries += [(p, index) for p in image_files_under(class_dir)]
-    if not entries:
+    root = folder.resolve()  # the folder itself may be a link; what is inside must stay in it
+    top = list_folder(folder, root)
+    rejected = list(top.rejected)
+    entries: list[tuple[Path, int]] = [(p, UNLABELLED) for p in top.files]
+    class_names: list[str] = []
+    for class_dir in top.dirs:
+        under = files_under(class_dir, root)
+        rejected += under.rejected
+        if under.files:  # a folder with nothing usable in it is not a class
+            entries += [(p, len(class_names)) for p in under.files]
+            class_names.append(class_dir.name)
+    if not entries and not rejected:
         raise DataError(f"{folder}: empty folder (no files)")
-    images, labels, rejected = [], [], []
+    images, labels = [], []
     for (path, label), decoded in zip(entries, decode_all([p for p, _ in entries], progress)):
         if isinstance(decoded, str):
             rejected.append(Rejection(str(path), decoded))
@@ -142,23 +243,33 @@ def read_image_folder(folder: Path, progress: Progress | None = None) -> Dataset
         data=stack_images(images),
         source=str(folder),
         labels=np.asarray(labels, np.int64) if class_names else None,
-        class_names=class_names,
+        class_names=class_names or None,
         rejected=rejected,
     )
 
 
 def read_sequence_folder(folder: Path, progress: Progress | None = None) -> Dataset:
-    sequence_dirs = visible_dirs(folder)
-    if not sequence_dirs:
+    root = folder.resolve()
+    top = list_folder(folder, root)
+    if not top.dirs and not top.rejected:
         raise DataError(f"{folder}: no sequence subfolders (one folder of frames per sequence)")
-    rejected = [Rejection(str(p), "not a sequence folder (a file beside the sequences)")
-                for p in visible_files(folder)]
+    rejected = top.rejected + [
+        Rejection(str(p), "not a sequence folder (a file beside the sequences)") for p in top.files
+    ]
     decoded_sequences: list[tuple[Path, list[np.ndarray]]] = []
-    for done, sequence_dir in enumerate(sequence_dirs, 1):
-        if progress is not None and (done % 64 == 0 or done == len(sequence_dirs)):
-            progress(done, len(sequence_dirs))
+    for done, sequence_dir in enumerate(top.dirs, 1):
+        if progress is not None and (done % 64 == 0 or done == len(top.dirs)):
+            progress(done, len(top.dirs))
+        if sequence_dir.resolve() == root:  # a link back to the source folder
+            loop = f"symlink loop → {os.readlink(sequence_dir)}"
+            rejected.append(Rejection(str(sequence_dir), loop))
+            continue
+        listing = list_folder(sequence_dir, root)
         frames, problem = [], None
-        for frame_path in visible_files(sequence_dir):
+        if listing.rejected:
+            first = listing.rejected[0]
+            problem = f"frame {Path(first.item).name}: {first.reason}"
+        for frame_path in [] if problem else listing.files:
             decoded = decode_image(frame_path)
             if isinstance(decoded, str):
                 problem = f"frame {frame_path.name}: {decoded}"

@@ -1,7 +1,13 @@
-"""What `--dataset` accepts: a dataset in the store (NAME or NAME@VERSION) or any raw source."""
+"""What `--dataset` accepts: a dataset in the store (NAME or NAME@VERSION) or any raw source.
+
+A run records its data pinned: NAME@VERSION for the store, SOURCE@VERSION for a raw source (the
+version `genimg ingest` would give its content). Both are accepted back wherever a dataset is;
+a pinned raw source whose content has changed since is refused, naming both versions.
+"""
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -23,8 +29,37 @@ from genimg.store import ObjectStore
 
 def is_store_ref(source: str) -> bool:
     """builtin:…, URIs and existing local paths are raw sources; NAME[@VERSION] names the store."""
-    raw = source.startswith("builtin:") or "://" in source or Path(source).expanduser().exists()
+    base, _ = split_pinned(source)  # a local folder `faces` pinned as faces@VERSION stays raw
+    raw = base.startswith("builtin:") or "://" in base or Path(base).expanduser().exists()
     return not raw and looks_like_ref(source)
+
+
+PINNED_RAW = re.compile(r"(?P<source>.+)@(?P<version>[0-9a-f]{12})")
+
+
+def split_pinned(source: str) -> tuple[str, str | None]:
+    """A raw source and the version it is pinned to: 'builtin:digits@291043e66cae' →
+    ('builtin:digits', '291043e66cae'); anything unpinned (or a path that exists as written) → (source, None)."""
+    found = PINNED_RAW.fullmatch(source)
+    if found is None or Path(source).expanduser().exists():
+        return source, None
+    return found["source"], found["version"]
+
+
+def check_pinned(source: str, pinned: str | None, actual: str) -> None:
+    if pinned is not None and pinned != actual:
+        raise DataError(f"{source}@{pinned}: the source's content changed since (it is now {source}@{actual})")
+
+
+def dataset_location(ref: str, store: ObjectStore | None = None) -> str:
+    """Where a pinned dataset lives: its version's folder in the store, or the raw source."""
+    if is_store_ref(ref):
+        from genimg.data.versions import parse_ref, version_prefix
+        from genimg.store import open_store
+
+        name, version = parse_ref(ref)
+        return (store or open_store()).uri_for(version_prefix(name, version or "latest").rstrip("/"))
+    return split_pinned(ref)[0]
 
 
 def open_dataset(
@@ -37,8 +72,10 @@ def open_dataset(
     """`splits` of a dataset version in the store, or of a raw source split in memory by the
     same record-hash rule (so training never sees the records evaluation is measured on)."""
     if not is_store_ref(source):
+        source, pinned = split_pinned(source)
         dataset = read_source(source, kind)
         plan = plan_splits(dataset)
+        check_pinned(source, pinned, plan.version)
         parts = [plan.split(dataset, split) for split in splits]
         records = np.concatenate([part.data for part in parts])
         if len(records) == 0:
@@ -48,7 +85,7 @@ def open_dataset(
             )
         labels = [part.labels for part in parts]
         return Dataset(
-            kind=dataset.kind, data=records, source=dataset.source,
+            kind=dataset.kind, data=records, source=f"{source}@{plan.version}",
             labels=np.concatenate(labels) if all(label is not None for label in labels) else None,  # type: ignore[arg-type]
             class_names=dataset.class_names, rejected=dataset.rejected,
         )
@@ -93,6 +130,8 @@ def open_splits(source: str, kind: DataKind | None = None, *, store: ObjectStore
         version = resolve_version(source, store)
         check_kind(version, kind)
         return SplitSource(version.ref, version.version, version.kind, stored=version)
+    source, pinned = split_pinned(source)
     dataset = read_source(source, kind)
     plan = plan_splits(dataset)
+    check_pinned(source, pinned, plan.version)
     return SplitSource(f"{source}@{plan.version}", plan.version, dataset.kind, raw=dataset, plan=plan)

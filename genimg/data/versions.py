@@ -195,6 +195,8 @@ def ingest_dataset(
     hashes, labels, by_split = plan.hashes, plan.labels, plan.by_split
     duplicates, preprocessing, version = plan.duplicates, plan.preprocessing, plan.version
     prefix = version_prefix(name, version)
+    # A killed ingest of this version may have left half-written shards in a local store.
+    store.remove_stale_temporaries(prefix)
     counts = {split: len(indices) for split, indices in by_split.items()}
     result = IngestResult(name, version, store.uri_for(prefix.rstrip("/")), counts,
                           list(dataset.rejected), duplicates, reused=True)

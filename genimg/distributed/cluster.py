@@ -8,6 +8,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from genimg.errors import GenimgError
+from genimg.feedback import phase
 
 AUTH_HINT = (
     "the cluster uses token authentication (Ray's default once a token exists), set "
@@ -51,10 +52,11 @@ def ray_session(address: str | None = None) -> Iterator[bool]:
     # through the run's result. GENIMG_RAY_LOGS=1 shows them.
     log_to_driver = os.environ.get("GENIMG_RAY_LOGS", "0") == "1"
     try:
-        if address:
-            ray.init(address=address, logging_level="WARNING", log_to_driver=log_to_driver)
-        else:
-            ray.init(logging_level="WARNING", log_to_driver=log_to_driver)
+        with phase(f"connecting to Ray at {address}" if address else "starting a local Ray (RAY_ADDRESS unset)"):
+            if address:
+                ray.init(address=address, logging_level="WARNING", log_to_driver=log_to_driver)
+            else:
+                ray.init(logging_level="WARNING", log_to_driver=log_to_driver)
     except Exception as exc:
         raise explain_connection_error(address or "a new local instance", exc) from exc
     try:

@@ -20,7 +20,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from genimg.errors import GenimgError
+from genimg.errors import GenimgError, without_userinfo
 
 # Submitter-side settings the job needs to see the same store and tracking server. Credentials
 # are not forwarded: a job's runtime_env is shown in the dashboard. Nodes bring their own
@@ -53,9 +53,12 @@ class JobOutcome:
 
 def job_runtime_env(target: RayJobsTarget, submission_id: str) -> dict[str, Any]:
     from genimg.store import default_store_uri
-    from genimg.tracking.runs import tracking_uri
+    from genimg.tracking.runs import experiment_name, tracking_uri
 
-    env = {"GENIMG_STORE": default_store_uri(), "MLFLOW_TRACKING_URI": tracking_uri(),
+    # A job's runtime_env is shown in Ray's dashboard: the tracking URI goes without credentials
+    # in it; the cluster gives MLflow its own (MLFLOW_TRACKING_USERNAME / _PASSWORD or _TOKEN).
+    env = {"GENIMG_STORE": default_store_uri(), "MLFLOW_TRACKING_URI": without_userinfo(tracking_uri()),
+           "MLFLOW_EXPERIMENT_NAME": experiment_name(),
            "GENIMG_RAY_JOB": submission_id}  # tags the job's MLflow runs
     for name in (*FORWARDED_ENV, *target.forward_env):
         if os.environ.get(name):

@@ -17,6 +17,7 @@ after a worker or node failure (`FailureConfig(max_failures)`), continues from t
 from __future__ import annotations
 
 import io
+import json
 import os
 import shutil
 import tempfile
@@ -32,15 +33,16 @@ import numpy as np
 import torch
 
 from genimg.config import config_from_dict, config_to_dict
-from genimg.data.sources import is_store_ref, open_dataset
+from genimg.data.sources import dataset_location, is_store_ref, open_dataset
 from genimg.data.versions import resolve_version
-from genimg.errors import GenimgError
+from genimg.errors import GenimgError, TrainingDiverged
 from genimg.models.base import model_spec, save_model
 from genimg.store import ObjectStore, open_store
 from genimg.training.checkpoint import checkpoint_step
 from genimg.training.config import TrainConfig
-from genimg.training.loop import BatchSchedule, seed_everything, train_model
-from genimg.training.run import RunConfig, resolve_run_config
+from genimg.training.loop import THROUGHPUT_METRIC, BatchSchedule, seed_everything, train_model
+from genimg.feedback import say
+from genimg.training.run import RunConfig, check_resume_dataset, resolve_run_config
 
 ProgressCallback = Callable[[int, dict[str, float]], None]
 
@@ -59,6 +61,7 @@ class DistributedResult:
     records: int = 0
     rejected: list[dict[str, str]] = field(default_factory=list)
     export: str | None = None
+    dataset: str = ""  # pinned: NAME@VERSION, or SOURCE@VERSION for a raw source
 
 
 # --- storage ---------------------------------------------------------------------------------
@@ -77,6 +80,20 @@ def run_storage(store: ObjectStore) -> tuple[str, Any]:
         # pyarrow does not read AWS_ENDPOINT_URL_S3; credentials still come from the usual chain.
         return path, pyarrow.fs.S3FileSystem(endpoint_override=endpoint)
     return f"s3://{path}", None
+
+
+def run_record_key(run_name: str) -> str:
+    """genimg's note beside Ray's files of a run: what it trains (read back on --resume)."""
+    return f"runs/{run_name}/genimg-run.json"
+
+
+def recorded_dataset(store: ObjectStore, run_name: str) -> str | None:
+    if not store.exists(run_record_key(run_name)):
+        return None
+    try:
+        return json.loads(store.get_bytes(run_record_key(run_name))).get("dataset")
+    except ValueError:
+        return None
 
 
 def run_has_checkpoints(store: ObjectStore, run_name: str) -> bool:
@@ -107,6 +124,19 @@ def allreduce_mean(parameters: Any) -> None:
         count = grad.numel()
         grad.copy_(flat[offset : offset + count].view_as(grad))
         offset += count
+
+
+def all_ranks_finite(device: torch.device) -> Callable[[bool], bool]:
+    """Whether every rank's losses are finite (a MIN all-reduce of a flag), so all ranks stop at
+    the same step: one rank stopping alone would leave the others waiting in an all-reduce."""
+    import torch.distributed as dist
+
+    def agree(finite: bool) -> bool:
+        flag = torch.tensor([1 if finite else 0], dtype=torch.int32, device=device)
+        dist.all_reduce(flag, op=dist.ReduceOp.MIN)
+        return bool(flag.item())
+
+    return agree
 
 
 def sample_png(model: Any) -> bytes:
@@ -165,6 +195,8 @@ def train_worker(config: dict[str, Any]) -> None:
 
     def on_log(step: int, metrics: dict[str, float]) -> None:
         if rank == 0:
+            if THROUGHPUT_METRIC in metrics:  # every rank steps in lockstep: the run's rate
+                metrics = {**metrics, THROUGHPUT_METRIC: metrics[THROUGHPUT_METRIC] * world}
             events.push.remote({"type": "metrics", "step": step, "metrics": metrics, "time": time.time()})
 
     def on_checkpoint(step: int, metrics: dict[str, float], write: Callable[[Path], None]) -> None:
@@ -180,8 +212,9 @@ def train_worker(config: dict[str, Any]) -> None:
             reported = {**metrics, "resumed_from_step": float(resumed_from)}
             ray.train.report(reported, checkpoint=ray.train.Checkpoint.from_directory(folder))
 
+    distributed = world > 1 and dist.is_initialized()
     try:
-        train_model(
+        result = train_model(
             model,
             records,
             train_config,
@@ -189,11 +222,20 @@ def train_worker(config: dict[str, Any]) -> None:
             restore_from=restore_dir,
             on_log=on_log,
             on_checkpoint=on_checkpoint,
-            gradient_sync=allreduce_mean if world > 1 and dist.is_initialized() else (lambda _: None),
+            gradient_sync=allreduce_mean if distributed else (lambda _: None),
             rank=rank,
+            finite_everywhere=all_ranks_finite(device) if distributed else (lambda finite: finite),
         )
+    except TrainingDiverged as exc:
+        # Every rank stops at the same step (all_ranks_finite). Reported instead of raised:
+        # Ray would restart the group from the last checkpoint, only to diverge again.
+        if rank == 0:
+            events.push.remote({"type": "diverged", "reason": str(exc)})
+        return
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
+    if rank == 0:
+        events.push.remote({"type": "throughput", "images_per_second": result.images_per_second * world})
 
 
 # --- driver side -----------------------------------------------------------------------------
@@ -226,6 +268,13 @@ def read_training_data(source: str, kind: str, store: ObjectStore) -> tuple[Any,
             raise GenimgError(f"{version.ref} holds {version.kind}, but this model trains on {kind}")
         return version, None
     return None, open_dataset(source, kind)  # type: ignore[arg-type]
+
+
+def record_shape(run: RunConfig) -> tuple[int, ...]:
+    """The shape of one training record, from the model config fitted to the data."""
+    image_shape = tuple(int(s) for s in run.model.image_shape)
+    frames = getattr(run.model, "num_frames", None)
+    return (int(frames), *image_shape) if frames else image_shape
 
 
 def shape_probe(version: Any, dataset: Any) -> Any:
@@ -271,15 +320,22 @@ def train_distributed(
     spec = model_spec(model_name)
     resolve_run_config(model_name, sections)  # bad keys and values fail before Ray starts
     store = open_store()
-    if run_has_checkpoints(store, run_name) and not resume:
+    has_checkpoints = run_has_checkpoints(store, run_name)
+    if has_checkpoints and not resume:
         raise GenimgError(
             f"run {run_name} already has checkpoints in {store.uri_for('runs/' + run_name)}; "
             "pass --resume to continue it or pick another --run-name"
         )
+    if resume and not has_checkpoints:
+        say("run %s has no checkpoints in %s: starting it fresh", run_name, store.uri_for(f"runs/{run_name}"))
     version, dataset = read_training_data(source, spec.data_kind, store)
     if version is not None and version.count() == 0:
         raise GenimgError(f"{version.ref} has no training records")
+    pinned = version.ref if version is not None else dataset.source
+    if has_checkpoints:
+        check_resume_dataset(run_name, recorded_dataset(store, run_name), pinned, source)
     run = resolve_run_config(model_name, sections, shape_probe(version, dataset))
+    store.put_bytes(run_record_key(run_name), json.dumps({"model": model_name, "dataset": pinned}).encode())
 
     from genimg.distributed.cluster import cluster_cpus, largest_node_cpus, ray_session
 
@@ -295,7 +351,7 @@ def train_distributed(
         return fit(run, data, dataset_label, count, rejected, store, workers=workers, use_gpu=use_gpu,
                    cpus=cpus, run_name=run_name, max_failures=max_failures, export_dir=export_dir,
                    on_progress=on_progress, samples=samples,
-                   validation=validation_spec(version, source, spec.data_kind))
+                   validation=validation_spec(version, pinned, spec.data_kind))
 
 
 def validation_spec(version: Any, source: str, kind: str, features: dict[str, Any] | None = None) -> dict[str, Any] | None:
@@ -350,6 +406,7 @@ def fit(
                                            **(tags or {})})
     tracking.log_params(run.as_dict() | {"dataset": dataset_label, "workers": str(workers),
                                          "use_gpu": use_gpu, "cpus_per_worker": cpus})
+    tracking.log_dataset(dataset_label, dataset_location(dataset_label, store), count, record_shape(run))
     from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
     # On the driver's node: losing a worker node must not lose the run's event stream.
@@ -394,11 +451,10 @@ def fit(
     placement_world = [0]
     last_metrics: dict[str, float] = {}
     started = time.perf_counter()
-    first_step: tuple[int, float] | None = None
-    last_step: tuple[int, float] | None = None
+    reported: dict[str, Any] = {}  # the last attempt's steady-state rate; a divergence
 
     def handle(event: dict[str, Any]) -> None:
-        nonlocal last_metrics, first_step, last_step
+        nonlocal last_metrics
         kind = event["type"]
         if kind == "worker":
             # Ranks of a restarted (or resized) group overwrite the earlier ones.
@@ -406,21 +462,22 @@ def fit(
             placement_world[0] = event["world"]
         elif kind == "attempt":
             attempts.append(event)
+            resumed = int(event["resumed_from_step"])
+            say("%s on %d worker(s)%s", "training" if len(attempts) == 1 else f"restart {len(attempts) - 1}:",
+                placement_world[0] or 1, f", from the checkpoint of step {resumed}" if resumed else "")
         elif kind == "metrics":
-            step = int(event["step"])
             last_metrics = event["metrics"]
-            tracking.add_metrics(step, event["metrics"], int(event["time"] * 1000))
-            if first_step is None or step <= (last_step or (0, 0))[0]:
-                first_step = (step, event["time"])
-            last_step = (step, event["time"])
+            tracking.add_metrics(int(event["step"]), event["metrics"], int(event["time"] * 1000))
             if on_progress is not None:
-                on_progress(step, event["metrics"])
+                on_progress(int(event["step"]), event["metrics"])
         elif kind == "validation":
             tracking.add_metrics(int(event["step"]), event["metrics"], int(event["time"] * 1000))
             # Validation comes with each checkpoint report, which is when Tune may stop the run.
             tracking.flush()
         elif kind == "samples":
             tracking.log_bytes(event["png"], f"samples/step-{int(event['step']):08d}.png")
+        elif kind in ("throughput", "diverged"):
+            reported[kind] = event
 
     def drain() -> list[dict[str, Any]]:
         try:
@@ -430,6 +487,8 @@ def fit(
             return []  # the events actor is being restarted: progress resumes after it
 
     thread = threading.Thread(target=run_fit, name="genimg-fit", daemon=True)
+    say("starting %s Ray Train worker(s) for run %s (%d CPU(s)%s each) …", workers if isinstance(workers, int)
+        else "-".join(map(str, workers)), run_name, cpus, " + 1 GPU" if use_gpu else "")
     thread.start()
     try:
         while thread.is_alive():
@@ -441,10 +500,13 @@ def fit(
     except BaseException:
         tracking.finish("KILLED")
         raise
+    if "diverged" in reported:
+        tracking.finish("FAILED", reason=reported["diverged"]["reason"])
+        raise TrainingDiverged(reported["diverged"]["reason"])
     if "error" in outcome or outcome["result"].error is not None:
         error = outcome.get("error") or outcome["result"].error
-        tracking.finish("FAILED")
         first_line = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        tracking.finish("FAILED", reason=f"training failed: {first_line}")
         raise GenimgError(f"training failed: {first_line}") from error
     result = outcome["result"]
     metrics = {k: float(v) for k, v in (result.metrics or {}).items() if k != "resumed_from_step"}
@@ -459,10 +521,7 @@ def fit(
                          int(time.time() * 1000))
     tracking.finish()
     elapsed = time.perf_counter() - started
-    rate = 0.0
-    if first_step and last_step and last_step[1] > first_step[1]:
-        global_batch = run.train.batch_size * max(1, len(placement))
-        rate = (last_step[0] - first_step[0]) * global_batch / (last_step[1] - first_step[1])
+    rate = float(reported["throughput"]["images_per_second"]) if "throughput" in reported else 0.0
     return DistributedResult(
         run_name=run_name,
         run_id=tracking.run_id,
@@ -476,6 +535,7 @@ def fit(
         records=count,
         rejected=rejected,
         export=export,
+        dataset=dataset_label,
     )
 
 

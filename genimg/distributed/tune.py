@@ -11,6 +11,11 @@ cluster holds (the rest queue), since a trial started without room for its worke
 Ray Train's worker-group timeout instead of training. Tune's experiment state lives in the store
 (`runs/<search>/`), so `--resume` continues an interrupted search without rerunning finished
 trials; a trial cut off midway restarts its Train run, which resumes from its last checkpoint.
+
+Trust: Tune keeps that state as pickles (`tuner.pkl`, its trial records) and unpickles them on
+`--resume` and on the retrain flow's automatic resume, so whoever can write `runs/<search>/` in
+the store can run code in the resuming process. The store must be as trusted as the code: only
+people and services allowed to deploy code may write to it (README, "Trust boundaries").
 """
 
 from __future__ import annotations
@@ -232,7 +237,7 @@ def tune_search(
     from genimg.distributed.cluster import cluster_cpus, ray_session
     from genimg.distributed.trainer import read_training_data, run_storage, shape_probe, validation_spec, worker_data
     from genimg.settings import genimg_home
-    from genimg.tracking.runs import TrainingRun, tracking_uri
+    from genimg.tracking.runs import TrainingRun, experiment_name, tracking_uri
 
     if trials < 1 or steps < 1 or workers_per_trial < 1:
         raise GenimgError("--trials, --steps and --workers-per-trial must each be ≥ 1")
@@ -305,7 +310,8 @@ def tune_search(
             "dataset_label": dataset_label, "count": count, "store": store.uri, "workers": workers_per_trial,
             "use_gpu": use_gpu, "cpus": cpus_per_worker, "max_failures": 1, "validation": validation,
             "parent_run_id": parent.run_id, "search": search,
-            "env": {"MLFLOW_TRACKING_URI": tracking_uri(), "GENIMG_STORE": store.uri,
+            "env": {"MLFLOW_TRACKING_URI": tracking_uri(), "MLFLOW_EXPERIMENT_NAME": experiment_name(),
+                    "GENIMG_STORE": store.uri,
                     "GENIMG_HOME": str(genimg_home()),
                     # lineage tags of the trial runs (see tracking.runs.lineage_tags)
                     **{k: os.environ[k] for k in ("GENIMG_FLOW_RUN_ID", "GENIMG_RAY_JOB") if os.environ.get(k)}},

@@ -22,6 +22,7 @@ from genimg.data.sources import SplitSource
 from genimg.errors import GenimgError
 from genimg.evaluation.config import EvalConfig
 from genimg.evaluation.features import FeatureExtractor, as_frames, choose_extractor
+from genimg.feedback import progress
 from genimg.evaluation.metrics import (
     NEAREST_K,
     frame_psnr,
@@ -70,12 +71,18 @@ def seeded_subset(dataset: Dataset, limit: int, seed: int) -> Dataset:
 
 
 def generate(model: GenerativeModel, count: int, seed: int, batch_size: int) -> Tensor:
-    """`count` samples, batch by batch, each batch with its own seed derived from `seed`."""
-    batches = [
-        model.sample(min(batch_size, count - start), seed=seed * 1_000_003 + number).cpu()
-        for number, start in enumerate(range(0, count, batch_size))
-    ]
-    return torch.cat(batches)
+    """`count` samples, batch by batch, each batch with its own seed derived from `seed`;
+    refused when not finite (a diverged model's NaNs would crash FID's linear algebra)."""
+    batches = []
+    with progress(f"generating {count} samples", count) as update:
+        for number, start in enumerate(range(0, count, batch_size)):
+            batches.append(model.sample(min(batch_size, count - start), seed=seed * 1_000_003 + number).cpu())
+            update(start + len(batches[-1]))
+    samples = torch.cat(batches)
+    if not torch.isfinite(samples).all():
+        raise GenimgError(f"model {model.registry_name} generates non-finite values (NaN or inf): its "
+                          "weights are broken (a run that diverged?); nothing to evaluate")
+    return samples
 
 
 def check_shapes(model: GenerativeModel, source: SplitSource) -> None:
@@ -94,6 +101,10 @@ def check_shapes(model: GenerativeModel, source: SplitSource) -> None:
 def distances(extractor: FeatureExtractor, real: Tensor, fake: Tensor, config: EvalConfig) -> dict[str, float]:
     real_features = extractor(real, config.batch_size)
     fake_features = extractor(fake, config.batch_size)
+    for which, features in (("real", real_features), ("generated", fake_features)):
+        if not torch.isfinite(features).all():
+            raise GenimgError(f"the {extractor.name} features of the {which} images are not finite (NaN or inf); "
+                              "FID/KID cannot be computed")
     metrics = frechet_and_kernel_distances(real_features, fake_features, config.seed)
     if len(real) > NEAREST_K and len(fake) > NEAREST_K:
         metrics |= precision_recall_density_coverage(real_features, fake_features)
@@ -104,9 +115,11 @@ def image_nll(model: GenerativeModel, images: Tensor, config: EvalConfig) -> dic
     """Mean IWAE estimate of −log p(x) in nats over `images`, and the same in bits per dimension."""
     generator = torch.Generator().manual_seed(config.seed)
     total = 0.0
-    for start in range(0, len(images), 100):
-        batch = images[start : start + 100].float().div(255.0).to(model.device)
-        total += float(model.nll(batch, k=config.nll_k, generator=generator).sum())  # type: ignore[operator]
+    with progress(f"NLL of {len(images)} images (IWAE, k={config.nll_k})", len(images), "images") as update:
+        for start in range(0, len(images), 100):
+            batch = images[start : start + 100].float().div(255.0).to(model.device)
+            total += float(model.nll(batch, k=config.nll_k, generator=generator).sum())  # type: ignore[operator]
+            update(start + len(batch))
     nll = total / len(images)
     dimensions = math.prod(images.shape[1:])
     return {"nll": nll, "bits_per_dim": nll / (dimensions * math.log(2))}
@@ -130,21 +143,23 @@ def sequence_metrics(
 
     best: Tensor | None = None
     best_ssim = best_score = None
-    for draw in range(config.best_of):
-        continued = torch.cat([
-            model.continue_sequence(  # type: ignore[operator]
-                truth[start : start + config.batch_size, :context].to(model.device), steps,
-                seed=config.seed * 1_000_003 + draw * 1009 + number,
-            ).cpu()
-            for number, start in enumerate(range(0, len(truth), config.batch_size))
-        ])
-        ssim = per_frame(frame_ssim, continued[:, context:])
-        score = ssim.mean(1)
-        if best is None:
-            best, best_ssim, best_score = continued, ssim, score
-            continue
-        better = score > best_score
-        best[better], best_ssim[better], best_score[better] = continued[better], ssim[better], score[better]  # type: ignore[index]
+    with progress(f"continuing {len(truth)} sequences, best of {config.best_of}", config.best_of, "draws") as update:
+        for draw in range(config.best_of):
+            continued = torch.cat([
+                model.continue_sequence(  # type: ignore[operator]
+                    truth[start : start + config.batch_size, :context].to(model.device), steps,
+                    seed=config.seed * 1_000_003 + draw * 1009 + number,
+                ).cpu()
+                for number, start in enumerate(range(0, len(truth), config.batch_size))
+            ])
+            update(draw + 1)
+            ssim = per_frame(frame_ssim, continued[:, context:])
+            score = ssim.mean(1)
+            if best is None:
+                best, best_ssim, best_score = continued, ssim, score
+                continue
+            better = score > best_score
+            best[better], best_ssim[better], best_score[better] = continued[better], ssim[better], score[better]  # type: ignore[index]
     assert best is not None and best_ssim is not None
     psnr = per_frame(frame_psnr, best[:, context:])
     last = truth[:, context - 1 : context].expand_as(future)

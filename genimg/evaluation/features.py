@@ -26,6 +26,7 @@ from genimg.data.dataset import UNLABELLED, Dataset
 from genimg.data.sources import SplitSource
 from genimg.errors import GenimgError
 from genimg.evaluation.config import EvalConfig
+from genimg.feedback import phase, progress
 from genimg.store import ObjectStore, sha256_file, sha256_hex
 
 RECIPE_FORMAT = "genimg.features/1"
@@ -154,17 +155,19 @@ def train_feature_network(
     optimizer = torch.optim.Adam(network.parameters(), lr=recipe["lr"])
     generator = torch.Generator().manual_seed(recipe["seed"])
     network.train()
-    for _ in range(recipe["steps"]):
-        index = torch.randint(0, len(images), (recipe["batch_size"],), generator=generator)
-        batch = images[index].float() / 255.0
-        if kind == "classifier":
-            assert labels is not None
-            loss = nn.functional.cross_entropy(network(batch), labels[index])
-        else:
-            loss = nn.functional.binary_cross_entropy_with_logits(network(batch), batch)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
+    with progress(f"training the {kind} feature network", recipe["steps"], "steps") as update:
+        for step in range(recipe["steps"]):
+            index = torch.randint(0, len(images), (recipe["batch_size"],), generator=generator)
+            batch = images[index].float() / 255.0
+            if kind == "classifier":
+                assert labels is not None
+                loss = nn.functional.cross_entropy(network(batch), labels[index])
+            else:
+                loss = nn.functional.binary_cross_entropy_with_logits(network(batch), batch)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            update(step + 1)
     return network.eval()
 
 
@@ -217,8 +220,10 @@ def dataset_extractor(source: SplitSource, config: EvalConfig, store: ObjectStor
     if len(images) < 2:
         raise GenimgError(f"{source.ref}: its train split holds {len(images)} record(s), too few to train a feature network")
     started = time.perf_counter()
-    network = train_feature_network(kind, images, labels, recipe)
-    network.features.standardize(images)  # type: ignore[operator]
+    with phase(f"training {source.ref}'s own {kind} feature network for FID/KID ({recipe['steps']} steps, "
+               "once per dataset version: cached in the store)"):
+        network = train_feature_network(kind, images, labels, recipe)
+        network.features.standardize(images)  # type: ignore[operator]
     seconds = time.perf_counter() - started
     val = source.load("val")
     val_images, val_labels = as_frames(val)[0], None

@@ -13,6 +13,7 @@ from genimg.evaluation.evaluate import Evaluation
 from genimg.evaluation.grids import save_image_grid, save_sequence_gif, save_sequence_strips
 
 LossHistory = dict[str, list[tuple[int, float]]]  # metric name → (step, value) points
+MARKERS_UP_TO = 50  # points per series drawn with markers
 
 
 def save_loss_curves(history: LossHistory, path: Path) -> Path | None:
@@ -29,7 +30,8 @@ def save_loss_curves(history: LossHistory, path: Path) -> Path | None:
     figure, axes = plt.subplots(rows, columns, figsize=(4 * columns, 2.8 * rows), squeeze=False)
     for axis, name in zip(axes.flat, names):
         steps, values = zip(*history[name])
-        axis.plot(steps, values, linewidth=1)
+        # Markers while points are few: a line through one point draws nothing.
+        axis.plot(steps, values, linewidth=1, marker="o" if len(steps) <= MARKERS_UP_TO else None, markersize=3)
         axis.set_title(name, fontsize=9)
         axis.set_xlabel("step", fontsize=8)
         axis.tick_params(labelsize=7)

@@ -47,8 +47,6 @@ def run_checkpoint(run: Any) -> tuple[str, str | None]:
 def resolve_target(target: str) -> EvalTarget:
     from mlflow.exceptions import MlflowException
 
-    from genimg.data.sources import is_store_ref
-
     mlflow = client()
     registry = MODEL_URI_PATTERN.fullmatch(target)
     if registry:
@@ -58,9 +56,8 @@ def resolve_target(target: str) -> EvalTarget:
                        else mlflow.get_model_version_by_alias(name, registry["alias"]))
         except MlflowException as exc:
             raise GenimgError(f"{target}: not found in the registry at {tracking_uri()} ({exc.message})") from exc
+        # Pinned (NAME@VERSION, or SOURCE@VERSION for a raw source whose content must not have changed).
         dataset = version.tags.get("genimg.dataset")
-        if dataset and not is_store_ref(dataset):  # a raw source, evaluated as SOURCE@VERSION
-            dataset = dataset.rsplit("@", 1)[0]
         return EvalTarget(target, f"models:/{name}/{version.version}", None, version.run_id or None, dataset,
                           f"{name}/{version.version}")
     if target.startswith("models:/"):

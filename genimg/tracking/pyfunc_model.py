@@ -17,6 +17,7 @@ from typing import Any
 
 import mlflow
 import numpy as np
+import pandas as pd
 from mlflow.pyfunc import PythonModel
 
 
@@ -45,8 +46,10 @@ class GenimgGenerator(PythonModel):
         self.model = load_model(context.artifacts["weights"])
         self.sequences = model_spec(self.model.registry_name).data_kind == "sequences"
 
-    # No type hints on predict: MLflow would read them as an input schema; the signature says it.
-    def predict(self, context, model_input, params=None):  # type: ignore[no-untyped-def]
+    # The signature logged with the model is the input schema: MLflow checks and converts an
+    # input to a DataFrame of its columns before predict sees it. A DataFrame hint is one MLflow
+    # infers no schema from (it warns on every class definition when a hint is missing).
+    def predict(self, context, model_input: pd.DataFrame, params=None):  # type: ignore[no-untyped-def]
         import torch
 
         with torch.no_grad():  # not torch.set_grad_enabled: that would switch gradients off process-wide

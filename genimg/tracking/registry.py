@@ -4,22 +4,28 @@ and move `@champion` only when a challenger beats it on the same evaluation.
 Registered model names: `genimg-<dataset>-<model>` (DESIGN.md §3). A version's tags carry its
 lineage (dataset name@version and manifest hash, code version, config hash, training run, the
 evaluation's metrics, sample count and feature extractor, the Prefect flow run when a flow
-registered it) and, after `promote`, the decision and its reason.
+registered it), every promotion decision it took part in (`genimg.promotion.<decision id>`), the
+reason it became champion (`genimg.promoted.*`) and, for a champion compared on another
+evaluation than its own, that re-evaluation (`genimg.reevaluation.<evaluation id>`).
 
-Promotions of one model are serialised by a lock object in the store (created only if absent,
-an atomic operation on both file:// and s3://), so two racing promotions compare one after the
-other and the alias never lands on a version that lost the comparison it ran.
+Promotions of one model are serialised by a lock object in the store, taken and renewed by
+conditional writes (see PromotionLock), so two racing promotions compare one after the other
+and the alias never lands on a version that lost the comparison it ran.
 """
 
 from __future__ import annotations
 
+import datetime
 import hashlib
 import json
+import logging
 import os
 import re
 import shutil
+import socket
 import subprocess
 import tempfile
+import threading
 import time
 import uuid
 from collections.abc import Iterator
@@ -30,15 +36,18 @@ from typing import Any
 
 from genimg import __version__
 from genimg.errors import GenimgError
+from genimg.feedback import phase
 from genimg.models.base import GenerativeModel, load_model
 from genimg.names import check_run_name
+from genimg.store import ObjectStore
 from genimg.tracking.runs import client, tracking_uri
 
 CHAMPION = "champion"
 PYFUNC_FILE = Path(__file__).with_name("pyfunc_model.py")
 PACKAGE_DIR = Path(__file__).resolve().parents[1]
 EVAL_PREFIX = "genimg.eval."
-LOCK_STALE_SECONDS = 600.0
+# Logged beside the signature: MLflow checks that the model loads and serves it (two samples).
+INPUT_EXAMPLE = {"num_samples": 2, "seed": 0}
 # Primary metric per family: (metric, mode). Promotion compares this on the test split.
 PRIMARY_METRIC = {"gan": ("fid", "min"), "vae": ("nll", "min"), "rvae": ("ssim", "max")}
 
@@ -84,6 +93,19 @@ def fluent_tracking() -> Iterator[None]:
             os.environ.pop("MLFLOW_TRACKING_URI", None)
         else:
             os.environ["MLFLOW_TRACKING_URI"] = saved_env
+
+
+@contextmanager
+def quiet_logger(name: str) -> Iterator[None]:
+    """MLflow's INFO lines of one logger off for the block (log_model says, at INFO, that it
+    validates the input example: genimg's own output says what was registered)."""
+    logger = logging.getLogger(name)
+    level = logger.level
+    logger.setLevel(max(level, logging.WARNING))
+    try:
+        yield
+    finally:
+        logger.setLevel(level)
 
 
 def model_code(folder: Path) -> Path:
@@ -162,7 +184,9 @@ def register_run(run_id: str, name: str | None = None, *, flow_run_id: str | Non
     name = name or registered_name(dataset or "data", model_name)
     check_run_name(name, "model name")
     if not any(key.startswith("genimg.eval.test.") for key in run.data.tags):
-        evaluate_target(run_id, None, EvalConfig(), split="test")
+        with phase(f"evaluating run {run_id} on the test split of {dataset} first (it has no test "
+                   f"evaluation; {EvalConfig.samples} samples)"):
+            evaluate_target(run_id, None, EvalConfig(), split="test")
         run = mlflow_client.get_run(run_id)
     model = load_model_at(checkpoint)
     tags = {
@@ -179,10 +203,11 @@ def register_run(run_id: str, name: str | None = None, *, flow_run_id: str | Non
 
         weights = save_model(model, Path(scratch) / "weights")
         code = model_code(Path(scratch) / "code")
-        with fluent_tracking(), mlflow.start_run(run_id=run_id):
+        with phase(f"logging the {model.registry_name} generator to MLflow as a pyfunc model"), \
+                fluent_tracking(), quiet_logger("mlflow.pyfunc"), mlflow.start_run(run_id=run_id):
             info = mlflow.pyfunc.log_model(
                 name="generator", python_model=str(PYFUNC_FILE), artifacts={"weights": str(weights)},
-                code_paths=[str(code)], signature=signature_for(model),
+                code_paths=[str(code)], signature=signature_for(model), input_example=INPUT_EXAMPLE,
                 pip_requirements=["torch>=2.4", "numpy>=1.24", "safetensors>=0.4"],
             )
     try:
@@ -217,6 +242,132 @@ def load_registered_model(uri: str) -> GenerativeModel:
 
 # --- promotion -------------------------------------------------------------------------------
 
+LOCK_TTL_SECONDS = 60.0  # a lock whose version stays the same this long is taken over
+LOCK_WAIT_SECONDS = 600.0  # how long a promotion waits for another one of the same model
+LOCK_POLL_SECONDS = 0.2
+DECISION_PREFIX = "genimg.promotion."  # + decision id: one record (JSON) per decision
+DECISION_ID = re.compile(r"\d{8}T\d{12}Z-[0-9a-f]{8}")
+PROMOTED_PREFIX = "genimg.promoted."  # decision, reason, time: why the version became champion
+REEVALUATION_PREFIX = "genimg.reevaluation."  # + evaluation id: a champion scored another way
+
+
+class PromotionLock:
+    """One promotion's hold on the lock object `locks/promote-<model>.json` in the store.
+
+    Taken by creating the object if absent, or by replacing it when its version (S3 ETag, file
+    digest) has stayed the same for LOCK_TTL_SECONDS on the waiter's own monotonic clock, so no
+    other machine's clock is trusted. Both are conditional writes that the store decides: of
+    several waiters, one wins. The holder renews the object every third of the TTL from a thread
+    (a conditional write of new content on the version it holds), `confirm`s it still holds it
+    before acting, and releases it by a conditional delete, so a holder that stalled past the TTL
+    finds it lost instead of deleting its successor's lock.
+    """
+
+    def __init__(self, store: ObjectStore, key: str, model: str) -> None:
+        self.store, self.key, self.model = store, key, model
+        self.ttl = LOCK_TTL_SECONDS
+        self.token = uuid.uuid4().hex
+        self.writes = 0
+        self.version: str | None = None
+        self.renewed_at = 0.0  # monotonic time the last successful write was sent
+        self.lost: str | None = None
+        self.mutex = threading.Lock()  # the renewal thread and `confirm` read and move `version`
+        self.stop = threading.Event()
+        self.renewer: threading.Thread | None = None
+
+    @property
+    def uri(self) -> str:
+        return self.store.uri_for(self.key)
+
+    def content(self) -> bytes:
+        """A new write of the lock: the token and a counter make its version one never seen."""
+        self.writes += 1
+        return json.dumps({"token": self.token, "write": self.writes, "model": self.model,
+                           "host": socket.gethostname(), "pid": os.getpid(), "time": time.time()}).encode()
+
+    def acquire(self, wait: float) -> bool:
+        """Hold the lock (True), or give up after `wait` seconds of another holder renewing it."""
+        deadline = time.monotonic() + wait
+        seen: tuple[str, float] | None = None  # the holder's version, and when we first saw it
+        while True:
+            sent = time.monotonic()
+            version = self.store.create_versioned(self.key, self.content())
+            if version is None:
+                current = self.store.read_versioned(self.key)
+                if current is None:
+                    continue  # released between the two calls
+                now = time.monotonic()
+                if seen is None or seen[0] != current[1]:
+                    seen = (current[1], now)
+                elif now - seen[1] >= self.ttl:  # its holder stopped renewing it: stalled or dead
+                    sent = time.monotonic()
+                    version = self.store.replace_if(self.key, self.content(), current[1])
+                    seen = None
+            if version is not None:
+                break
+            if time.monotonic() > deadline:
+                return False
+            time.sleep(LOCK_POLL_SECONDS)
+        self.version, self.renewed_at = version, sent
+        self.renewer = threading.Thread(target=self.renew, name=f"genimg-lock-{self.model}", daemon=True)
+        self.renewer.start()
+        return True
+
+    def renew(self) -> None:
+        while not self.stop.wait(self.ttl / 3):
+            with self.mutex:
+                sent = time.monotonic()
+                try:
+                    version = self.store.replace_if(self.key, self.content(), str(self.version))
+                except GenimgError:
+                    continue  # the store did not answer: retried next time; `confirm` sees the age
+                if version is None:
+                    self.lost = f"another promotion took it over: it went {self.ttl:g} s without renewal"
+                    return
+                self.version, self.renewed_at = version, sent
+
+    def confirm(self) -> None:
+        """Raise unless the lock is still ours and renewed within half the TTL: then no waiter
+        can take it over for at least the other half, time enough to move an alias."""
+        with self.mutex:
+            problem = self.lost
+            age = time.monotonic() - self.renewed_at
+            if problem is None and age > self.ttl / 2:
+                problem = f"not renewed for {age:.1f} s"
+            if problem is None:
+                current = self.store.read_versioned(self.key)
+                if current is None or current[1] != self.version:
+                    problem = "another promotion took it over"
+        if problem is not None:
+            raise GenimgError(f"{self.model}: lost the promotion lock {self.uri} ({problem}); nothing was promoted")
+
+    def release(self) -> None:
+        self.stop.set()
+        if self.renewer is not None:
+            self.renewer.join()
+        with self.mutex:
+            if self.lost is None and self.version is not None:
+                try:
+                    self.store.delete_if(self.key, self.version)
+                except GenimgError:
+                    pass  # left in place, it is taken over once it has gone a TTL unrenewed
+
+
+@contextmanager
+def promotion_lock(name: str) -> Iterator[PromotionLock]:
+    """Hold the promotion lock of model `name` for the block (see PromotionLock)."""
+    from genimg.store import open_store
+
+    store = open_store()
+    lock = PromotionLock(store, f"locks/promote-{re.sub(r'[^A-Za-z0-9._-]', '_', name)}.json", name)
+    if not lock.acquire(LOCK_WAIT_SECONDS):
+        raise GenimgError(f"another promotion of {name} holds {lock.uri} (still renewed after "
+                          f"{LOCK_WAIT_SECONDS:g} s of waiting)")
+    try:
+        yield lock
+    finally:
+        lock.release()
+
 
 @dataclass
 class Decision:
@@ -225,44 +376,65 @@ class Decision:
     challenger: int
     champion: int | None
     metric: str | None = None
+    mode: str | None = None
+    min_delta: float = 0.0
     challenger_value: float | None = None
     champion_value: float | None = None
-    reevaluated: bool = False
+    champion_evaluation: str | None = None  # own | reevaluated | reused (see champion_metrics)
+    evaluation: dict[str, str] | None = None  # what both were scored on, when compared
+    forced: bool = False
 
-    def as_dict(self, name: str) -> dict[str, Any]:
-        return {"model": name, "promoted": self.promoted, "reason": self.reason, "challenger": self.challenger,
-                "champion_before": self.champion, "champion": self.challenger if self.promoted else self.champion,
+    @property
+    def reevaluated(self) -> bool:
+        """The champion's value comes from a re-evaluation (done now or reused)."""
+        return self.champion_evaluation in ("reevaluated", "reused")
+
+    @property
+    def champion_after(self) -> int | None:
+        return self.challenger if self.promoted else self.champion
+
+    def as_dict(self, name: str, decision_id: str) -> dict[str, Any]:
+        return {"model": name, "decision_id": decision_id, "promoted": self.promoted, "reason": self.reason,
+                "challenger": self.challenger, "champion_before": self.champion, "champion": self.champion_after,
                 "metric": self.metric, "challenger_value": self.challenger_value,
-                "champion_value": self.champion_value, "champion_reevaluated": self.reevaluated}
+                "champion_value": self.champion_value, "champion_reevaluated": self.reevaluated,
+                "champion_evaluation": self.champion_evaluation}
+
+    def record(self, decision_id: str, stamp: str) -> str:
+        """The decision as kept on both versions: compact JSON, one tag per decision."""
+        evaluation = {"id": evaluation_id(self.evaluation), **self.evaluation} if self.evaluation else None
+        return json.dumps({
+            "id": decision_id, "time": stamp, "decision": "promoted" if self.promoted else "kept",
+            "reason": self.reason, "forced": self.forced, "challenger": self.challenger,
+            "champion_before": self.champion, "champion": self.champion_after, "metric": self.metric,
+            "mode": self.mode, "min_delta": self.min_delta, "challenger_value": self.challenger_value,
+            "champion_value": self.champion_value, "champion_evaluation": self.champion_evaluation,
+            "evaluation": evaluation,
+        }, separators=(",", ":"))
 
 
-@contextmanager
-def promotion_lock(name: str) -> Iterator[None]:
-    from genimg.store import open_store
+def new_decision_id(now: datetime.datetime) -> str:
+    """Unique, and sorted by time: `20261126T170449123456Z-1a2b3c4d` (UTC)."""
+    return f"{now.strftime('%Y%m%dT%H%M%S%fZ')}-{uuid.uuid4().hex[:8]}"
 
-    store = open_store()
-    key = f"locks/promote-{re.sub(r'[^A-Za-z0-9._-]', '_', name)}.json"
-    token = uuid.uuid4().hex
-    deadline = time.monotonic() + LOCK_STALE_SECONDS + 60
-    while not store.publish(key, json.dumps({"token": token, "since": time.time()}).encode()):
-        try:
-            held = json.loads(store.get_bytes(key))
-        except GenimgError:
-            continue  # released between the two calls
-        if time.time() - float(held.get("since", 0)) > LOCK_STALE_SECONDS:
-            store.delete(key)  # its holder died; promotions are short
-            continue
-        if time.monotonic() > deadline:
-            raise GenimgError(f"another promotion of {name} holds {store.uri_for(key)}")
-        time.sleep(0.2)
-    try:
-        yield
-    finally:
-        try:
-            if json.loads(store.get_bytes(key)).get("token") == token:
-                store.delete(key)
-        except GenimgError:
-            pass
+
+def decisions_of(version: Any) -> list[dict[str, Any]]:
+    """Every promotion decision a version took part in, oldest first."""
+    keys = sorted(key for key in version.tags
+                  if key.startswith(DECISION_PREFIX) and DECISION_ID.fullmatch(key[len(DECISION_PREFIX):]))
+    return [json.loads(version.tags[key]) for key in keys]
+
+
+def record_decision(mlflow_client: Any, name: str, decision: Decision, decision_id: str, stamp: str) -> None:
+    """`genimg.promotion.<id>` on both versions; on the version it promoted also
+    `genimg.promoted.*`, the reason it became champion, which later decisions leave alone."""
+    record = decision.record(decision_id, stamp)
+    for number in sorted({decision.challenger, decision.champion} - {None}):
+        mlflow_client.set_model_version_tag(name, str(number), DECISION_PREFIX + decision_id, record)
+    if decision.promoted:
+        promoted = {"decision": decision_id, "reason": decision.reason, "time": stamp}
+        for key, value in promoted.items():
+            mlflow_client.set_model_version_tag(name, str(decision.challenger), PROMOTED_PREFIX + key, value)
 
 
 def evaluation_of(version: Any) -> dict[str, str]:
@@ -271,14 +443,39 @@ def evaluation_of(version: Any) -> dict[str, str]:
             ("dataset", "features_sha256", "num_samples", "seed", "settings")}
 
 
-def reevaluate(name: str, version: Any, like: Any) -> Any:
-    """Score `version` as `like` was scored (same dataset version, extractor, samples, seed)."""
-    from genimg.data.sources import is_store_ref, open_splits
+def evaluation_id(evaluation: dict[str, str]) -> str:
+    """A short name for what a version was scored on (tag keys, decision records)."""
+    return hashlib.sha256(json.dumps(evaluation, sort_keys=True).encode()).hexdigest()[:12]
+
+
+def metrics_of(tags: dict[str, str]) -> dict[str, float]:
+    prefix = f"{EVAL_PREFIX}metric."
+    return {key[len(prefix):]: float(value) for key, value in tags.items() if key.startswith(prefix)}
+
+
+def champion_metrics(name: str, champion: Any, challenger: Any) -> tuple[dict[str, float], str]:
+    """The champion's test metrics on the challenger's evaluation, and where they come from:
+    `own` (it was scored that way itself), `reused` (a re-evaluation kept from an earlier
+    comparison) or `reevaluated` (scored now). The champion's `genimg.eval.*` tags, the
+    evaluation it won with, are never changed."""
+    target = evaluation_of(challenger)
+    if evaluation_of(champion) == target:
+        return metrics_of(champion.tags), "own"
+    kept = champion.tags.get(REEVALUATION_PREFIX + evaluation_id(target))
+    if kept is not None:
+        return {key: float(value) for key, value in json.loads(kept)["metrics"].items()}, "reused"
+    return reevaluate(name, champion, challenger)["metrics"], "reevaluated"
+
+
+def reevaluate(name: str, version: Any, like: Any) -> dict[str, Any]:
+    """Score `version` as `like` was scored (same dataset version, extractor, samples, seed) and
+    keep the result on it as `genimg.reevaluation.<evaluation id>` (JSON), so that the next
+    comparison on that evaluation reuses it."""
+    from genimg.data.sources import open_splits
     from genimg.evaluation.config import EvalConfig
     from genimg.evaluation.evaluate import evaluate_model
     from genimg.models.base import model_spec
 
-    mlflow_client = client()
     target = evaluation_of(like)
     if not target["dataset"]:
         raise GenimgError(f"{name} version {like.version} has no evaluation to compare on")
@@ -287,22 +484,22 @@ def reevaluate(name: str, version: Any, like: Any) -> Any:
                         nll_k=int(settings.get("nll_k", EvalConfig.nll_k)),
                         best_of=int(settings.get("best_of", EvalConfig.best_of)))
     model = load_registered_model(f"models:/{name}/{version.version}")
-    dataset = target["dataset"]
-    if not is_store_ref(dataset):  # a raw source evaluated as SOURCE@VERSION
-        dataset = dataset.rsplit("@", 1)[0]
-    source = open_splits(dataset, kind=model_spec(model.registry_name).data_kind)
-    evaluation = evaluate_model(model, source, "test", config)
+    # NAME@VERSION, or SOURCE@VERSION for a raw source (refused if its content has changed since).
+    source = open_splits(target["dataset"], kind=model_spec(model.registry_name).data_kind)
+    with phase(f"re-evaluating champion version {version.version} of {name} as the challenger was "
+               f"evaluated ({target['num_samples']} samples on {target['dataset']}; kept for reuse)"):
+        evaluation = evaluate_model(model, source, "test", config)
     if evaluation.features["weights_sha256"] != target["features_sha256"]:
         raise GenimgError(f"cannot re-evaluate {name} version {version.version} with the challenger's feature extractor")
-    tags = {EVAL_PREFIX + "dataset": evaluation.dataset, EVAL_PREFIX + "features": evaluation.features["name"],
-            EVAL_PREFIX + "features_sha256": evaluation.features["weights_sha256"],
-            EVAL_PREFIX + "num_samples": str(evaluation.num_samples), EVAL_PREFIX + "seed": str(evaluation.seed),
-            EVAL_PREFIX + "settings": ",".join(f"{k}={v}" for k, v in sorted(evaluation.settings.items())),
-            EVAL_PREFIX + "reevaluated_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
-    tags |= {f"{EVAL_PREFIX}metric.{k}": repr(float(v)) for k, v in evaluation.metrics.items()}
-    for key, value in tags.items():
-        mlflow_client.set_model_version_tag(name, version.version, key, value)
-    return mlflow_client.get_model_version(name, version.version)
+    record = {"dataset": evaluation.dataset, "features": evaluation.features["name"],
+              "features_sha256": evaluation.features["weights_sha256"],
+              "num_samples": str(evaluation.num_samples), "seed": str(evaluation.seed),
+              "settings": ",".join(f"{k}={v}" for k, v in sorted(evaluation.settings.items())),
+              "metrics": {k: float(v) for k, v in evaluation.metrics.items()},
+              "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+    client().set_model_version_tag(name, str(version.version), REEVALUATION_PREFIX + evaluation_id(target),
+                                   json.dumps(record, sort_keys=True, separators=(",", ":")))
+    return record
 
 
 def promote(name: str, version: int | None = None, *, force: bool = False, min_delta: float = 0.0,
@@ -320,62 +517,59 @@ def promote(name: str, version: int | None = None, *, force: bool = False, min_d
     number = version if version is not None else max(by_number)
     if number not in by_number:
         raise GenimgError(f"model {name} has no version {number} (versions: {', '.join(map(str, sorted(by_number)))})")
-    with promotion_lock(name):
+    with promotion_lock(name) as lock:
         challenger = mlflow_client.get_model_version(name, str(number))
         try:
             champion = mlflow_client.get_model_version_by_alias(name, CHAMPION)
         except MlflowException:
             champion = None
         decision = decide(name, challenger, champion, force=force, min_delta=min_delta, metric=metric, mode=mode)
-        stamp = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
-        record = {"genimg.promotion.decision": "promoted" if decision.promoted else "kept",
-                  "genimg.promotion.reason": decision.reason, "genimg.promotion.time": stamp,
-                  "genimg.promotion.challenger": str(decision.challenger),
-                  "genimg.promotion.champion": str(decision.champion or "")}
-        for key, value in record.items():
-            mlflow_client.set_model_version_tag(name, str(decision.challenger), key, value)
-            if decision.champion is not None and decision.champion != decision.challenger:
-                mlflow_client.set_model_version_tag(name, str(decision.champion), key, value)
+        now = datetime.datetime.now(datetime.timezone.utc)
+        decision_id = new_decision_id(now)
+        # The alias moves right after the lock is confirmed ours, so no other promotion has moved
+        # it since the champion was read; the records follow, so none claims what did not happen.
+        lock.confirm()
         if decision.promoted:
             mlflow_client.set_registered_model_alias(name, CHAMPION, str(decision.challenger))
-    return decision.as_dict(name)
+        record_decision(mlflow_client, name, decision, decision_id, now.strftime("%Y-%m-%dT%H:%M:%SZ"))
+    return decision.as_dict(name, decision_id)
 
 
 def decide(name: str, challenger: Any, champion: Any, *, force: bool, min_delta: float,
            metric: str | None, mode: str | None) -> Decision:
     number = int(challenger.version)
     if champion is None:
-        return Decision(True, f"first champion of {name}: version {number}", number, None)
+        return Decision(True, f"first champion of {name}: version {number}", number, None, min_delta=min_delta)
     if int(champion.version) == number:
-        return Decision(False, f"version {number} is already the champion", number, number)
+        return Decision(False, f"version {number} is already the champion", number, number, min_delta=min_delta)
     family = {"gan-mlp": "gan"}.get(challenger.tags.get("genimg.model", ""), challenger.tags.get("genimg.model", ""))
     metric, mode = (metric, mode or "min") if metric else PRIMARY_METRIC.get(family, ("fid", "min"))
     if force:
         return Decision(True, f"forced: version {number} replaces version {champion.version} without comparison "
-                        f"(--force)", number, int(champion.version), metric)
-    reevaluated = False
-    if evaluation_of(champion) != evaluation_of(challenger):
-        champion = reevaluate(name, champion, challenger)
-        reevaluated = True
+                        f"(--force)", number, int(champion.version), metric, mode, min_delta, forced=True)
+    champion_scores, source = champion_metrics(name, champion, challenger)
     key = f"{EVAL_PREFIX}metric.{metric}"
-    if key not in challenger.tags or key not in champion.tags:
+    if key not in challenger.tags or metric not in champion_scores:
         raise GenimgError(f"{name}: {metric} missing from the evaluation of version "
                           f"{number if key not in challenger.tags else champion.version}")
-    new, old = float(challenger.tags[key]), float(champion.tags[key])
+    new, old = float(challenger.tags[key]), champion_scores[metric]
     gain = old - new if mode == "min" else new - old
     where = (f"on {challenger.tags.get(EVAL_PREFIX + 'dataset')} test split, "
              f"{challenger.tags.get(EVAL_PREFIX + 'num_samples')} samples, "
              f"{challenger.tags.get(EVAL_PREFIX + 'features')} features"
-             + (", champion re-evaluated" if reevaluated else ""))
+             + {"own": "", "reevaluated": ", champion re-evaluated",
+                "reused": ", champion's earlier re-evaluation reused"}[source])
+    compared = {"metric": metric, "mode": mode, "min_delta": min_delta, "challenger_value": new,
+                "champion_value": old, "champion_evaluation": source, "evaluation": evaluation_of(challenger)}
     if gain > min_delta:
         reason = (f"version {number} {metric}={new:.5g} beats champion version {champion.version} "
                   f"{metric}={old:.5g} ({'lower' if mode == 'min' else 'higher'} is better, by {gain:.4g} > "
                   f"min_delta {min_delta:g}) {where}")
-        return Decision(True, reason, number, int(champion.version), metric, new, old, reevaluated)
+        return Decision(True, reason, number, int(champion.version), **compared)
     reason = (f"version {number} {metric}={new:.5g} does not beat champion version {champion.version} "
               f"{metric}={old:.5g} by more than min_delta {min_delta:g} "
               f"({'lower' if mode == 'min' else 'higher'} is better) {where}")
-    return Decision(False, reason, number, int(champion.version), metric, new, old, reevaluated)
+    return Decision(False, reason, number, int(champion.version), **compared)
 
 
-__all__ = ["load_registered_model", "promote", "register_run", "registered_name"]
+__all__ = ["decisions_of", "load_registered_model", "promote", "register_run", "registered_name"]

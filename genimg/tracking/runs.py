@@ -16,9 +16,10 @@ from typing import Any
 
 from genimg.settings import genimg_home
 
-EXPERIMENT = os.environ.get("GENIMG_EXPERIMENT", "genimg")
+DEFAULT_EXPERIMENT = "genimg"
 MAX_BATCH = 900  # MLflow accepts up to 1,000 metrics per log_batch call
 FLUSH_SECONDS = 10.0  # buffered metrics reach the server at least this often
+ERROR_TAG = "genimg.error"  # why a run FAILED, in one line
 
 
 def tracking_uri() -> str:
@@ -31,22 +32,35 @@ def tracking_uri() -> str:
 
 
 def client() -> Any:
+    import logging
+
     from mlflow.tracking import MlflowClient
+
+    # MLflow announces creating and migrating its database at INFO on every new GENIMG_HOME;
+    # genimg's own lines say what happens.
+    logging.getLogger("mlflow.store.db.utils").setLevel(logging.WARNING)
 
     # A client bound to the URI, not mlflow.set_tracking_uri, which would export
     # MLFLOW_TRACKING_URI to the whole process (and to every later run in it).
     return MlflowClient(tracking_uri=tracking_uri())
 
 
+def experiment_name() -> str:
+    """MLflow's own MLFLOW_EXPERIMENT_NAME, else GENIMG_EXPERIMENT (older name), else genimg."""
+    return (os.environ.get("MLFLOW_EXPERIMENT_NAME") or os.environ.get("GENIMG_EXPERIMENT")
+            or DEFAULT_EXPERIMENT)
+
+
 def experiment_id(mlflow_client: Any) -> str:
-    experiment = mlflow_client.get_experiment_by_name(EXPERIMENT)
+    name = experiment_name()
+    experiment = mlflow_client.get_experiment_by_name(name)
     if experiment is not None:
         return str(experiment.experiment_id)
     # With the default SQLite store, artifacts would land in ./mlruns of whatever folder the
     # command runs in; keep them beside the database in GENIMG_HOME instead.
     user_configured = bool(os.environ.get("MLFLOW_TRACKING_URI"))
     location = None if user_configured else (genimg_home() / "mlartifacts").as_uri()
-    return str(mlflow_client.create_experiment(EXPERIMENT, artifact_location=location))
+    return str(mlflow_client.create_experiment(name, artifact_location=location))
 
 
 def flatten_params(prefix: str, values: Any, out: dict[str, str]) -> dict[str, str]:
@@ -75,8 +89,12 @@ class TrainingRun:
         """A new run in the genimg experiment, or (with `run_id`) an existing run of any."""
         self.client = client()
         if run_id is None:
+            from mlflow.tracking.context.registry import resolve_tags
+
+            # MLflow's own context tags (mlflow.user, mlflow.source.*, the git commit), which its
+            # fluent API adds and a bare client does not.
             run = self.client.create_run(experiment_id(self.client), run_name=run_name,
-                                         tags={**lineage_tags(run_name), **(tags or {})})
+                                         tags=resolve_tags({**lineage_tags(run_name), **(tags or {})}))
             run_id = run.info.run_id
         self.run_id: str = run_id
         self.pending: list[Any] = []
@@ -85,6 +103,19 @@ class TrainingRun:
     @classmethod
     def existing(cls, run_id: str) -> TrainingRun:
         return cls("", run_id=run_id)
+
+    def log_dataset(self, ref: str, location: str, records: int, record_shape: tuple[int, ...],
+                    context: str = "training") -> None:
+        """The run's data as an MLflow dataset input (shown in the run's Datasets panel)."""
+        from mlflow.entities import Dataset, DatasetInput, InputTag
+
+        version = ref.rsplit("@", 1)[-1] if "@" in ref else ""
+        source_type = location.split("://", 1)[0] if "://" in location else "local"
+        profile = json.dumps({"num_records": records, "record_shape": list(record_shape)})
+        dataset = Dataset(name=ref, digest=version or "unversioned", source_type=source_type,
+                          source=json.dumps({"uri": location}), profile=profile)
+        self.client.log_inputs(self.run_id, datasets=[
+            DatasetInput(dataset, tags=[InputTag("mlflow.data.context", context)])])
 
     def log_params(self, params: dict[str, Any]) -> None:
         from mlflow.entities import Param
@@ -124,6 +155,9 @@ class TrainingRun:
     def log_folder(self, folder: Path, artifact_path: str) -> None:
         self.client.log_artifacts(self.run_id, str(folder), artifact_path)
 
-    def finish(self, status: str = "FINISHED") -> None:
+    def finish(self, status: str = "FINISHED", reason: str | None = None) -> None:
+        """End the run; a FAILED or KILLED one says why (tag `genimg.error`)."""
         self.flush()
+        if reason:
+            self.client.set_tag(self.run_id, ERROR_TAG, reason[:5000])
         self.client.set_terminated(self.run_id, status=status)

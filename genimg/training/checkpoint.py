@@ -2,7 +2,9 @@
 
 A checkpoint is a folder `step-NNNNNNNN/` holding `model.json` + `model.safetensors` (so it
 can be sampled from like an exported model) and `state.json` + `state.safetensors`. It is
-written under a temporary name and renamed into place, so a folder with that name is complete.
+written under a temporary name carrying its writer (`.staging-step-NNNNNNNN-pid@host`) and
+renamed into place, so a folder with that name is complete, and a temporary whose writer was
+killed can be told from one still being written.
 """
 
 from __future__ import annotations
@@ -10,6 +12,7 @@ from __future__ import annotations
 import json
 import os
 import random
+import re
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,6 +30,7 @@ from genimg.models.base import (
     read_model_description,
     save_model,
 )
+from genimg.store import writer_is_gone, writer_tag
 from genimg.training.config import TrainConfig
 from genimg.training.state import flatten_state, unflatten_state
 from genimg.training.steps import Optimizers
@@ -35,6 +39,7 @@ STATE_FILE = "state.json"
 STATE_TENSORS_FILE = "state.safetensors"
 CHECKPOINT_PREFIX = "step-"
 RANK_RNG_PREFIX = "rng-rank-"  # other data-parallel ranks' RNG states, beside rank 0's state
+STAGING_NAME = re.compile(r"\.staging-step-\d+-(?P<writer>\d+@.+)")
 
 
 @dataclass(frozen=True)
@@ -133,7 +138,7 @@ def save_checkpoint(
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     final = directory / checkpoint_name(step)
-    staging = directory / f".staging-{checkpoint_name(step)}-{os.getpid()}"
+    staging = directory / f".staging-{checkpoint_name(step)}-{writer_tag()}"
     shutil.rmtree(staging, ignore_errors=True)
     write_checkpoint_files(staging, model, optimizers, step, train_config, scaler)
     if final.exists():
@@ -142,6 +147,21 @@ def save_checkpoint(
     if keep is not None:
         prune_checkpoints(directory, keep)
     return final
+
+
+def remove_stale_staging(directory: str | Path) -> list[Path]:
+    """Remove the staging folders in `directory` whose writer was killed mid-write (see
+    `writer_is_gone`: a live writer's, or one on another host, stay); the removed ones."""
+    directory = Path(directory)
+    if not directory.is_dir():
+        return []
+    removed = []
+    for path in sorted(directory.glob(".staging-*")):
+        match = STAGING_NAME.fullmatch(path.name)
+        if match and path.is_dir() and writer_is_gone(match["writer"]):
+            shutil.rmtree(path, ignore_errors=True)
+            removed.append(path)
+    return removed
 
 
 def list_checkpoints(directory: str | Path) -> list[CheckpointInfo]:

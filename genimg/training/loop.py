@@ -13,10 +13,12 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from genimg.errors import TrainingDiverged
 from genimg.models.base import GenerativeModel
 from genimg.training.checkpoint import (
     latest_checkpoint,
     load_checkpoint,
+    remove_stale_staging,
     restore_rank_rng,
     save_checkpoint,
     write_checkpoint_files,
@@ -26,6 +28,10 @@ from genimg.training.config import TrainConfig
 from genimg.training.steps import GradientSync, make_step_context, mean_metrics, no_sync, recipe_for
 
 LogCallback = Callable[[int, dict[str, float]], None]
+# Data-parallel ranks must stop at the same step: each passes whether its own losses are finite
+# and gets back whether every rank's are (an all-reduce); a single process passes it through.
+FiniteCheck = Callable[[bool], bool]
+THROUGHPUT_METRIC = "images_per_second"
 # Writes this rank's part of a checkpoint into the folder it is given (rank 0: the whole
 # checkpoint; other ranks: their RNG state).
 CheckpointWriter = Callable[[Path], None]
@@ -70,8 +76,50 @@ class TrainResult:
     metrics: dict[str, float]
     checkpoint: Path | None
     resumed_from_step: int
-    images_per_second: float
+    images_per_second: float  # steady state: the first step (warm-up, lazy init) is not timed
     history: list[tuple[int, dict[str, float]]] = field(default_factory=list)
+
+
+class Throughput:
+    """Images per second measured where the steps run, from the end of the first step on (it
+    carries one-off costs: allocations, cuDNN autotuning, compilation). `window()` gives the rate
+    since the previous call, `overall()` the rate of every timed step."""
+
+    def __init__(self, images_per_step: int) -> None:
+        self.images_per_step = images_per_step
+        self.start: tuple[int, float] | None = None
+        self.mark: tuple[int, float] | None = None
+
+    def step_done(self, step: int) -> None:
+        if self.start is None:
+            self.start = self.mark = (step, time.perf_counter())
+
+    def rate_since(self, since: tuple[int, float] | None, step: int, now: float) -> float | None:
+        if since is None or step <= since[0] or now <= since[1]:
+            return None
+        return (step - since[0]) * self.images_per_step / (now - since[1])
+
+    def window(self, step: int) -> float | None:
+        now = time.perf_counter()
+        rate = self.rate_since(self.mark, step, now)
+        if self.mark is not None:
+            self.mark = (step, now)
+        return rate
+
+    def overall(self, step: int) -> float:
+        return self.rate_since(self.start, step, time.perf_counter()) or 0.0
+
+
+def check_finite(step: int, metrics: dict[str, float], finite_everywhere: FiniteCheck) -> None:
+    """Stop a run whose losses are no longer finite, before it writes a checkpoint of NaNs."""
+    bad = {name: value for name, value in metrics.items() if not math.isfinite(value)}
+    if finite_everywhere(not bad):
+        return
+    shown = ", ".join(f"{name}={value}" for name, value in bad.items()) or "on another rank"
+    raise TrainingDiverged(
+        f"training diverged at step {step}: loss not finite ({shown}); "
+        "lower train.lr or set train.grad_clip"
+    )
 
 
 def seed_everything(seed: int) -> None:
@@ -117,6 +165,7 @@ def train_model(
     on_checkpoint: CheckpointCallback | None = None,
     gradient_sync: GradientSync = no_sync,
     rank: int = 0,
+    finite_everywhere: FiniteCheck = lambda finite: finite,
 ) -> TrainResult:
     """Train `model` on uint8 `records` ((N, C, H, W) or (N, T, C, H, W)) up to `config.steps`.
 
@@ -125,7 +174,10 @@ def train_model(
     `resume`, training continues from the latest checkpoint in `checkpoint_dir` (or from
     `restore_from`) with its optimiser and RNG state, so the result equals an uninterrupted run
     (bit for bit on CPU). In data-parallel runs each `rank` passes its own shard of `records`
-    and an all-reduce as `gradient_sync`.
+    and an all-reduce as `gradient_sync` (and one of a flag as `finite_everywhere`).
+
+    Raises TrainingDiverged at the first log step whose losses are not finite. Logged metrics
+    carry `images_per_second` of this process over the last log window.
     """
     device = torch.device(device)
     prepare_model(model, config, device)
@@ -144,12 +196,14 @@ def train_model(
     else:
         seed_everything(rank_seed(config.seed, rank))
     resumed_from_step = step
+    if checkpoint_dir is not None and on_checkpoint is None:
+        remove_stale_staging(checkpoint_dir)  # what a killed run into this folder left behind
     schedule = BatchSchedule(len(records), config.batch_size, rank_seed(config.seed, rank))
     window: list[dict[str, Tensor]] = []
     history: list[tuple[int, dict[str, float]]] = []
     metrics: dict[str, float] = {}
     checkpoint = restore_from
-    started, start_step = time.perf_counter(), step
+    throughput = Throughput(schedule.batch_size)  # records: sequences for a sequence model
 
     def write_files(folder: Path) -> None:
         if rank == 0:
@@ -161,10 +215,14 @@ def train_model(
         batch = to_batch(records, schedule.indices(step), device, config.channels_last)
         window.append(recipe.step(model, optimizers, batch, config, context))
         step += 1
+        throughput.step_done(step)
         checkpoint_now = step % config.checkpoint_every == 0 or step == config.steps
         if step % config.log_every == 0 or checkpoint_now:
-            metrics = mean_metrics(window) | {"step": float(step)}
+            losses = mean_metrics(window)
             window.clear()
+            check_finite(step, losses, finite_everywhere)
+            rate = throughput.window(step)
+            metrics = losses | ({THROUGHPUT_METRIC: rate} if rate is not None else {}) | {"step": float(step)}
             history.append((step, metrics))
             if on_log is not None:
                 on_log(step, metrics)
@@ -173,13 +231,11 @@ def train_model(
         elif checkpoint_now and checkpoint_dir is not None:
             checkpoint = save_checkpoint(checkpoint_dir, model, optimizers, step, config,
                                          keep=config.keep_checkpoints, scaler=context.scaler)
-    elapsed = time.perf_counter() - started
-    trained = (step - start_step) * schedule.batch_size
     return TrainResult(
         step=step,
         metrics=metrics or {"step": float(step)},
         checkpoint=checkpoint,
         resumed_from_step=resumed_from_step,
-        images_per_second=trained / elapsed if elapsed > 0 else 0.0,
+        images_per_second=throughput.overall(step),
         history=history,
     )

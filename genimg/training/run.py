@@ -4,7 +4,7 @@ train it locally, in process. This is what `genimg train` does without a cluster
 from __future__ import annotations
 
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -13,7 +13,7 @@ import torch
 
 from genimg.config import config_from_dict, config_to_dict, read_yaml_mapping, replace_config
 from genimg.data import Dataset
-from genimg.data.sources import open_dataset
+from genimg.data.sources import PINNED_RAW, open_dataset
 from genimg.errors import ConfigError, DataError, GenimgError
 from genimg.models.base import GenerativeModel, ModelSpec, model_spec, save_model
 from genimg.training.config import TrainConfig
@@ -89,6 +89,19 @@ def fit_model_to_data(spec: ModelSpec, config: Any, explicit: Mapping[str, Any],
     return replace_config(config, updates, where="model")
 
 
+def check_resume_dataset(run_name: str, recorded: str | None, pinned: str, given: str) -> None:
+    """A run resumes only on the dataset version it trained on: a name that now resolves to a
+    newer version (or another version given) is refused, naming both."""
+    # Runs from before datasets were pinned recorded a bare name: nothing to compare.
+    if not recorded or recorded == pinned or not PINNED_RAW.fullmatch(recorded):
+        return
+    shown = pinned if given == pinned else f"{given} (now {pinned})"
+    raise GenimgError(
+        f"cannot resume run {run_name} on {shown}: it trained on {recorded}; "
+        f"resume with --dataset {recorded}, or start another --run-name"
+    )
+
+
 @dataclass
 class LocalRun:
     run_name: str
@@ -115,8 +128,9 @@ def train_locally(
     export_dir: Path | None = None,
     device: str = "cpu",
     on_log: LogCallback | None = None,
-    on_start: Any = None,
+    on_start: Callable[[RunConfig, Dataset], None] | None = None,
 ) -> LocalRun:
+    """Check the config, read the data, then (after `on_start`, which sees both) train."""
     resolve_run_config(model_name, sections)  # bad keys fail before any data is read
     # The model says what it trains on, so a folder of folders reads as sequences for rvae.
     dataset = open_dataset(source, kind=model_spec(model_name).data_kind)

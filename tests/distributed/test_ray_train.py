@@ -57,6 +57,10 @@ def test_two_workers_on_two_nodes_for_every_family(ray_cluster, digits_in_store)
         payload = train("--model", model, "--dataset", dataset, "--workers", "2", "--steps", "6",
                         "--batch-size", "8", "--set", "train.checkpoint_every=3", *TINY[model])
         assert payload["metrics"]["step"] == 6, model
+        # One log at the end, yet a steady-state rate: measured by the workers, not from when
+        # their metrics happened to reach the driver.
+        assert payload["images_per_second"] > 0, model
+        assert payload["dataset"].startswith(("digits@", "moving@")), payload["dataset"]
         assert len(set(payload["workers"].values())) == 2, payload["workers"]  # two nodes
         assert payload["checkpoint"].startswith((digits_in_store / "store" / "runs").as_uri().replace("/store/store", "/store"))
         run = mlflow_run(payload["run_id"])
@@ -67,6 +71,26 @@ def test_two_workers_on_two_nodes_for_every_family(ray_cluster, digits_in_store)
         evaluation = payload["evaluation"]
         assert evaluation["split"] == "val" and evaluation["run_id"] == payload["run_id"], evaluation
         assert "val/fid" in run.data.metrics and run.data.tags["genimg.eval.val.features"] == evaluation["features"]["name"]
+
+
+def test_a_diverging_run_stops_on_every_rank_without_restarts(ray_cluster, digits_in_store):
+    """A loss that is not finite stops the run (not retried: it would diverge again), and the
+    MLflow run says why it FAILED."""
+    result = runner.invoke(app, ["train", "--model", "vae", "--dataset", "digits", "--workers", "2",
+                                 "--steps", "40", "--batch-size", "8", "--set", "train.lr=1e30",
+                                 "--set", "train.log_every=5", "--run-name", "diverging", *TINY["vae"]])
+    assert result.exit_code == 1, result.output
+    assert result.stderr.strip().splitlines()[-1].startswith("error: training diverged at step")
+    assert "restart" not in result.stderr
+    from mlflow.tracking import MlflowClient
+
+    from genimg.tracking.runs import tracking_uri
+
+    client = MlflowClient(tracking_uri())
+    [run] = client.search_runs([client.get_experiment_by_name("genimg").experiment_id],
+                               filter_string="tags.`genimg.run_name` = 'diverging'")
+    assert run.info.status == "FAILED" and run.data.tags["genimg.error"].startswith("training diverged")
+    assert run.data.tags["genimg.dataset"].startswith("digits@")
 
 
 def test_resume_continues_the_step_count(ray_cluster, digits_in_store):

@@ -77,6 +77,20 @@ def test_retrain_ingests_trains_registers_and_promotes_and_a_rerun_reuses_the_da
     assert training_run.data.tags["genimg.run_name"] == by_model["gan"]["run_name"]
     assert version.tags["genimg.dataset"] == f"digits@{first['datasets'][0]['version']}"
 
+    # genimg's phase lines are in the flow run's logs, beside Prefect's own.
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import LogFilter, LogFilterFlowRunId
+
+    async def flow_run_logs() -> list[str]:
+        async with get_client() as prefect:
+            logs = await prefect.read_logs(log_filter=LogFilter(flow_run_id=LogFilterFlowRunId(any_=[first["flow_run_id"]])))
+            return [log.message for log in logs if log.name == "genimg"]
+
+    import asyncio
+
+    messages = asyncio.run(flow_run_logs())
+    assert any("own classifier feature network" in m and m.endswith(" …") for m in messages), messages
+
     rerun = runner.invoke(app, ["retrain", "--config", str(config), "--json"])
     assert rerun.exit_code == 0, (rerun.output[-3000:], rerun.exception)
     again = json.loads(rerun.stdout)

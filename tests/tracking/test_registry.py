@@ -45,6 +45,8 @@ def digits_in_store(tmp_path, monkeypatch):
 
 
 def test_champion_moves_only_to_a_better_version_and_reasons_are_recorded(digits_in_store):
+    from genimg.tracking.registry import decisions_of
+
     weak, strong, worse = trained_vae(5, "weak"), trained_vae(300, "strong"), trained_vae(1, "worse")
     first = cli("register", weak, "--json")
     assert first["name"] == "genimg-digits-vae" and first["version"] == 1
@@ -65,28 +67,86 @@ def test_champion_moves_only_to_a_better_version_and_reasons_are_recorded(digits
     assert not kept["promoted"] and kept["champion"] == 2 and "does not beat champion version 2" in kept["reason"]
     client = mlflow_client()
     assert str(client.get_model_version_by_alias("genimg-digits-vae", "champion").version) == "2"
-    for number in ("2", "3"):  # the decision is written on both versions
-        version_tags = client.get_model_version("genimg-digits-vae", number).tags
-        assert version_tags["genimg.promotion.decision"] == "kept" and "does not beat" in version_tags["genimg.promotion.reason"]
+    for number in ("2", "3"):  # the decision is recorded on both versions
+        last = decisions_of(client.get_model_version("genimg-digits-vae", number))[-1]
+        assert last["id"] == kept["decision_id"] and last["decision"] == "kept" and "does not beat" in last["reason"]
+
+    # For scripts: --check exits 3 when the challenger is not promoted (the JSON says the same).
+    checked = runner.invoke(app, ["promote", "genimg-digits-vae", "--version", "3", "--check", "--json"])
+    assert checked.exit_code == 3 and json.loads(checked.stdout)["promoted"] is False, checked.output
 
     forced = cli("promote", "genimg-digits-vae", "--version", "3", "--force", "--json")
     assert forced["promoted"] and forced["reason"].startswith("forced")
     assert str(client.get_model_version_by_alias("genimg-digits-vae", "champion").version) == "3"
-    human = cli("promote", "genimg-digits-vae", "--version", "2")
+    human = cli("promote", "genimg-digits-vae", "--version", "2", "--check")  # promoted: exit 0
     assert "promoted" in human.stdout and "beats champion version 3" in human.stdout
 
 
-def test_a_champion_scored_on_other_settings_is_reevaluated_first(digits_in_store):
+def test_every_decision_is_kept_and_the_champions_winning_evaluation_is_unchanged(digits_in_store, monkeypatch):
+    import genimg.evaluation.evaluate
+    from genimg.store import open_store
+    from genimg.tracking import registry
+
+    name = "genimg-digits-vae"
     first = trained_vae(200, "first")
     cli("evaluate", first, "--samples", "120", "--nll-k", "8", "--json")  # now scored with 120 samples
-    cli("register", first, "--json")
-    cli("promote", "genimg-digits-vae", "--json")
-    second = trained_vae(3, "second")  # 150 samples, as EVAL
-    cli("register", second, "--json")
-    decision = cli("promote", "genimg-digits-vae", "--json")
-    assert decision["champion_reevaluated"] and not decision["promoted"]
-    champion = mlflow_client().get_model_version("genimg-digits-vae", "1").tags
-    assert champion["genimg.eval.num_samples"] == "150" and "genimg.eval.reevaluated_at" in champion
+    winning = cli("register", first, "--json")["tags"]
+    cli("register", trained_vae(3, "second"), "--json")  # scored with 150 samples, as EVAL
+    cli("register", trained_vae(2, "third"), "--json")
+    decisions = [cli("promote", name, "--version", "1", "--json")]
+    reevaluating = runner.invoke(app, ["promote", name, "--version", "2", "--json"])  # the champion is re-evaluated its way
+    assert reevaluating.exit_code == 0, reevaluating.output
+    assert f"genimg: re-evaluating champion version 1 of {name} as the challenger was evaluated" in reevaluating.stderr
+    decisions.append(json.loads(reevaluating.stdout))
+    assert decisions[1]["champion_reevaluated"] and decisions[1]["champion_evaluation"] == "reevaluated"
+    assert not decisions[1]["promoted"]
+
+    def no_second_evaluation(*args, **kwargs):
+        raise AssertionError("the champion was re-evaluated again on the same evaluation")
+
+    monkeypatch.setattr(genimg.evaluation.evaluate, "evaluate_model", no_second_evaluation)
+    decisions += [cli("promote", name, "--version", "3", "--json")]  # 150 samples again: reused
+    assert decisions[2]["champion_evaluation"] == "reused" and not decisions[2]["promoted"]
+    decisions += [cli("promote", name, "--version", "2", "--force", "--json")]
+    assert decisions[3]["promoted"] and decisions[3]["champion"] == 2
+
+    client = mlflow_client()
+    versions = {n: client.get_model_version(name, str(n)) for n in (1, 2, 3)}
+    ids = [d["decision_id"] for d in decisions]
+    assert [d["id"] for d in registry.decisions_of(versions[1])] == ids  # one record per decision
+    assert [d["id"] for d in registry.decisions_of(versions[2])] == [ids[1], ids[3]]
+    assert [d["id"] for d in registry.decisions_of(versions[3])] == [ids[2]]
+    for record, returned in zip(registry.decisions_of(versions[1]), decisions):
+        assert record["reason"] == returned["reason"] and record["champion"] == returned["champion"]
+    compared = registry.decisions_of(versions[3])[0]
+    assert compared["evaluation"]["num_samples"] == "150" and compared["champion_evaluation"] == "reused"
+    assert compared["champion_value"] == decisions[2]["champion_value"] and not compared["forced"]
+
+    # Version 1 keeps the evaluation it won with, and why it became champion; its re-evaluation
+    # on the challengers' evaluation is kept beside them, under that evaluation's id.
+    assert {k: v for k, v in versions[1].tags.items() if k.startswith("genimg.eval.")} == \
+        {k: v for k, v in winning.items() if k.startswith("genimg.eval.")}
+    assert versions[1].tags["genimg.eval.num_samples"] == "120"
+    assert versions[1].tags["genimg.promoted.decision"] == ids[0]
+    assert versions[1].tags["genimg.promoted.reason"].startswith("first champion")
+    reevaluation = json.loads(versions[1].tags[f"genimg.reevaluation.{compared['evaluation']['id']}"])
+    assert reevaluation["num_samples"] == "150" and reevaluation["metrics"]["nll"] == decisions[1]["champion_value"]
+    assert versions[2].tags["genimg.promoted.reason"].startswith("forced")
+
+    # A promotion whose lock was taken over (its holder stalled past the TTL) moves nothing.
+    real_decide = registry.decide
+
+    def decide_then_lose_the_lock(*args, **kwargs):
+        decision = real_decide(*args, **kwargs)
+        store, key = open_store(), "locks/promote-genimg-digits-vae.json"
+        assert store.replace_if(key, b'{"token": "successor"}', store.read_versioned(key)[1])
+        return decision
+
+    monkeypatch.setattr(registry, "decide", decide_then_lose_the_lock)
+    result = runner.invoke(app, ["promote", name, "--version", "1", "--force"])
+    assert result.exit_code == 1 and "lost the promotion lock" in result.stderr, result.output
+    assert str(client.get_model_version_by_alias(name, "champion").version) == "2"
+    assert len(registry.decisions_of(client.get_model_version(name, "1"))) == len(ids)
 
 
 def test_racing_promotions_leave_the_alias_on_the_best(digits_in_store):
@@ -143,6 +203,44 @@ def test_the_champion_loads_as_a_pyfunc_in_a_fresh_process_and_samples(digits_in
     assert sample["shape"] == [4, 1, 16, 16] and (tmp_path / "s.png").is_file()
     evaluated = cli("evaluate", "models:/genimg-digits-vae@champion", *EVAL, "--json")
     assert evaluated["dataset"].startswith("digits@") and evaluated["run_id"] != run_id
+
+
+def test_register_and_a_pyfunc_load_print_no_mlflow_warnings(digits_in_store, tmp_path):
+    """Only genimg's lines: no MLflow UserWarning (type hints, input example) on either."""
+    from genimg.tracking.runs import tracking_uri
+
+    run_id = trained_vae(2, "quiet")
+    genimg = Path(sys.executable).parent / "genimg"
+    registered = subprocess.run([str(genimg), "register", run_id, "--json"], capture_output=True, text=True,
+                                timeout=300)
+    assert registered.returncode == 0, registered.stderr[-3000:]
+    code = ("import mlflow; m = mlflow.pyfunc.load_model('models:/genimg-digits-vae/1'); "
+            "print(m.predict({'num_samples': 2, 'seed': 0}).shape)")
+    env = {"PATH": os.environ["PATH"], "HOME": str(tmp_path), "MLFLOW_TRACKING_URI": tracking_uri()}
+    loaded = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, cwd=tmp_path,
+                            timeout=300)
+    assert loaded.returncode == 0 and loaded.stdout.strip().endswith("(2, 1, 16, 16)"), loaded.stderr[-3000:]
+    for stderr in (registered.stderr, loaded.stderr):
+        assert "Warning" not in stderr and "\x1b[" not in stderr, stderr
+    assert "mlflow" not in registered.stderr, registered.stderr
+
+
+def test_register_says_it_evaluates_a_run_without_a_test_evaluation_first(digits_in_store, monkeypatch):
+    import genimg.tracking.evaluations as evaluations
+    from genimg.evaluation.config import EvalConfig
+
+    real = evaluations.evaluate_target
+    small = EvalConfig(samples=60, nll_k=4, extractor_steps=100)  # the default is 1,000 samples
+    monkeypatch.setattr(evaluations, "evaluate_target",
+                        lambda target, dataset, config, **kwargs: real(target, dataset, small, **kwargs))
+    run_id = cli("train", *VAE, "--dataset", "digits", "--steps", "2", "--json")["run_id"]
+    result = runner.invoke(app, ["register", run_id])
+    assert result.exit_code == 0, result.output
+    lines = result.stderr.splitlines()
+    assert any(line.startswith(f"genimg: evaluating run {run_id} on the test split of digits@") and
+               line.endswith(" …") for line in lines), result.stderr
+    assert any(f"evaluating run {run_id}" in line and ": done in" in line for line in lines)
+    assert any(line.startswith("genimg: logging the vae generator to MLflow") for line in lines)
 
 
 def mlflow_download(uri, destination):

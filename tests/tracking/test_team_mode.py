@@ -17,7 +17,7 @@ from tests.conftest import S3_CREDENTIALS, free_port, wait_until_healthy
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(600)]
 runner = CliRunner()
-POSTGRES = "postgresql+psycopg2://postgres@127.0.0.1:5432"
+POSTGRES = "postgresql://postgres@127.0.0.1:5432"  # the plain scheme (psycopg 3)
 
 
 def postgres(statement):

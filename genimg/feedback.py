@@ -1,0 +1,111 @@
+"""What genimg says while it works: the phases of a command and the progress of long loops.
+
+Library code reports through the `genimg` logger and never prints. The CLI shows that logger on
+stderr (`show_on_stderr`): plain `genimg: …` lines, also when stderr is not a terminal (CI logs,
+Prefect workers), and a progress bar for long loops on a terminal. The retrain flow also ships it
+to Prefect's run logs (PREFECT_LOGGING_EXTRA_LOGGERS). Used as a library, genimg stays silent
+unless the caller attaches a handler to the `genimg` logger.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+import time
+from collections.abc import Callable, Iterator
+from contextlib import ExitStack, contextmanager
+from typing import Any
+
+from genimg.errors import redact_credentials
+
+LOGGER = logging.getLogger("genimg")
+PROGRESS_EVERY_SECONDS = 10.0  # periodic progress lines when no bar can be drawn
+
+ProgressUpdate = Callable[[int], None]  # called with the number of units done so far
+
+
+class StderrHandler(logging.Handler):
+    """Writes to `sys.stderr` as it is when a record comes (a progress bar swaps it for a proxy
+    that prints above the bar; a handler holding the original stream would garble the bar)."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            sys.stderr.write(redact_credentials(self.format(record)) + "\n")
+            sys.stderr.flush()
+        except Exception:
+            self.handleError(record)
+
+
+class Settings:
+    interactive = False  # a terminal is attached: long loops draw a bar
+
+
+def show_on_stderr() -> None:
+    """Show genimg's phase and progress lines on stderr (the CLI calls this once)."""
+    if not any(isinstance(handler, StderrHandler) for handler in LOGGER.handlers):
+        handler = StderrHandler()
+        handler.setFormatter(logging.Formatter("genimg: %(message)s"))
+        LOGGER.addHandler(handler)
+    LOGGER.setLevel(logging.INFO)
+    Settings.interactive = sys.stderr.isatty()
+
+
+def say(message: str, *args: Any) -> None:
+    LOGGER.info(message, *args)
+
+
+def seconds(value: float) -> str:
+    return f"{value:.1f} s" if value < 120 else f"{value / 60:.1f} min"
+
+
+@contextmanager
+def phase(what: str) -> Iterator[None]:
+    """A step that may take a while: says what it starts, and when it is done, how long it took."""
+    say("%s …", what)
+    started = time.perf_counter()
+    yield
+    say("%s: done in %s", what, seconds(time.perf_counter() - started))
+
+
+@contextmanager
+def progress(what: str, total: int, unit: str = "") -> Iterator[ProgressUpdate]:
+    """Progress of a loop of `total` units: a bar on a terminal, else a line every
+    PROGRESS_EVERY_SECONDS (and none for a loop that ends sooner)."""
+    if Settings.interactive and LOGGER.isEnabledFor(logging.INFO):
+        from rich.console import Console
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+        bar = Progress(TextColumn("genimg: {task.description}"), BarColumn(), MofNCompleteColumn(),
+                       TimeRemainingColumn(), console=Console(stderr=True), transient=True)
+        with bar:
+            task = bar.add_task(what, total=total)
+            yield lambda done: bar.update(task, completed=done)
+        return
+    started = last = time.perf_counter()
+    suffix = f" {unit}" if unit else ""
+
+    def update(done: int) -> None:
+        nonlocal last
+        now = time.perf_counter()
+        if now - last >= PROGRESS_EVERY_SECONDS and done < total:
+            last = now
+            say("%s: %d/%d%s (%s)", what, done, total, suffix, seconds(now - started))
+
+    yield update
+
+
+@contextmanager
+def progress_callback(what: str) -> Iterator[Callable[[int, int], None]]:
+    """`progress` for loops that learn their total as they go: a (done, total) callback."""
+    with ExitStack() as stack:
+        updates: list[ProgressUpdate] = []
+
+        def report(done: int, total: int) -> None:
+            if not updates:
+                updates.append(stack.enter_context(progress(what, total)))
+            updates[0](done)
+
+        yield report
+
+
+__all__ = ["LOGGER", "phase", "progress", "progress_callback", "say", "show_on_stderr"]

@@ -1,0 +1,80 @@
+"""Slow phases say what they do on stderr (also without a terminal), long loops report progress,
+and the summary's rate is the one measured where the steps run."""
+
+import json
+
+import pytest
+from typer.testing import CliRunner
+
+from genimg import feedback
+from genimg.cli import app
+from tests.test_cli import TINY_VAE
+
+runner = CliRunner()
+
+
+def test_training_prints_its_phases_and_periodic_progress_without_a_terminal(monkeypatch):
+    monkeypatch.setattr(feedback, "PROGRESS_EVERY_SECONDS", 0.0)
+    result = runner.invoke(app, ["train", "--model", "vae", "--dataset", "builtin:digits", *TINY_VAE,
+                                 "--steps", "20", "--set", "train.log_every=5", "--json"])
+    assert result.exit_code == 0, result.output
+    lines = result.stderr.splitlines()
+    assert any(line.startswith("genimg: step 5/20") and "img/s" in line for line in lines), result.stderr
+    assert "genimg: evaluating the trained model on the val split of builtin:digits@" in result.stderr
+    assert any("evaluating the trained model" in line and ": done in" in line for line in lines)
+    assert any(line.startswith("genimg: training the classifier feature network: 1/100 steps") for line in lines)
+    payload = json.loads(result.stdout)  # stdout holds the JSON object alone
+    assert payload["images_per_second"] > 0 and payload["metrics"]["images_per_second"] > 0
+
+
+def test_the_summary_of_a_short_run_shows_a_real_rate():
+    result = runner.invoke(app, ["train", "--model", "vae", "--dataset", "builtin:digits", *TINY_VAE,
+                                 "--steps", "3", "--set", "eval.at_end_of_training=false"])
+    assert result.exit_code == 0, result.output
+    rate = result.stdout.split(" s (", 1)[1].split(" img/s", 1)[0]
+    assert float(rate) > 0, result.stdout
+
+
+def test_progress_lines_come_periodically_and_a_quick_loop_prints_none(monkeypatch, caplog):
+    caplog.set_level("INFO", logger="genimg")
+    with feedback.progress("quick", 3) as update:
+        for done in range(1, 4):
+            update(done)
+    assert [r.message for r in caplog.records] == []
+    monkeypatch.setattr(feedback, "PROGRESS_EVERY_SECONDS", 0.0)
+    with feedback.progress("slow", 3, "items") as update:
+        for done in range(1, 4):
+            update(done)
+    messages = [r.getMessage() for r in caplog.records]
+    assert messages[:2] and messages[0].startswith("slow: 1/3 items (") and messages[1].startswith("slow: 2/3 items (")
+
+
+def test_phases_say_when_they_start_and_how_long_they_took(caplog):
+    caplog.set_level("INFO", logger="genimg")
+    with feedback.phase("doing a thing"):
+        pass
+    first, second = [r.getMessage() for r in caplog.records]
+    assert first == "doing a thing …" and second.startswith("doing a thing: done in ")
+
+
+def test_lines_on_stderr_never_show_credentials(capsys):
+    feedback.show_on_stderr()
+    feedback.say("connecting to %s", "http://alice:s3cret@mlflow:5000")
+    assert capsys.readouterr().err.strip().endswith("connecting to http://***@mlflow:5000")
+
+
+@pytest.mark.parametrize("points", [1, 3])
+def test_loss_curves_of_a_short_run_draw_every_point(tmp_path, points):
+    """A line through one point draws nothing: short runs get markers."""
+    import numpy as np
+    from PIL import Image
+
+    from genimg.evaluation.report import save_loss_curves
+
+    history = {name: [(10 * (i + 1), 1.0 + i) for i in range(points)] for name in ("loss", "kl")}
+    path = save_loss_curves(history, tmp_path / "curves.png")
+    with Image.open(path) as image:
+        pixels = np.asarray(image.convert("RGB")).astype(int)
+    line = np.abs(pixels - np.array([31, 119, 180])).sum(-1) < 60  # matplotlib's first colour
+    half = pixels.shape[1] // 2
+    assert line[:, :half].sum() > 10 and line[:, half:].sum() > 10  # both panels show their data

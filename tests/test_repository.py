@@ -1,0 +1,46 @@
+"""What the repository itself promises: no run state committed, the documented trust boundaries,
+the CPU torch install."""
+
+import re
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def git(*args: str) -> str:
+    return subprocess.run(["git", "-C", str(ROOT), *args], capture_output=True, text=True, check=True).stdout
+
+
+@pytest.mark.skipif(shutil.which("git") is None or not (ROOT / ".git").exists(), reason="not a git checkout")
+def test_no_database_or_run_state_is_committed_and_such_files_are_ignored():
+    tracked = [path for path in git("ls-files").splitlines()
+               if re.search(r"\.(db|sqlite3?)$|(^|/)(mlruns|mlartifacts)/", path)]
+    assert tracked == []
+    for stray in ("mlflow.db", "sub/dir/mlflow.db", "mlruns/0/meta.yaml", "mlartifacts/1/x"):
+        assert git("check-ignore", "--no-index", stray).strip() == stray
+
+
+def section(markdown: str, heading: str) -> str:
+    start = markdown.index(f"## {heading}\n")
+    end = markdown.find("\n## ", start + 1)
+    return markdown[start:end if end != -1 else None]
+
+
+def test_the_readme_states_the_trust_boundaries():
+    trust = section((ROOT / "README.md").read_text(), "Trust boundaries")
+    assert "tuner.pkl" in trust and "unpickle" in trust  # tune --resume restores pickles from the store
+    assert "mlflow.pyfunc.load_model" in trust and "safetensors" in trust  # pyfunc runs stored code
+    assert "redacts" in trust
+
+
+def test_torch_comes_from_the_cpu_wheel_index_with_a_fallback_to_the_plain_pin():
+    makefile = (ROOT / "Makefile").read_text()
+    assert "TORCH_INDEX ?= https://download.pytorch.org/whl/cpu" in makefile
+    install = re.search(r'--index-url "\$\(TORCH_INDEX\)" "\$\(TORCH_PIN\)" \\\n\s*\|\| \$\(PY\) -m pip install --quiet "\$\(TORCH_PIN\)"', makefile)
+    assert install, "torch: CPU index first, the plain pin where it is unreachable"
+    # and before the project, whose open torch>=2.4 would otherwise resolve to a CUDA build
+    assert makefile.index("$(TORCH_INDEX)") < makefile.index('-e ".[dev,postgres]"')
