@@ -23,8 +23,12 @@ setup: $(STAMP)
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade "pip>=24"
-	$(PY) -m pip install --quiet --timeout 20 --retries 1 --index-url "$(TORCH_INDEX)" "$(TORCH_PIN)" \
-	  || $(PY) -m pip install --quiet "$(TORCH_PIN)"
+	if $(PY) -c "import urllib.request as u; u.urlopen('$(TORCH_INDEX)/torch/', timeout=10)" 2>/dev/null; then \
+	  $(PY) -m pip install --quiet --index-url "$(TORCH_INDEX)" "$(TORCH_PIN)" || $(PY) -m pip install --quiet "$(TORCH_PIN)"; \
+	else \
+	  echo "torch: $(TORCH_INDEX) is unreachable here; installing $(TORCH_PIN) from pip's configured index"; \
+	  $(PY) -m pip install --quiet "$(TORCH_PIN)"; \
+	fi
 	$(PY) -m pip install --quiet -c constraints.txt -e ".[dev,postgres]"
 	touch $@
 

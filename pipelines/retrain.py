@@ -217,7 +217,7 @@ def train(plan: FamilyPlan, dataset_ref: str, workers: int, gpu: bool, run_name:
     if workers == 0:
         from genimg.tracking.local import train_in_process
 
-        payload = train_in_process(plan.model, dataset_ref, sections, run_name, None, True, None, gpu, lambda s, m: None)
+        payload = train_in_process(plan.model, dataset_ref, sections, run_name, None, "auto", None, gpu, lambda s, m: None)
         return {"run_id": payload["run_id"], "run_name": run_name, "checkpoint": payload["checkpoint"],
                 "metrics": payload["metrics"], "ray_job": None}
     from genimg.distributed.trainer import train_distributed
@@ -225,7 +225,7 @@ def train(plan: FamilyPlan, dataset_ref: str, workers: int, gpu: bool, run_name:
     if gpu:
         sections["train"].setdefault("precision", "bf16")
     result = train_distributed(plan.model, dataset_ref, sections, workers=workers, use_gpu=gpu, run_name=run_name,
-                               resume=True, samples=True)
+                               resume="auto", samples=True)
     return {"run_id": result.run_id, "run_name": run_name, "checkpoint": result.checkpoint, "metrics": result.metrics,
             "ray_job": None}
 
@@ -346,7 +346,10 @@ def genimg_lines_in_run_logs() -> Iterator[None]:
     from prefect.logging.handlers import APILogHandler
 
     logger = logging.getLogger("genimg")
-    handler, level = APILogHandler(), logger.level
+    handler, level, propagate = APILogHandler(), logger.level, logger.propagate
+    # Where genimg already shows its lines (the CLI), Prefect's console handler on the root
+    # logger would print each one a second time.
+    logger.propagate = not logger.handlers
     logger.addHandler(handler)
     if not logger.isEnabledFor(logging.INFO):
         logger.setLevel(logging.INFO)
@@ -355,6 +358,7 @@ def genimg_lines_in_run_logs() -> Iterator[None]:
     finally:
         logger.removeHandler(handler)
         logger.setLevel(level)
+        logger.propagate = propagate
 
 
 @flow(name="retrain", log_prints=True)

@@ -40,7 +40,10 @@ def test_the_readme_states_the_trust_boundaries():
 def test_torch_comes_from_the_cpu_wheel_index_with_a_fallback_to_the_plain_pin():
     makefile = (ROOT / "Makefile").read_text()
     assert "TORCH_INDEX ?= https://download.pytorch.org/whl/cpu" in makefile
-    install = re.search(r'--index-url "\$\(TORCH_INDEX\)" "\$\(TORCH_PIN\)" \\\n\s*\|\| \$\(PY\) -m pip install --quiet "\$\(TORCH_PIN\)"', makefile)
-    assert install, "torch: CPU index first, the plain pin where it is unreachable"
+    probe, cpu, plain = (makefile.index("u.urlopen('$(TORCH_INDEX)/torch/'"),
+                         makefile.index('--index-url "$(TORCH_INDEX)" "$(TORCH_PIN)"'),
+                         makefile.index('else \\\n'))
+    assert probe < cpu < plain, "torch: the CPU index where it answers, else the plain pin"
+    assert makefile[plain:].split("fi\n", 1)[0].count('-m pip install --quiet "$(TORCH_PIN)"') == 1
     # and before the project, whose open torch>=2.4 would otherwise resolve to a CUDA build
     assert makefile.index("$(TORCH_INDEX)") < makefile.index('-e ".[dev,postgres]"')

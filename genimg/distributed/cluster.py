@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -56,6 +57,9 @@ def ray_session(address: str | None = None) -> Iterator[bool]:
             if address:
                 ray.init(address=address, logging_level="WARNING", log_to_driver=log_to_driver)
             else:
+                # A local Ray of this process turns token auth on by default and warns that it
+                # did; nothing outside this process connects to it, so the notice says nothing.
+                logging.getLogger("ray._private.authentication.authentication_token_setup").setLevel(logging.ERROR)
                 ray.init(logging_level="WARNING", log_to_driver=log_to_driver)
     except Exception as exc:
         raise explain_connection_error(address or "a new local instance", exc) from exc

@@ -26,7 +26,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 from urllib.parse import urlparse
 
 import numpy as np
@@ -308,7 +308,7 @@ def train_distributed(
     use_gpu: bool = False,
     cpus_per_worker: int | None = None,
     run_name: str,
-    resume: bool = False,
+    resume: bool | Literal["auto"] = False,
     epochs: float | None = None,
     max_failures: int = 3,
     export_dir: Path | None = None,
@@ -326,7 +326,9 @@ def train_distributed(
             f"run {run_name} already has checkpoints in {store.uri_for('runs/' + run_name)}; "
             "pass --resume to continue it or pick another --run-name"
         )
-    if resume and not has_checkpoints:
+    if resume == "auto":  # the retrain flow: continue a run a retried task started, silently
+        resume = has_checkpoints
+    elif resume and not has_checkpoints:
         say("run %s has no checkpoints in %s: starting it fresh", run_name, store.uri_for(f"runs/{run_name}"))
     version, dataset = read_training_data(source, spec.data_kind, store)
     if version is not None and version.count() == 0:

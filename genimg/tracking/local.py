@@ -7,7 +7,7 @@ import json
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from genimg.errors import GenimgError
 
@@ -22,7 +22,8 @@ def recorded_dataset(run_dir: Path) -> str | None:
 
 def train_in_process(
     model: str, dataset: str, sections: dict[str, dict[str, Any]], name: str, epochs: float | None,
-    resume: bool, output: Path | None, gpu: bool, on_progress: Callable[[int, dict[str, float]], None],
+    resume: bool | Literal["auto"], output: Path | None, gpu: bool,
+    on_progress: Callable[[int, dict[str, float]], None],
 ) -> dict[str, Any]:
     """`--workers 0`: the plain-PyTorch loop in this process, checkpoints in $GENIMG_HOME/runs.
     The MLflow run is created only once the config and the data have been checked, so bad input
@@ -38,7 +39,9 @@ def train_in_process(
     has_checkpoints = checkpoints.is_dir() and any(checkpoints.iterdir())
     if has_checkpoints and not resume:
         raise GenimgError(f"run {name} already has checkpoints in {run_dir}; pass --resume to continue it or pick another --run-name")
-    if resume and not has_checkpoints:
+    if resume == "auto":  # the retrain flow: continue a run a retried task started, silently
+        resume = has_checkpoints
+    elif resume and not has_checkpoints:
         say("run %s has no checkpoints in %s: starting it fresh", name, run_dir)
     tracking: TrainingRun | None = None
 
