@@ -71,38 +71,9 @@ def emit(as_json: bool, payload: dict[str, Any], summary: str) -> None:
 
 
 def format_metrics(metrics: dict[str, float]) -> str:
-    return ", ".join(f"{k}={v:.4g}" for k, v in metrics.items() if k not in ("step", "images_per_second"))
+    from genimg.feedback import format_losses
 
-
-class ProgressLine:
-    """Training progress: a live line on a terminal (step, img/s, losses), else a plain line on
-    stderr every PROGRESS_EVERY_SECONDS (CI and Prefect logs). The rate is the one measured
-    where the steps run (metrics reach this process in batches)."""
-
-    def __init__(self, total_steps: int | None) -> None:
-        self.live = sys.stderr.isatty()
-        self.total_steps = total_steps
-        self.shown = False
-        self.last_line = time.perf_counter()
-
-    def update(self, step: int, metrics: dict[str, float]) -> None:
-        from genimg.feedback import PROGRESS_EVERY_SECONDS, say
-
-        rate = metrics.get("images_per_second")
-        text = (f"step {step}{f'/{self.total_steps}' if self.total_steps else ''}"
-                + (f"  {rate:.0f} img/s" if rate else "") + f"  {format_metrics(metrics)}")
-        if self.live:
-            sys.stderr.write(f"\r\033[K{text}")
-            sys.stderr.flush()
-            self.shown = True
-        elif time.perf_counter() - self.last_line >= PROGRESS_EVERY_SECONDS:
-            self.last_line = time.perf_counter()
-            say("%s", text)
-
-    def close(self) -> None:
-        if self.shown:
-            sys.stderr.write("\n")
-            self.shown = False
+    return format_losses(metrics)
 
 
 @app.command()
@@ -127,6 +98,7 @@ def train(
 ) -> None:
     """Train a model: on Ray Train (local Ray, or the cluster at RAY_ADDRESS), or in process."""
     from genimg.config import parse_overrides
+    from genimg.feedback import TrainingProgress
     from genimg.models import model_spec
     from genimg.training.run import load_config_file, merge_sections
 
@@ -154,7 +126,7 @@ def train(
     from genimg.training.config import TrainConfig
 
     total_steps = None if epochs is not None else int(sections["train"].get("steps", TrainConfig.steps))
-    progress = ProgressLine(total_steps)
+    progress = TrainingProgress(total_steps)
     if workers.strip() == "0":
         from genimg.tracking.local import train_in_process
 

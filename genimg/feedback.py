@@ -108,4 +108,37 @@ def progress_callback(what: str) -> Iterator[Callable[[int, int], None]]:
         yield report
 
 
-__all__ = ["LOGGER", "phase", "progress", "progress_callback", "say", "show_on_stderr"]
+def format_losses(metrics: dict[str, float]) -> str:
+    return ", ".join(f"{k}={v:.4g}" for k, v in metrics.items() if k not in ("step", "images_per_second"))
+
+
+class TrainingProgress:
+    """Training progress: a live line on a terminal (step, img/s, losses), else a plain line
+    every PROGRESS_EVERY_SECONDS. The rate is the one measured where the steps run (metrics may
+    reach this process in batches)."""
+
+    def __init__(self, total_steps: int | None = None) -> None:
+        self.live = Settings.interactive
+        self.total_steps = total_steps
+        self.shown = False
+        self.last_line = time.perf_counter()
+
+    def update(self, step: int, metrics: dict[str, float]) -> None:
+        rate = metrics.get("images_per_second")
+        text = (f"step {step}{f'/{self.total_steps}' if self.total_steps else ''}"
+                + (f"  {rate:.0f} img/s" if rate else "") + f"  {format_losses(metrics)}")
+        if self.live:
+            sys.stderr.write(f"\r\033[K{text}")
+            sys.stderr.flush()
+            self.shown = True
+        elif time.perf_counter() - self.last_line >= PROGRESS_EVERY_SECONDS:
+            self.last_line = time.perf_counter()
+            say("%s", text)
+
+    def close(self) -> None:
+        if self.shown:
+            sys.stderr.write("\n")
+            self.shown = False
+
+
+__all__ = ["LOGGER", "TrainingProgress", "phase", "progress", "progress_callback", "say", "show_on_stderr"]

@@ -24,6 +24,7 @@ from prefect.cache_policies import NONE as NO_CACHE
 from genimg.config import read_yaml_mapping
 from genimg.distributed.jobs import RayJobsTarget, run_genimg_job
 from genimg.errors import ConfigError, GenimgError, redact_credentials
+from genimg.feedback import TrainingProgress
 
 ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_CONFIG = ROOT / "configs" / "retrain.yaml"
@@ -217,7 +218,8 @@ def train(plan: FamilyPlan, dataset_ref: str, workers: int, gpu: bool, run_name:
     if workers == 0:
         from genimg.tracking.local import train_in_process
 
-        payload = train_in_process(plan.model, dataset_ref, sections, run_name, None, "auto", None, gpu, lambda s, m: None)
+        payload = train_in_process(plan.model, dataset_ref, sections, run_name, None, "auto", None, gpu,
+                                   TrainingProgress(sections["train"].get("steps")).update)
         return {"run_id": payload["run_id"], "run_name": run_name, "checkpoint": payload["checkpoint"],
                 "metrics": payload["metrics"], "ray_job": None}
     from genimg.distributed.trainer import train_distributed
@@ -225,7 +227,8 @@ def train(plan: FamilyPlan, dataset_ref: str, workers: int, gpu: bool, run_name:
     if gpu:
         sections["train"].setdefault("precision", "bf16")
     result = train_distributed(plan.model, dataset_ref, sections, workers=workers, use_gpu=gpu, run_name=run_name,
-                               resume="auto", samples=True)
+                               resume="auto", samples=True,
+                               on_progress=TrainingProgress(sections["train"].get("steps")).update)
     return {"run_id": result.run_id, "run_name": run_name, "checkpoint": result.checkpoint, "metrics": result.metrics,
             "ray_job": None}
 
