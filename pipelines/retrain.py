@@ -177,6 +177,13 @@ def ingest(name: str, source: str, kind: str | None) -> dict[str, Any]:
             "reused": result.reused, "rejected": len(result.rejected)}
 
 
+def version_in_store(ingested: dict[str, Any]) -> bool:
+    from genimg.data.versions import MANIFEST_FILE, version_prefix
+    from genimg.store import open_store
+
+    return open_store().exists(version_prefix(ingested["name"], ingested["version"]) + MANIFEST_FILE)
+
+
 def family_sections(plan: FamilyPlan) -> dict[str, dict[str, Any]]:
     from genimg.config import parse_overrides
     from genimg.training.run import load_config_file, merge_sections
@@ -391,6 +398,10 @@ def retrain_all(config_path: str | None) -> dict[str, Any]:
         # families then fail on their own, not the dataset).
         kind = next(iter(kinds[name])) if len(kinds[name]) == 1 else None
         state = ingest(name, source, kind, return_state=True)
+        if state.name == "Cached" and not state.is_failed() and not version_in_store(state.result()):
+            # The cache remembers an ingest into a store that has lost that version since (a
+            # cleared GENIMG_HOME, a pruned bucket): ingest again.
+            state = ingest.with_options(refresh_cache=True)(name, source, kind, return_state=True)
         if state.is_failed():
             failed[name] = f"ingest of {source} failed: {state.message}"
             continue

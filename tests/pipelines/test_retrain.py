@@ -102,6 +102,25 @@ def test_retrain_ingests_trains_registers_and_promotes_and_a_rerun_reuses_the_da
     assert sample.exit_code == 0 and (tmp_path / "g.png").is_file()
 
 
+def test_a_cached_ingest_whose_version_left_the_store_is_ingested_again(prefect_harness, tmp_path, monkeypatch):
+    """`make clean && make run`: Prefect's cache remembers the ingest, the store no longer has it."""
+    import shutil
+
+    from pipelines.retrain import retrain
+
+    monkeypatch.setenv("GENIMG_STORE", (tmp_path / "store").as_uri())
+    config = write_config(tmp_path, [{"model": "vae", "dataset": "digits", "steps": 2,
+                                      "set": TINY_SET["vae"] + ["eval.at_end_of_training=false"]}],
+                          evaluation={"samples": 20, "seed": 0, "extractor_steps": 20, "nll_k": 2})
+    first = retrain(str(config))
+    assert first["models"][0]["error"] is None, first
+    shutil.rmtree(tmp_path / "store")
+    again = retrain(str(config))
+    assert again["models"][0]["error"] is None, again
+    assert again["datasets"][0]["version"] == first["datasets"][0]["version"]
+    assert (tmp_path / "store" / "datasets" / "digits" / first["datasets"][0]["version"] / "manifest.json").is_file()
+
+
 @pytest.mark.parametrize(("extra", "family", "message"), [
     ({}, "{model: vae, dataset: mnist}", "families[0].dataset 'mnist' is not in datasets"),
     ({}, "{model: vae, dataset: digits, tune: {trials: 0}}", "families[0].tune.trials must be ≥ 1"),
