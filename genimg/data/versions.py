@@ -283,6 +283,18 @@ class DatasetVersion:
             raise DataError(f"{self.ref} has no split {unknown[0]!r} (splits: {', '.join(self.manifest['shards'])})")
         return self.load_shards([shard for split in splits for shard in self.manifest["shards"][split]])
 
+    def load_labels(self, splits: tuple[str, ...] = ("train",)) -> np.ndarray:
+        """The labels of `splits` alone (their Parquet column; checksums verified)."""
+        import pyarrow.parquet as pq
+
+        prefix = version_prefix(self.name, self.version)
+        columns = [
+            pq.read_table(io.BytesIO(self.store.get_bytes(prefix + shard["key"], sha256=shard["sha256"])),
+                          columns=["label"]).column("label").to_numpy()
+            for split in splits for shard in self.manifest["shards"][split]
+        ]
+        return np.concatenate(columns).astype(np.int64) if columns else np.zeros(0, np.int64)
+
     def count(self, splits: tuple[str, ...] = ("train",)) -> int:
         return sum(int(self.manifest["counts"].get(split, 0)) for split in splits)
 

@@ -176,13 +176,19 @@ def train_worker(config: dict[str, Any]) -> None:
     else:
         device = torch.device("cpu")
         torch.set_num_threads(max(1, int(config["threads"])))
-    records = torch.from_numpy(load_partition(config["data"], rank, world))
+    data, data_labels = load_partition(config["data"], rank, world)
+    labels = None
+    if model.num_classes:  # a conditional model trains on the labelled records, with their labels
+        assert data_labels is not None  # fit_model_to_data refused unlabelled data
+        keep = data_labels >= 0
+        data, labels = data[keep], torch.from_numpy(np.ascontiguousarray(data_labels[keep]))
+    records = torch.from_numpy(data)
     validator = None
     if rank == 0 and config.get("validation"):
         from genimg.evaluation.validation import make_validator
 
         validation = config["validation"]
-        validator = make_validator(load_partition(validation["data"], 0, 1), validation.get("features"))
+        validator = make_validator(load_partition(validation["data"], 0, 1)[0], validation.get("features"))
 
     restore_dir: Path | None = None
     scratch = Path(tempfile.mkdtemp(prefix="genimg-restore-"))
@@ -225,6 +231,7 @@ def train_worker(config: dict[str, Any]) -> None:
             gradient_sync=allreduce_mean if distributed else (lambda _: None),
             rank=rank,
             finite_everywhere=all_ranks_finite(device) if distributed else (lambda finite: finite),
+            labels=labels,
         )
     except TrainingDiverged as exc:
         # Every rank stops at the same step (all_ranks_finite). Reported instead of raised:
@@ -284,19 +291,21 @@ def shape_probe(version: Any, dataset: Any) -> Any:
     if dataset is not None:
         return dataset
     shape = tuple(version.manifest["record_shape"])
-    return Dataset(kind=version.kind, data=np.zeros((1, *shape), np.uint8), source=version.ref)
+    # The labels alone (one Parquet column) when there are any: a conditional model's class count.
+    labels = version.load_labels() if version.manifest.get("labels") else None
+    rows = 1 if labels is None else len(labels)
+    zeros = np.broadcast_to(np.zeros((1, *shape), np.uint8), (rows, *shape))  # a view: no memory per row
+    return Dataset(kind=version.kind, data=zeros, source=version.ref, labels=labels,
+                   class_names=version.manifest.get("class_names"))
 
 
 def worker_data(version: Any, dataset: Any) -> tuple[dict[str, Any], int, list[dict[str, str]], str]:
     """(worker data spec, record count, rejected items, dataset label for tags)."""
-    from genimg.distributed.data import store_spec
+    from genimg.distributed.data import object_spec, store_spec
 
     if version is not None:
         return store_spec(version), version.count(), [], version.ref
-    import ray
-
-    spec = {"type": "object", "ref": ray.put(dataset.data)}
-    return spec, len(dataset), [r.as_dict() for r in dataset.rejected], dataset.source
+    return object_spec(dataset), len(dataset), [r.as_dict() for r in dataset.rejected], dataset.source
 
 
 def train_distributed(
@@ -359,7 +368,7 @@ def train_distributed(
 def validation_spec(version: Any, source: str, kind: str, features: dict[str, Any] | None = None) -> dict[str, Any] | None:
     """What rank 0 validates on at each checkpoint: the val split (store shards, or the raw
     source's val records through Ray's object store); None when it has under 2 records."""
-    from genimg.distributed.data import store_spec
+    from genimg.distributed.data import object_spec, store_spec
     from genimg.errors import DataError
 
     if version is not None:
@@ -372,9 +381,7 @@ def validation_spec(version: Any, source: str, kind: str, features: dict[str, An
         return None
     if len(val) < 2:
         return None
-    import ray
-
-    return {"data": {"type": "object", "ref": ray.put(val.data)}, "features": features}
+    return {"data": object_spec(val), "features": features}
 
 
 def fit(

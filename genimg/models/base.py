@@ -39,7 +39,13 @@ class Losses:
 
 
 class GenerativeModel(nn.Module, abc.ABC):
-    """Base of every registered model: a config and a seeded `sample`."""
+    """Base of every registered model: a config and a seeded `sample`.
+
+    A class-conditional model (config `conditional: true`, `num_classes` ≥ 2 fitted from the
+    data, optional `class_names`) takes `labels` — (n,) class indices — wherever it takes
+    images or draws samples; image models' `sample(n, seed, labels=None)` draws the labels
+    uniformly from the seed when none are given.
+    """
 
     registry_name: ClassVar[str]
     config: Any
@@ -51,6 +57,71 @@ class GenerativeModel(nn.Module, abc.ABC):
     @property
     def device(self) -> torch.device:
         return next(self.parameters()).device
+
+    @property
+    def num_classes(self) -> int:
+        """How many classes a conditional model generates; 0 for an unconditional one."""
+        if not getattr(self.config, "conditional", False):
+            return 0
+        return int(getattr(self.config, "num_classes", 0))
+
+    @property
+    def class_names(self) -> tuple[str, ...]:
+        return tuple(getattr(self.config, "class_names", ()) or ())
+
+
+def check_conditioning(conditional: bool, num_classes: int, class_names: tuple[str, ...]) -> None:
+    """The class settings of a model config, as a model is built (num_classes comes from the
+    data: `conditional: true` alone passes the checks made before any data is read)."""
+    if num_classes < 0:
+        raise ConfigError(f"model.num_classes must be ≥ 0, got {num_classes}")
+    if class_names and len(class_names) != num_classes:
+        raise ConfigError(f"model.class_names lists {len(class_names)} names for {num_classes} classes")
+    if not conditional and num_classes:
+        raise ConfigError("model.num_classes is set but model.conditional is false")
+
+
+def require_classes(model: GenerativeModel) -> int:
+    """A conditional model's class count, once built (training fits it to the data)."""
+    if model.num_classes < 2:
+        raise ConfigError(
+            f"model {model.registry_name} is conditional but has {model.num_classes} classes: "
+            "train it on a labelled dataset (num_classes is taken from the data)"
+        )
+    return model.num_classes
+
+
+def sample_labels(model: GenerativeModel, n: int, seed: int | None, labels: Tensor | None) -> Tensor | None:
+    """The class labels `sample` uses on `model.device`: the given ones (checked), else drawn
+    uniformly from `seed` (on the CPU, like the noise); None for an unconditional model."""
+    classes = model.num_classes
+    if classes == 0:
+        if labels is not None:
+            raise GenimgError(f"model {model.registry_name} is not class-conditional: it takes no labels")
+        return None
+    if labels is None:
+        generator = torch.Generator().manual_seed(seed) if seed is not None else None
+        return torch.randint(0, classes, (n,), generator=generator).to(model.device)
+    labels = torch.as_tensor(labels, dtype=torch.long).reshape(-1)
+    if len(labels) != n:
+        raise GenimgError(f"{len(labels)} labels for {n} samples")
+    if len(labels) and (int(labels.min()) < 0 or int(labels.max()) >= classes):
+        raise GenimgError(f"class labels must be in 0–{classes - 1} for model {model.registry_name}, got {labels.tolist()}")
+    return labels.to(model.device)
+
+
+def class_index(model: GenerativeModel, value: str) -> int:
+    """A class given as its index or its name (the dataset's class folder names)."""
+    classes = require_classes(model) if model.num_classes else 0
+    if classes == 0:
+        raise GenimgError(f"model {model.registry_name} is not class-conditional: --class needs a model "
+                          "trained with model.conditional=true")
+    if value.isdigit() and int(value) < classes:
+        return int(value)
+    if value in model.class_names:
+        return model.class_names.index(value)
+    known = ", ".join(model.class_names) if model.class_names else f"0–{classes - 1}"
+    raise GenimgError(f"unknown class {value!r} for model {model.registry_name} (classes: {known})")
 
 
 def seeded_normal(shape: tuple[int, ...], seed: int | None, device: torch.device) -> Tensor:

@@ -118,7 +118,7 @@ class GAN(GenerativeModel):
     def noise(self, n: int) -> Tensor:
         return torch.randn(n, self.config.latent_dim, device=self.device)
 
-    def discriminator_loss(self, real_images: Tensor) -> Losses:
+    def discriminator_loss(self, real_images: Tensor, labels: Tensor | None = None) -> Losses:
         real = self.to_model_space(real_images)
         with torch.no_grad():
             fake = self.generator(self.noise(real.shape[0]))
@@ -141,7 +141,7 @@ class GAN(GenerativeModel):
         }
         return Losses(loss, parts)
 
-    def generator_loss(self, batch_size: int) -> Losses:
+    def generator_loss(self, batch_size: int, labels: Tensor | None = None) -> Losses:
         logits = self.discriminator(self.generator(self.noise(batch_size)))
         if self.config.loss == "non-saturating":
             loss = F.softplus(-logits).mean()  # = −log σ(D(G(z)))

@@ -13,7 +13,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from genimg.errors import TrainingDiverged
+from genimg.errors import GenimgError, TrainingDiverged
 from genimg.models.base import GenerativeModel
 from genimg.training.checkpoint import (
     latest_checkpoint,
@@ -166,6 +166,7 @@ def train_model(
     gradient_sync: GradientSync = no_sync,
     rank: int = 0,
     finite_everywhere: FiniteCheck = lambda finite: finite,
+    labels: Tensor | None = None,
 ) -> TrainResult:
     """Train `model` on uint8 `records` ((N, C, H, W) or (N, T, C, H, W)) up to `config.steps`.
 
@@ -177,9 +178,17 @@ def train_model(
     and an all-reduce as `gradient_sync` (and one of a flag as `finite_everywhere`).
 
     Raises TrainingDiverged at the first log step whose losses are not finite. Logged metrics
-    carry `images_per_second` of this process over the last log window.
+    carry `images_per_second` of this process over the last log window. A class-conditional
+    model needs `labels` (int64, one class index per record), which follow the batches.
     """
     device = torch.device(device)
+    if model.num_classes:
+        if labels is None or len(labels) != len(records):
+            raise GenimgError(f"model {model.registry_name} is class-conditional: it trains on one label per record")
+        if len(labels) and (int(labels.min()) < 0 or int(labels.max()) >= model.num_classes):
+            raise GenimgError(f"labels outside 0–{model.num_classes - 1} for a {model.num_classes}-class model")
+    else:
+        labels = None  # an unconditional model ignores the data's labels
     prepare_model(model, config, device)
     recipe = recipe_for(model)
     optimizers = recipe.make_optimizers(model, config)
@@ -212,8 +221,10 @@ def train_model(
             write_rank_rng(folder, rank)
 
     while step < config.steps:
-        batch = to_batch(records, schedule.indices(step), device, config.channels_last)
-        window.append(recipe.step(model, optimizers, batch, config, context))
+        indices = schedule.indices(step)
+        batch = to_batch(records, indices, device, config.channels_last)
+        batch_labels = labels[indices].to(device, non_blocking=True) if labels is not None else None
+        window.append(recipe.step(model, optimizers, batch, config, context, batch_labels))
         step += 1
         throughput.step_done(step)
         checkpoint_now = step % config.checkpoint_every == 0 or step == config.steps

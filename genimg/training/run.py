@@ -86,7 +86,38 @@ def fit_model_to_data(spec: ModelSpec, config: Any, explicit: Mapping[str, Any],
     updates: dict[str, Any] = {"image_shape": list(shape)}
     if spec.data_kind == "sequences" and "num_frames" not in explicit:
         updates["num_frames"] = dataset.num_frames
+    if getattr(config, "conditional", False):
+        classes, names = class_layout(dataset)
+        if explicit.get("num_classes") not in (None, classes):
+            raise ConfigError(f"model.num_classes={explicit['num_classes']} does not match the dataset's {classes} classes")
+        updates |= {"num_classes": classes, "class_names": list(names)}
     return replace_config(config, updates, where="model")
+
+
+def class_layout(dataset: Dataset) -> tuple[int, tuple[str, ...]]:
+    """(classes, names) a conditional model of `dataset` generates: its class folders' names,
+    or labels 0…max when it has labels but no names."""
+    known = dataset.labels[dataset.labels >= 0] if dataset.labels is not None else None
+    if known is None or len(known) == 0:
+        raise DataError(
+            f"model.conditional=true needs a labelled dataset, and {dataset.source} has no labels "
+            "(labels come from class subfolders, an IDX labels file or an .npz `labels` array)"
+        )
+    names = tuple(dataset.class_names or ())
+    classes = len(names) if names else int(known.max()) + 1
+    if classes < 2:
+        raise DataError(f"model.conditional=true needs at least 2 classes; {dataset.source} has {classes}")
+    return classes, names
+
+
+def labelled_only(dataset: Dataset) -> Dataset:
+    """The records that carry a label (what a conditional model trains on)."""
+    assert dataset.labels is not None
+    keep = dataset.labels >= 0
+    if keep.all():
+        return dataset
+    return Dataset(kind=dataset.kind, data=dataset.data[keep], source=dataset.source,
+                   labels=dataset.labels[keep], class_names=dataset.class_names, rejected=dataset.rejected)
 
 
 def check_resume_dataset(run_name: str, recorded: str | None, pinned: str, given: str) -> None:
@@ -143,6 +174,8 @@ def train_locally(
         raise GenimgError("--gpu: no CUDA device is visible to torch")
     seed_everything(run.train.seed)
     model = model_spec(model_name).model_cls(run.model)
+    if model.num_classes:
+        dataset = labelled_only(dataset)
     if on_start is not None:
         on_start(run, dataset)
     started = time.perf_counter()
@@ -150,6 +183,7 @@ def train_locally(
         model,
         torch.from_numpy(dataset.data),
         run.train,
+        labels=torch.from_numpy(dataset.labels) if model.num_classes else None,  # type: ignore[arg-type]
         device=device,
         checkpoint_dir=run_dir / "checkpoints",
         resume=resume,

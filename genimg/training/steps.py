@@ -107,20 +107,23 @@ def gan_step(
     batch: Tensor,
     config: TrainConfig,
     context: StepContext | None = None,
+    labels: Tensor | None = None,
 ) -> dict[str, Tensor]:
+    """One discriminator (× d_steps) and one generator update. A conditional GAN gets the
+    batch's labels: D scores real images with their own classes, G draws the same classes."""
     assert isinstance(model, GAN)
     context = context or StepContext()
     d_params = [p for p in model.discriminator.parameters() if p.requires_grad]
     g_params = [p for p in model.generator.parameters() if p.requires_grad]
     for _ in range(config.d_steps):
         with context.autocast():
-            d_losses = model.discriminator_loss(batch)
+            d_losses = model.discriminator_loss(batch, labels)
         apply_update(d_losses.total, optimizers["discriminator"], d_params, config, context)
     # D is frozen for the generator's step: its gradients would be discarded anyway.
     model.discriminator.requires_grad_(False)
     try:
         with context.autocast():
-            g_losses = model.generator_loss(batch.shape[0])
+            g_losses = model.generator_loss(batch.shape[0], labels)
         apply_update(g_losses.total, optimizers["generator"], g_params, config, context)
     finally:
         for p in d_params:
@@ -135,10 +138,11 @@ def likelihood_step(
     batch: Tensor,
     config: TrainConfig,
     context: StepContext | None = None,
+    labels: Tensor | None = None,
 ) -> dict[str, Tensor]:
     context = context or StepContext()
     with context.autocast():
-        losses = model.loss(batch)  # type: ignore[attr-defined]
+        losses = model.loss(batch) if labels is None else model.loss(batch, labels)  # type: ignore[attr-defined]
     params = [p for p in model.parameters() if p.requires_grad]
     apply_update(losses.total, optimizers["model"], params, config, context)
     return losses.parts
