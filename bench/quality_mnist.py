@@ -4,8 +4,9 @@ each, evaluate all three on the test split with one feature network, print a tab
     .venv/bin/python bench/quality_mnist.py [--mnist ../shared/data/mnist] [--budget 240] [--json]
 
 The MNIST test set (10,000 digits) is ingested like any source, so its deterministic split gives
-≈ 8,500 train / 500 val / 1,000 test records. Targets: VAE test NLL ≤ 95 nats (published 89.8
-for a VAE trained on the full 60k training set); the conv GAN's FID below the VAE's and below
+≈ 8,500 train / 500 val / 1,000 test records. Targets: VAE test NLL ≤ 90 nats (IWAE, k = 1000;
+published 89.8 for a VAE trained on the full 60k training set; pythae 0.1.2's VAE with its ResNet
+MNIST networks reached 90.6 on this split and budget); the conv GAN's FID below the VAE's and below
 the gan-mlp baseline's, on the same extractor. Ratios are against those in-run baselines.
 """
 
@@ -24,10 +25,12 @@ import torch
 
 DEFAULT_MNIST = Path(__file__).resolve().parent.parent.parent / "shared" / "data" / "mnist"
 PUBLISHED_VAE_NLL = 89.8
-VAE_NLL_TARGET = 95.0
+VAE_NLL_TARGET = 90.0
 FAMILIES: dict[str, tuple[dict[str, Any], dict[str, Any]]] = {
     # model config, train config (batch sizes and learning rates of configs/*-digits.yaml)
-    "vae": ({"latent_dim": 32, "width": 32}, {"batch_size": 64, "lr": 1e-3}),
+    "vae": ({"architecture": "resnet", "latent_dim": 32, "width": 16, "decoder_width": 32, "decoder_stage_blocks": 1,
+             "ema_decay": 0.999},
+            {"batch_size": 64, "lr": 2e-3}),
     "gan": ({"latent_dim": 64, "width": 32, "ema_decay": 0.999}, {"batch_size": 64, "lr": 2e-4, "betas": (0.5, 0.999)}),
     "gan-mlp": ({"latent_dim": 100, "generator_hidden": [128, 128, 1024], "discriminator_hidden": [128, 128]},
                 {"batch_size": 64, "lr": 2e-4, "betas": (0.5, 0.999)}),
@@ -64,7 +67,7 @@ def main() -> int:
     parser.add_argument("--budget", type=float, default=240.0, help="training seconds per family")
     parser.add_argument("--families", default="vae,gan,gan-mlp")
     parser.add_argument("--samples", type=int, default=1000)
-    parser.add_argument("--nll-k", type=int, default=100)
+    parser.add_argument("--nll-k", type=int, default=1000)
     parser.add_argument("--grids", type=Path, help="write <family>.png sample grids into this folder")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()

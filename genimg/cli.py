@@ -79,7 +79,7 @@ def format_metrics(metrics: dict[str, float]) -> str:
 @app.command()
 @one_line_errors
 def train(
-    model: Annotated[str, typer.Option("--model", "-m", help="gan-mlp, gan, vae or rvae")],
+    model: Annotated[str, typer.Option("--model", "-m", help="gan-mlp, gan, gan-resnet, vae or rvae")],
     dataset: Annotated[str, typer.Option("--dataset", "-d", help="NAME[@VERSION] in the store, builtin:digits, builtin:moving-digits, a path or s3:// URI")],
     config: Annotated[Path | None, typer.Option("--config", "-c", help="YAML with model: and train: sections")] = None,
     set_: Annotated[list[str] | None, typer.Option("--set", help="override, e.g. model.latent_dim=32 or train.lr=1e-3")] = None,
@@ -221,7 +221,7 @@ def describe_evaluation(evaluation: dict[str, Any] | None) -> str:
 @app.command()
 @one_line_errors
 def tune(
-    model: Annotated[str, typer.Option("--model", "-m", help="gan-mlp, gan, vae or rvae")],
+    model: Annotated[str, typer.Option("--model", "-m", help="gan-mlp, gan, gan-resnet, vae or rvae")],
     dataset: Annotated[str, typer.Option("--dataset", "-d", help="NAME[@VERSION] in the store or a raw source")],
     trials: Annotated[int, typer.Option("--trials", help="configurations to try")] = 8,
     max_concurrent: Annotated[int | None, typer.Option("--max-concurrent", help="trials at once (default: as many as the cluster holds)")] = None,
@@ -334,6 +334,9 @@ def evaluate(
     best_of: Annotated[int, typer.Option("--best-of", help="continuations per test sequence (rvae)")] = 5,
     context_frames: Annotated[int | None, typer.Option("--context-frames", help="frames given before continuing (rvae); default half")] = None,
     features: Annotated[str, typer.Option("--features", help="auto, inception or classifier")] = "auto",
+    extractor_steps: Annotated[int | None, typer.Option(
+        "--extractor-steps", help="training steps of the dataset's own feature network, when it is not cached "
+                                  "yet (default 1,000 for grey, 4,000 for colour images)")] = None,
     out: Annotated[Path | None, typer.Option("--out", help="also write the report files here")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="print one JSON object")] = False,
 ) -> None:
@@ -346,7 +349,7 @@ def evaluate(
         raise GenimgError(f"--split must be train, val or test, got {split!r}")
     config = config_from_dict(EvalConfig, {
         "samples": samples, "seed": seed, "nll_k": nll_k, "best_of": best_of,
-        "context_frames": context_frames, "features": features,
+        "context_frames": context_frames, "features": features, "extractor_steps": extractor_steps,
     }, where="eval")
     payload = evaluate_target(target, dataset, config, split=split, out_dir=out)
     note = payload["features"].get("note")
@@ -413,11 +416,17 @@ def sample(
     n: Annotated[int, typer.Option("-n", "--num-samples", help="how many samples")] = 64,
     seed: Annotated[int, typer.Option("--seed")] = 0,
     frames: Annotated[int | None, typer.Option("--frames", help="sequence length (sequence models)")] = None,
+    classes: Annotated[list[str] | None, typer.Option(
+        "--class", help="class-conditional models: this class (index or name), repeatable; the samples "
+                        "are split between the classes in order")] = None,
     as_json: Annotated[bool, typer.Option("--json")] = False,
 ) -> None:
     """Draw samples from a trained model into a PNG grid or an animated GIF."""
+    import torch
+
     from genimg.evaluation.grids import save_image_grid, save_sequence_gif, save_sequence_strips
     from genimg.models import load_model, model_spec
+    from genimg.models.base import class_index
 
     suffix = output.suffix.lower()
     if suffix not in (".png", ".gif"):
@@ -431,17 +440,25 @@ def sample(
     else:
         model = load_model(Path(model_dir))
     kind = model_spec(model.registry_name).data_kind
+    labels = None
+    if classes:
+        chosen = [class_index(model, value) for value in classes]
+        if n < len(chosen):
+            raise GenimgError(f"-n {n} is fewer than the {len(chosen)} classes asked for")
+        labels = torch.tensor([chosen[i * len(chosen) // n] for i in range(n)])
     if kind == "images":
         if suffix == ".gif":
             raise GenimgError(f"{model.registry_name} draws still images: write a .png")
-        samples = model.sample(n, seed=seed)
+        samples = model.sample(n, seed=seed, labels=labels)  # type: ignore[call-arg]
         save_image_grid(samples, output)
     else:
         samples = model.sample(n, seed=seed, num_frames=frames)  # type: ignore[call-arg]
         (save_sequence_gif if suffix == ".gif" else save_sequence_strips)(samples, output)
+    shown = [model.class_names[k] if model.class_names else str(k) for k in labels.tolist()] if labels is not None else None
     payload = {"model": model.registry_name, "output": str(output), "num_samples": n,
-               "seed": seed, "shape": list(samples.shape)}
-    emit(as_json, payload, f"wrote {n} samples of {model.registry_name} to {output}")
+               "seed": seed, "shape": list(samples.shape), "classes": shown}
+    emit(as_json, payload, f"wrote {n} samples of {model.registry_name} to {output}"
+         + (f" (classes {', '.join(dict.fromkeys(shown))})" if shown else ""))
 
 
 @app.command()
@@ -450,9 +467,16 @@ def ingest(
     source: Annotated[str, typer.Argument(help="builtin:digits, builtin:moving-digits, a path or an s3:// URI")],
     name: Annotated[str, typer.Option("--name", help="dataset name (lowercase letters, digits, - and _)")],
     kind: Annotated[str | None, typer.Option("--kind", help="images or sequences (default: from the source)")] = None,
+    resolution: Annotated[int | None, typer.Option(
+        "--resolution", help="make every image N×N px (default: the most common size wins)",
+    )] = None,
+    resize: Annotated[str | None, typer.Option(
+        "--resize", help="with --resolution: center-crop (default), pad (black bars) or stretch",
+    )] = None,
     as_json: Annotated[bool, typer.Option("--json")] = False,
 ) -> None:
     """Validate SOURCE and publish it as a versioned dataset in the object store."""
+    from genimg.data.normalize import ResizePolicy
     from genimg.data.readers import read_source
     from genimg.data.versions import check_name, ingest_dataset
     from genimg.feedback import phase, progress_callback
@@ -461,16 +485,22 @@ def ingest(
     check_name(name)
     if kind not in (None, "images", "sequences"):
         raise GenimgError(f"invalid --kind {kind!r} (expected images or sequences)")
+    if resize is not None and resolution is None:
+        raise GenimgError(f"--resize {resize} needs --resolution N (the square side in px)")
+    mode = resize or "center-crop"  # ResizePolicy checks it, naming --resize
+    policy = None if resolution is None else ResizePolicy(resolution, mode)  # type: ignore[arg-type]
     store = open_store()
     with phase(f"reading {source}"), progress_callback(f"decoding {source}") as progress:
-        dataset = read_source(source, kind, progress=progress)  # type: ignore[arg-type]
+        dataset = read_source(source, kind, progress=progress, resize=policy)  # type: ignore[arg-type]
     with phase(f"publishing {len(dataset)} records as a version of {name} in {store.uri}"), \
             progress_callback(f"writing {name}") as progress:
-        result = ingest_dataset(dataset, name, store=store, progress=progress)
+        result = ingest_dataset(dataset, name, store=store, progress=progress, resize=policy)
     counts = ", ".join(f"{split} {n}" for split, n in result.counts.items())
     lines = [
         f"{result.name}@{result.version}: {sum(result.counts.values())} records ({counts})",
         f"  {result.uri}",
+        f"  every image {policy.resolution}x{policy.resolution} px ({policy.mode})" if policy
+        else f"  records {'x'.join(map(str, dataset.record_shape))}",
         "  unchanged: this version already exists, nothing uploaded" if result.reused
         else f"  uploaded {result.uploaded_objects} objects, {result.uploaded_bytes / 1e6:.2f} MB",
     ]

@@ -40,6 +40,16 @@ class TunePlan:
 
 
 @dataclass(frozen=True)
+class DatasetPlan:
+    """A dataset of the flow: its source and, optionally, the square size every image gets at
+    ingest (`genimg ingest --resolution N --resize MODE`)."""
+
+    source: str
+    resolution: int | None = None
+    resize: str = "center-crop"
+
+
+@dataclass(frozen=True)
 class FamilyPlan:
     model: str
     dataset: str  # a key of RetrainConfig.datasets
@@ -51,7 +61,7 @@ class FamilyPlan:
 
 @dataclass(frozen=True)
 class RetrainConfig:
-    datasets: dict[str, str]
+    datasets: dict[str, DatasetPlan]
     families: tuple[FamilyPlan, ...]
     workers: int = 1
     gpu: bool = False  # one GPU per Ray Train worker (CUDA, bf16 autocast)
@@ -81,6 +91,7 @@ def load_retrain_config(path: str | Path | None = None) -> RetrainConfig:
         raise ConfigError(f"{path}: unknown top-level key(s) {sorted(unknown)}")
     if not isinstance(raw.get("datasets"), dict) or not raw["datasets"]:
         raise ConfigError(f"{path}: datasets: must map store names to sources")
+    datasets = {name: dataset_plan(entry, f"{path}: datasets.{name}") for name, entry in raw["datasets"].items()}
     families = []
     for index, item in enumerate(raw.get("families") or []):
         where = f"{path}: families[{index}]"
@@ -108,10 +119,34 @@ def load_retrain_config(path: str | Path | None = None) -> RetrainConfig:
     for switch in ("gpu", "tune"):
         if not isinstance(raw.get(switch, False), bool):
             raise ConfigError(f"{path}: {switch}: must be true or false, got {raw[switch]!r}")
-    return RetrainConfig(dict(raw["datasets"]), tuple(families), int(raw.get("workers", 1)), raw.get("gpu", False),
+    return RetrainConfig(datasets, tuple(families), int(raw.get("workers", 1)), raw.get("gpu", False),
                          raw.get("tune", False),
                          evaluation,
                          float(promotion.get("min_delta", 0.0)), ray_jobs_target(raw.get("ray_jobs"), path), str(path))
+
+
+DATASET_KEYS = {"source", "resolution", "resize"}
+
+
+def dataset_plan(entry: Any, where: str) -> DatasetPlan:
+    """`name: SOURCE`, or `name: {source: SOURCE, resolution: N, resize: center-crop|pad|stretch}`."""
+    from genimg.data.normalize import ResizePolicy
+
+    if isinstance(entry, str) and entry:
+        return DatasetPlan(entry)
+    if not isinstance(entry, dict) or "source" not in entry or set(entry) - DATASET_KEYS:
+        raise ConfigError(f"{where}: a source, or a mapping of {sorted(DATASET_KEYS)} with a source, got {entry!r}")
+    if "resize" in entry and "resolution" not in entry:
+        raise ConfigError(f"{where}: resize needs resolution")
+    plan = DatasetPlan(str(entry["source"]), entry.get("resolution"), str(entry.get("resize", "center-crop")))
+    if plan.resolution is not None:
+        if not isinstance(plan.resolution, int) or isinstance(plan.resolution, bool):
+            raise ConfigError(f"{where}.resolution must be an integer, got {plan.resolution!r}")
+        try:
+            ResizePolicy(plan.resolution, plan.resize)  # type: ignore[arg-type]
+        except GenimgError as exc:
+            raise ConfigError(f"{where}: {exc}") from None
+    return plan
 
 
 def ray_jobs_target(raw: Any, path: Path) -> RayJobsTarget | None:
@@ -163,16 +198,20 @@ def source_fingerprint(source: str) -> str:
 def ingest_cache_key(context: Any, parameters: dict[str, Any]) -> str:
     from genimg.store import default_store_uri
 
+    plan: DatasetPlan = parameters["plan"]
     store = hashlib.sha256(default_store_uri().encode()).hexdigest()[:8]
-    return f"ingest-{parameters['name']}-{store}-{source_fingerprint(parameters['source'])}"
+    policy = f"-{plan.resolution}-{plan.resize}" if plan.resolution else ""
+    return f"ingest-{parameters['name']}-{store}{policy}-{source_fingerprint(plan.source)}"
 
 
 @task(retries=2, retry_delay_seconds=RETRY_DELAYS, cache_key_fn=ingest_cache_key, persist_result=True)
-def ingest(name: str, source: str, kind: str | None) -> dict[str, Any]:
+def ingest(name: str, plan: DatasetPlan, kind: str | None) -> dict[str, Any]:
+    from genimg.data.normalize import ResizePolicy
     from genimg.data.readers import read_source
     from genimg.data.versions import ingest_dataset
 
-    result = ingest_dataset(read_source(source, kind), name)  # type: ignore[arg-type]
+    policy = ResizePolicy(plan.resolution, plan.resize) if plan.resolution else None  # type: ignore[arg-type]
+    result = ingest_dataset(read_source(plan.source, kind, resize=policy), name, resize=policy)  # type: ignore[arg-type]
     return {"name": result.name, "version": result.version, "counts": result.counts,
             "reused": result.reused, "rejected": len(result.rejected)}
 
@@ -391,19 +430,19 @@ def retrain_all(config_path: str | None) -> dict[str, Any]:
         kinds.setdefault(plan.dataset, set()).add(model_spec(plan.model).data_kind)
     datasets: dict[str, dict[str, Any]] = {}
     failed: dict[str, str] = {}
-    for name, source in config.datasets.items():
+    for name, plan in config.datasets.items():
         if name not in kinds:
             continue
         # One kind when every family on it agrees; else the reader decides (mismatched
         # families then fail on their own, not the dataset).
         kind = next(iter(kinds[name])) if len(kinds[name]) == 1 else None
-        state = ingest(name, source, kind, return_state=True)
+        state = ingest(name, plan, kind, return_state=True)
         if state.name == "Cached" and not state.is_failed() and not version_in_store(state.result()):
             # The cache remembers an ingest into a store that has lost that version since (a
             # cleared GENIMG_HOME, a pruned bucket): ingest again.
-            state = ingest.with_options(refresh_cache=True)(name, source, kind, return_state=True)
+            state = ingest.with_options(refresh_cache=True)(name, plan, kind, return_state=True)
         if state.is_failed():
-            failed[name] = f"ingest of {source} failed: {state.message}"
+            failed[name] = f"ingest of {plan.source} failed: {state.message}"
             continue
         result = dict(state.result())
         result["reused"] = result["reused"] or state.name == "Cached"

@@ -6,7 +6,7 @@ from genimg.distributed.tune import SPACES_DIR, check_space_keys, load_space, sp
 from genimg.errors import ConfigError
 
 
-@pytest.mark.parametrize("model", ["vae", "gan", "gan-mlp", "rvae"])
+@pytest.mark.parametrize("model", ["vae", "gan", "gan-resnet", "gan-mlp", "rvae"])
 def test_every_family_has_a_default_space_whose_keys_exist(model):
     space = load_space(model)
     assert space.source == str(SPACES_DIR / f"tune-{model}.yaml")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 from genimg.data.arrays import read_array_file
@@ -9,6 +10,7 @@ from genimg.data.builtin import BUILTIN_SOURCES
 from genimg.data.dataset import DataKind, Dataset, Rejection, no_valid_records
 from genimg.data.folders import IMAGE_SUFFIXES, Progress, read_image_folder, read_sequence_folder
 from genimg.data.idx import is_idx_path, read_idx
+from genimg.data.normalize import ResizePolicy, resize_records
 from genimg.errors import DataError
 
 ARRAY_SUFFIXES = {".npy", ".npz"}
@@ -19,12 +21,17 @@ SOURCE_HELP = (
 
 
 def read_source(
-    source: str, kind: DataKind | None = None, progress: Progress | None = None
+    source: str,
+    kind: DataKind | None = None,
+    progress: Progress | None = None,
+    resize: ResizePolicy | None = None,
 ) -> Dataset:
     """Read every record of `source`; bad records become `Dataset.rejected`, not errors.
 
     `source` is a builtin name, a local path, or an s3:// URI of a file or a folder-like prefix
     (copied to a temporary folder first; rejections name the s3:// items).
+    `resize` (ingest --resolution): every image becomes its square size — folders as they decode,
+    array sources afterwards; without it, the size rule of genimg.data.normalize applies.
     Raises DataError when the source itself is unusable (missing, unknown type, nothing valid).
     """
     if kind not in (None, "images", "sequences"):
@@ -34,13 +41,13 @@ def read_source(
         if loader is None:
             known = ", ".join(sorted(BUILTIN_SOURCES))
             raise DataError(f"unknown builtin dataset {source!r} (known: {known})")
-        dataset = loader()
+        dataset = with_resize(loader(), resize)
     elif source.startswith("s3://"):
-        dataset = read_s3(source, kind, progress)
+        dataset = read_s3(source, kind, progress, resize)
     elif "://" in source:
         raise DataError(f"cannot read {source!r}: sources are builtin:, local paths or s3:// URIs")
     else:
-        dataset = read_path(Path(source).expanduser(), kind, progress)
+        dataset = read_path(Path(source).expanduser(), kind, progress, resize=resize)
     if kind is not None and dataset.kind != kind:
         raise DataError(f"{source} holds {dataset.kind}, not {kind} (a model that trains on "
                         f"{kind} needs e.g. builtin:{'moving-digits' if kind == 'sequences' else 'digits'})")
@@ -49,12 +56,22 @@ def read_source(
     return dataset
 
 
-def read_s3(uri: str, kind: DataKind | None, progress: Progress | None) -> Dataset:
+def with_resize(dataset: Dataset, resize: ResizePolicy | None) -> Dataset:
+    """`dataset` with its records brought to `resize`'s size (a new Dataset: builtin ones are
+    shared), or `dataset` itself without a policy."""
+    if resize is None:
+        return dataset
+    return dataclasses.replace(dataset, data=resize_records(dataset.data, resize))
+
+
+def read_s3(
+    uri: str, kind: DataKind | None, progress: Progress | None, resize: ResizePolicy | None = None
+) -> Dataset:
     from genimg.store import download_s3_source
 
     downloaded = download_s3_source(uri)
     try:
-        dataset = read_path(downloaded.local_path, kind, progress, shown_as=uri)
+        dataset = read_path(downloaded.local_path, kind, progress, shown_as=uri, resize=resize)
     finally:
         downloaded.cleanup()
     dataset.source = uri
@@ -65,19 +82,23 @@ def read_s3(uri: str, kind: DataKind | None, progress: Progress | None) -> Datas
 
 
 def read_path(
-    path: Path, kind: DataKind | None, progress: Progress | None = None, shown_as: str | None = None
+    path: Path,
+    kind: DataKind | None,
+    progress: Progress | None = None,
+    shown_as: str | None = None,
+    resize: ResizePolicy | None = None,
 ) -> Dataset:
     if not path.exists():
         raise DataError(f"dataset source not found: {shown_as or path} ({SOURCE_HELP})")
     if path.is_dir():
         if kind == "sequences":
-            return read_sequence_folder(path, progress)
-        return read_image_folder(path, progress)
+            return read_sequence_folder(path, progress, resize)
+        return read_image_folder(path, progress, resize)
     suffix = path.suffix.lower()
     if suffix in ARRAY_SUFFIXES:
-        return read_array_file(path, kind)
+        return with_resize(read_array_file(path, kind), resize)
     if is_idx_path(path):
-        return read_idx(path)
+        return with_resize(read_idx(path), resize)
     if suffix in IMAGE_SUFFIXES:
         raise DataError(f"{path} is a single image; point at the folder that holds the images")
     raise DataError(f"{path}: unknown source type ({SOURCE_HELP})")

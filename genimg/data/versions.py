@@ -27,7 +27,7 @@ import numpy as np
 
 from genimg import __version__
 from genimg.data.dataset import DataKind, Dataset, Rejection
-from genimg.data.normalize import POLICY_ID
+from genimg.data.normalize import POLICY_ID, RESIZE_POLICY_ID, ResizePolicy
 from genimg.errors import DataError
 from genimg.store import ObjectStore, StoreError, open_store, sha256_hex
 
@@ -78,13 +78,23 @@ def split_of(record_hash: str) -> str:
     return "test"
 
 
-def preprocessing_of(dataset: Dataset) -> dict[str, Any]:
-    return {
+def preprocessing_of(dataset: Dataset, resize: ResizePolicy | None = None) -> dict[str, Any]:
+    """The settings that, with the records, make the version. Without `resize` exactly today's
+    record, so existing versions keep their ids."""
+    record: dict[str, Any] = {
         "policy": POLICY_ID,
         "kind": dataset.kind,
         "record_shape": list(dataset.record_shape),
         "splits": SPLIT_FRACTIONS,
     }
+    if resize is None:
+        return record
+    side = resize.resolution
+    if dataset.record_shape[-2:] != (side, side):
+        height, width = dataset.record_shape[-2:]
+        raise DataError(f"{dataset.source}: records are {height}x{width}, not the {side}x{side} of "
+                        f"--resolution {side} (read it with the same resize policy)")
+    return {**record, "policy": RESIZE_POLICY_ID, "resize": resize.record()}
 
 
 def version_of(pairs: list[tuple[str, int]], preprocessing: dict[str, Any]) -> str:
@@ -163,15 +173,16 @@ class SplitPlan:
         )
 
 
-def plan_splits(dataset: Dataset) -> SplitPlan:
-    """The version and splits `ingest_dataset` gives `dataset`, computed without a store."""
+def plan_splits(dataset: Dataset, resize: ResizePolicy | None = None) -> SplitPlan:
+    """The version and splits `ingest_dataset` gives `dataset`, computed without a store.
+    `resize`: the policy `dataset` was read with (read_source's), if any."""
     hashes = record_hashes(dataset.data)
     labels = dataset.labels if dataset.labels is not None else np.full(len(dataset), -1, np.int64)
     first_seen: dict[str, int] = {}
     for index, record_hash in enumerate(hashes):
         first_seen.setdefault(record_hash, index)
     keep = sorted(first_seen.values(), key=lambda i: hashes[i])
-    preprocessing = preprocessing_of(dataset)
+    preprocessing = preprocessing_of(dataset, resize)
     by_split: dict[str, list[int]] = {split: [] for split in SPLIT_FRACTIONS}
     for index in keep:
         by_split[split_of(hashes[index])].append(index)
@@ -186,12 +197,18 @@ def plan_splits(dataset: Dataset) -> SplitPlan:
 
 
 def ingest_dataset(
-    dataset: Dataset, name: str, *, store: ObjectStore | None = None, progress: Progress | None = None
+    dataset: Dataset,
+    name: str,
+    *,
+    store: ObjectStore | None = None,
+    progress: Progress | None = None,
+    resize: ResizePolicy | None = None,
 ) -> IngestResult:
-    """Publish `dataset` as a version of `name` (no-op if that version already exists)."""
+    """Publish `dataset` as a version of `name` (no-op if that version already exists).
+    `resize`: the policy `dataset` was read with (read_source's), recorded in the version."""
     check_name(name)
     store = store or open_store()
-    plan = plan_splits(dataset)
+    plan = plan_splits(dataset, resize)
     hashes, labels, by_split = plan.hashes, plan.labels, plan.by_split
     duplicates, preprocessing, version = plan.duplicates, plan.preprocessing, plan.version
     prefix = version_prefix(name, version)

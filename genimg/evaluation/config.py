@@ -20,16 +20,29 @@ class EvalConfig:
     context_frames: int | None = None  # frames given to the RVAE before it continues; None: half
     max_real: int = 10000  # real records of the split compared at most (a seeded subset beyond)
     features: FeatureChoice = "auto"  # auto: inception when its weights file is present
-    extractor_steps: int = 1000  # training steps of the dataset's own feature network
+    # Training steps of the dataset's own feature network (batches of 64); None: 1,000 for grey
+    # images, 4,000 for colour (see default_extractor_steps).
+    extractor_steps: int | None = None
     batch_size: int = 250
     at_end_of_training: bool = True  # `genimg train` evaluates on the validation split
 
     def __post_init__(self) -> None:
-        for key in ("samples", "nll_k", "best_of", "max_real", "extractor_steps", "batch_size"):
+        for key in ("samples", "nll_k", "best_of", "max_real", "batch_size"):
             if getattr(self, key) < 1:
                 raise ConfigError(f"eval.{key} must be ≥ 1, got {getattr(self, key)}")
+        if self.extractor_steps is not None and self.extractor_steps < 1:
+            raise ConfigError(f"eval.extractor_steps must be ≥ 1, got {self.extractor_steps}")
         if self.context_frames is not None and self.context_frames < 1:
             raise ConfigError(f"eval.context_frames must be ≥ 1, got {self.context_frames}")
+
+
+def default_extractor_steps(channels: int) -> int:
+    """Grey data here is digits and the like: the residual classifier is past 99 % on the
+    builtin digits within 100 steps. Colour photos need more: on CIFAR-10 it reaches about 71 %
+    of the val split at 2,000 steps, 75 % at 3,000 and 78 % at 4,000 (six passes over its 42,000
+    train images, about 4½ minutes on 2 idle CPU cores); the margin over 75 % is worth the extra
+    minute, as the network is trained once per dataset version and cached."""
+    return 4000 if channels >= 3 else 1000
 
 
 # The end-of-training evaluation is a small, fixed check so every run carries comparable numbers

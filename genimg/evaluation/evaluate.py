@@ -3,13 +3,17 @@
 Every family: FID, KID and k-NN precision / recall / density / coverage between generated and
 real samples in one feature space. VAE: also the IWAE test NLL and bits/dim. RVAE: conditional
 continuations (best of K) against ground truth by per-frame SSIM / PSNR, the copy-last-frame
-baseline, the per-frame NLL bound, and the distances on generated frames. Seeded throughout:
-the same model, data, config and seed give the same numbers.
+baseline, the per-frame NLL bound, and the distances on generated frames. Class-conditional
+image models: every class drawn equally often, the share of each class's samples that the
+dataset classifier labels as that class (`class_consistency_<class>` and their mean), and the
+NLL given each real image's class. Seeded throughout: the same model, data, config and seed
+give the same numbers.
 """
 
 from __future__ import annotations
 
 import math
+import re
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -70,13 +74,22 @@ def seeded_subset(dataset: Dataset, limit: int, seed: int) -> Dataset:
                    dataset.labels[chosen] if dataset.labels is not None else None)
 
 
-def generate(model: GenerativeModel, count: int, seed: int, batch_size: int) -> Tensor:
-    """`count` samples, batch by batch, each batch with its own seed derived from `seed`;
-    refused when not finite (a diverged model's NaNs would crash FID's linear algebra)."""
+def generate(
+    model: GenerativeModel, count: int, seed: int, batch_size: int, labels: Tensor | None = None
+) -> Tensor:
+    """`count` samples, batch by batch, each batch with its own seed derived from `seed` (and a
+    conditional model's classes from `labels`, one per sample); refused when not finite (a
+    diverged model's NaNs would crash FID's linear algebra)."""
     batches = []
     with progress(f"generating {count} samples", count) as update:
         for number, start in enumerate(range(0, count, batch_size)):
-            batches.append(model.sample(min(batch_size, count - start), seed=seed * 1_000_003 + number).cpu())
+            size = min(batch_size, count - start)
+            batch_seed = seed * 1_000_003 + number
+            if labels is None:
+                batches.append(model.sample(size, seed=batch_seed).cpu())
+            else:
+                batch_labels = labels[start : start + size]
+                batches.append(model.sample(size, seed=batch_seed, labels=batch_labels).cpu())  # type: ignore[call-arg]
             update(start + len(batches[-1]))
     samples = torch.cat(batches)
     if not torch.isfinite(samples).all():
@@ -111,18 +124,84 @@ def distances(extractor: FeatureExtractor, real: Tensor, fake: Tensor, config: E
     return metrics
 
 
-def image_nll(model: GenerativeModel, images: Tensor, config: EvalConfig) -> dict[str, float]:
-    """Mean IWAE estimate of −log p(x) in nats over `images`, and the same in bits per dimension."""
+def image_nll(
+    model: GenerativeModel, images: Tensor, config: EvalConfig, labels: Tensor | None = None
+) -> dict[str, float]:
+    """Mean IWAE estimate of −log p(x) in nats over `images` (−log p(x | y) for a conditional
+    model, given each image's class in `labels`), and the same in bits per dimension."""
     generator = torch.Generator().manual_seed(config.seed)
     total = 0.0
     with progress(f"NLL of {len(images)} images (IWAE, k={config.nll_k})", len(images), "images") as update:
         for start in range(0, len(images), 100):
             batch = images[start : start + 100].float().div(255.0).to(model.device)
-            total += float(model.nll(batch, k=config.nll_k, generator=generator).sum())  # type: ignore[operator]
+            if labels is None:
+                nll = model.nll(batch, k=config.nll_k, generator=generator)  # type: ignore[operator]
+            else:
+                batch_labels = labels[start : start + 100].to(model.device)
+                nll = model.nll(batch, k=config.nll_k, labels=batch_labels, generator=generator)  # type: ignore[operator]
+            total += float(nll.sum())
             update(start + len(batch))
     nll = total / len(images)
     dimensions = math.prod(images.shape[1:])
     return {"nll": nll, "bits_per_dim": nll / (dimensions * math.log(2))}
+
+
+# Class names that stand as they are in a metric name (MLflow's rules, and no surprises in a
+# shell or a URL); otherwise classes are named by their index.
+METRIC_NAME_PART = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
+
+
+def balanced_labels(count: int, classes: int) -> Tensor:
+    """Class i mod K for sample i: every class as often as any other (±1), each batch a mix."""
+    return torch.arange(count) % classes
+
+
+def class_metric_names(model: GenerativeModel) -> list[str]:
+    """`class_consistency_<k>` names: the class names where every one is a safe metric name
+    (they are unique: folder names), else the indices."""
+    names = model.class_names
+    if len(names) == model.num_classes and all(METRIC_NAME_PART.fullmatch(name) for name in names):
+        return [f"class_consistency_{name}" for name in names]
+    return [f"class_consistency_{k}" for k in range(model.num_classes)]
+
+
+def class_consistency(
+    model: GenerativeModel, extractor: FeatureExtractor, generated: Tensor, labels: Tensor, batch_size: int
+) -> tuple[dict[str, float], list[str]]:
+    """For each class k of a conditional model, the share of its samples of class k that the
+    dataset classifier labels k (the model's class k is the dataset label value k), and their
+    mean over the classes: `class_consistency`. Returns the metrics and notes on the classes
+    that could not be scored."""
+    predicted = extractor.classify(generated, batch_size)
+    known = set(extractor.label_values)
+    metrics: dict[str, float] = {}
+    unknown, unsampled = [], []
+    for k, name in enumerate(class_metric_names(model)):
+        chosen = labels == k
+        if k not in known:
+            unknown.append(str(k))
+        elif not chosen.any():
+            unsampled.append(str(k))
+        else:
+            metrics[name] = float((predicted[chosen] == k).float().mean())
+    notes = []
+    if unknown:
+        notes.append(f"class consistency skips class(es) {', '.join(unknown)}: the dataset classifier was "
+                     "not trained on them (no such label in the train split)")
+    if unsampled:
+        notes.append(f"class consistency skips class(es) {', '.join(unsampled)}: eval.samples={len(labels)} "
+                     f"is fewer than the {model.num_classes} classes")
+    if metrics:
+        metrics["class_consistency"] = sum(metrics.values()) / len(metrics)
+    return metrics, notes
+
+
+def labelled_for(model: GenerativeModel, real: Dataset) -> tuple[Tensor, Tensor]:
+    """The records of `real` that carry one of a conditional model's classes, and those labels."""
+    if real.labels is None:
+        return torch.zeros((0, *real.data.shape[1:]), dtype=torch.uint8), torch.zeros(0, dtype=torch.long)
+    keep = (real.labels >= 0) & (real.labels < model.num_classes)
+    return torch.from_numpy(real.data[keep]), torch.from_numpy(real.labels[keep].astype("int64"))
 
 
 def sequence_metrics(
@@ -214,9 +293,14 @@ def evaluate_model(
     extractor = extractor or choose_extractor(source, config, store)
     model.eval()
     settings: dict[str, Any] = {"k_nearest": NEAREST_K, "max_real": config.max_real}
+    notes: list[str] = []
     continuations = ground_truth = None
+    # A conditional image model draws every class equally often: the classes can then be
+    # scored one by one, and the samples as a whole match a class-balanced split.
+    conditional = source.kind == "images" and model.num_classes > 0
+    sample_labels = balanced_labels(config.samples, model.num_classes) if conditional else None
     with torch.no_grad():
-        generated = generate(model, config.samples, config.seed, config.batch_size)
+        generated = generate(model, config.samples, config.seed, config.batch_size, sample_labels)
     if source.kind == "sequences":
         real_sequences = torch.from_numpy(real.data)
         continued_count = min(len(real_sequences), config.samples)
@@ -232,15 +316,35 @@ def evaluate_model(
     else:
         real_images = torch.from_numpy(real.data)
         metrics = distances(extractor, real_images, generated, config)
+        if sample_labels is not None:
+            settings["classes"] = model.num_classes
+            if extractor.classifier is None:
+                notes.append(f"class consistency needs the dataset's classifier; the {extractor.name} "
+                             "features have no classifier head (use eval.features=classifier for it)")
+            else:
+                consistency, skipped = class_consistency(model, extractor, generated, sample_labels, config.batch_size)
+                metrics |= consistency
+                notes += skipped
         if hasattr(model, "nll"):
-            with torch.no_grad():
-                metrics |= image_nll(model, real_images, config)
-            settings["nll_k"] = config.nll_k
+            nll_images, nll_labels = real_images, None
+            if model.num_classes:
+                # −log p(x | y) needs each image's class: the records that carry one.
+                nll_images, nll_labels = labelled_for(model, real)
+                settings["nll_records"] = len(nll_images)
+            if len(nll_images):
+                with torch.no_grad():
+                    metrics |= image_nll(model, nll_images, config, nll_labels)
+                settings["nll_k"] = config.nll_k
+            else:
+                notes.append(f"no NLL: no record of split {split!r} carries one of the model's classes")
         samples = generated[:GRID_SAMPLES]
+    features = extractor.describe()
+    if notes:
+        features["note"] = "; ".join(([features["note"]] if features.get("note") else []) + notes)
     return Evaluation(
         model=model.registry_name, dataset=source.ref, split=split, seed=config.seed,
         num_samples=config.samples, num_real=len(real), metrics=metrics,
-        features=extractor.describe(), settings=settings, seconds=time.perf_counter() - started,
+        features=features, settings=settings, seconds=time.perf_counter() - started,
         samples=samples, continuations=continuations, ground_truth=ground_truth,
     )
 

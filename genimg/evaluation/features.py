@@ -2,15 +2,15 @@
 
 `inception`: the FID InceptionV3, only when its weights file is on disk (never downloaded).
 Otherwise the dataset's own network, trained once per dataset version and recipe and cached in
-the store: a small CNN classifier on the labelled train split, or an autoencoder's encoder when
-the data has no labels. Distances are comparable only within one extractor (name + weights hash),
-which is why every result names it.
+the store: a small residual CNN classifier on the labelled train split, or an autoencoder around
+the same encoder when the data has no labels. Distances are comparable only within one extractor
+(name + weights hash), which is why every result names it. The classifier's head also labels
+generated images, which is how a conditional model's class consistency is measured.
 """
 
 from __future__ import annotations
 
 import hashlib
-import io
 import json
 import math
 import time
@@ -25,43 +25,83 @@ from torch import Tensor, nn
 from genimg.data.dataset import UNLABELLED, Dataset
 from genimg.data.sources import SplitSource
 from genimg.errors import GenimgError
-from genimg.evaluation.config import EvalConfig
+from genimg.evaluation.config import EvalConfig, default_extractor_steps
 from genimg.feedback import phase, progress
 from genimg.store import ObjectStore, sha256_file, sha256_hex
 
-RECIPE_FORMAT = "genimg.features/1"
+# /2: the residual network, augmentation and one-cycle SGD (caches of /1 are not reused).
+RECIPE_FORMAT = "genimg.features/2"
 FEATURE_DIM = 128
+WIDTHS = (32, 64, 128)  # channels of the three residual stages
+STANDARDIZE_RECORDS = 10_000
 LABELLED_FRACTION = 0.9  # below this share of labelled train records, train an autoencoder
 
 
+class ResidualBlock(nn.Module):
+    """Two 3×3 convolutions with BatchNorm around a shortcut (a strided 1×1 convolution where
+    the shape changes), ReLU after the sum."""
+
+    def __init__(self, in_channels: int, out_channels: int, stride: int) -> None:
+        super().__init__()
+        self.conv1 = nn.Conv2d(in_channels, out_channels, 3, stride=stride, padding=1, bias=False)
+        self.norm1 = nn.BatchNorm2d(out_channels)
+        self.conv2 = nn.Conv2d(out_channels, out_channels, 3, padding=1, bias=False)
+        self.norm2 = nn.BatchNorm2d(out_channels)
+        self.shortcut: nn.Module = nn.Identity()
+        if stride != 1 or in_channels != out_channels:
+            self.shortcut = nn.Sequential(
+                nn.Conv2d(in_channels, out_channels, 1, stride=stride, bias=False), nn.BatchNorm2d(out_channels)
+            )
+
+    def forward(self, x: Tensor) -> Tensor:
+        hidden = torch.relu(self.norm1(self.conv1(x)))
+        return torch.relu(self.norm2(self.conv2(hidden)) + self.shortcut(x))
+
+
 class FeatureNet(nn.Module):
-    """Three stride-2 convolutions and a linear map to FEATURE_DIM features, for any C×H×W."""
+    """A small residual CNN for any C×H×W → FEATURE_DIM features: a 3×3 stem and a 2×2 max-pool,
+    then one residual block per stage (WIDTHS channels, stride 2 from the second stage),
+    global average pooling and a linear feature layer.
+
+    The max-pool right after the stem is what keeps it cheap on CPUs: the blocks run at half
+    the resolution (16, 8, 4 px for 32 px images), about a third of the cost of full-resolution
+    stages, which buys more passes over the data in the same CPU time. The classifier and the
+    autoencoder share this one architecture, so `FeatureNet(channels)` rebuilds either's
+    features from their weights (how validation ships them to training workers)."""
 
     def __init__(self, channels: int, feature_dim: int = FEATURE_DIM) -> None:
         super().__init__()
         self.num_features = feature_dim
+        first, second, third = WIDTHS
         self.trunk = nn.Sequential(
-            nn.Conv2d(channels, 32, 3, stride=2, padding=1), nn.ReLU(),
-            nn.Conv2d(32, 64, 3, stride=2, padding=1), nn.ReLU(),
-            nn.Conv2d(64, 128, 3, stride=2, padding=1), nn.ReLU(),
-            nn.AdaptiveAvgPool2d(2), nn.Flatten(),
+            nn.Conv2d(channels, first, 3, padding=1, bias=False), nn.BatchNorm2d(first), nn.ReLU(),
+            nn.MaxPool2d(2, ceil_mode=True),  # ceil: images down to 1×1 pass
+            ResidualBlock(first, first, 1), ResidualBlock(first, second, 2), ResidualBlock(second, third, 2),
+            nn.AdaptiveAvgPool2d(1), nn.Flatten(),
         )
-        self.project = nn.Linear(128 * 4, feature_dim)
+        self.project = nn.Linear(third, feature_dim)
         # Set from the train split once trained, so distances have a scale that does not depend
         # on how large the trained weights happen to be (FID ~ units, not thousands).
         self.register_buffer("center", torch.zeros(feature_dim))
         self.register_buffer("scale", torch.ones(()))
 
+    def embed(self, images: Tensor) -> Tensor:
+        """The feature layer as trained: what the classifier head and the decoder read."""
+        return self.project(self.trunk(images))  # type: ignore[no-any-return]
+
     def forward(self, images: Tensor) -> Tensor:
-        return (self.project(self.trunk(images)) - self.center) / self.scale
+        return (self.embed(images) - self.center) / self.scale
 
     @torch.no_grad()
     def standardize(self, images: Tensor) -> None:
-        """Center on the mean feature of `images` (uint8) and divide by their RMS spread."""
+        """Center on the mean feature of `images` (uint8) and divide by their RMS spread, both
+        taken from a seeded subset of STANDARDIZE_RECORDS at most (plenty for 128 means and one
+        spread; the whole of a 40k-image train split costs half a minute of CPU)."""
         self.eval()
-        self.center.zero_()
-        self.scale.fill_(1.0)
-        features = torch.cat([self(images[i : i + 500].float() / 255.0) for i in range(0, len(images), 500)])
+        if len(images) > STANDARDIZE_RECORDS:
+            chosen = torch.randperm(len(images), generator=torch.Generator().manual_seed(0))[:STANDARDIZE_RECORDS]
+            images = images[chosen.sort().values]
+        features = torch.cat([self.embed(images[i : i + 500].float() / 255.0) for i in range(0, len(images), 500)])
         self.center.copy_(features.mean(0))
         self.scale.fill_(float((features - self.center).pow(2).sum(1).mean().sqrt()))
 
@@ -73,7 +113,9 @@ class Classifier(nn.Module):
         self.head = nn.Sequential(nn.ReLU(), nn.Linear(FEATURE_DIM, num_classes))
 
     def forward(self, images: Tensor) -> Tensor:
-        return self.head(self.features(images))
+        """Class logits. The head reads the unstandardized feature layer, so standardizing the
+        features after training leaves the predictions as they were."""
+        return self.head(self.features.embed(images))  # type: ignore[no-any-return]
 
 
 class Autoencoder(nn.Module):
@@ -91,8 +133,8 @@ class Autoencoder(nn.Module):
         )
 
     def forward(self, images: Tensor) -> Tensor:
-        """Reconstruction logits of `images`."""
-        hidden = self.expand(self.features(images)).view(-1, 64, *self.grid)
+        """Reconstruction logits of `images` (from the unstandardized feature layer)."""
+        hidden = self.expand(self.features.embed(images)).view(-1, 64, *self.grid)
         logits = self.decode(hidden)
         return logits[..., : self.image_shape[1], : self.image_shape[2]]
 
@@ -103,6 +145,10 @@ class FeatureExtractor:
     network: nn.Module  # float images in [0, 1] → (N, D) features
     weights_sha256: str
     details: dict[str, Any] = field(default_factory=dict)  # accuracy, recipe, cache URI, notes
+    # The dataset classifier whose feature layer `network` is, and the dataset label value of
+    # each of its outputs (sorted, as trained); None / () for inception and the autoencoder.
+    classifier: nn.Module | None = field(default=None, repr=False)
+    label_values: tuple[int, ...] = ()
 
     @property
     def dim(self) -> int:
@@ -111,16 +157,41 @@ class FeatureExtractor:
     def describe(self) -> dict[str, Any]:
         return {"name": self.name, "weights_sha256": self.weights_sha256, "dim": self.dim, **self.details}
 
+    def to(self, device: str | torch.device) -> FeatureExtractor:
+        """The networks on `device` (the feature layer is part of the classifier: both move)."""
+        (self.classifier or self.network).to(device)
+        return self
+
     @torch.no_grad()
     def __call__(self, images: Tensor, batch_size: int = 250) -> Tensor:
-        """(N, C, H, W) images, uint8 or float in [0, 1] → (N, D) float64 features."""
+        """(N, C, H, W) images, uint8 or float in [0, 1] → (N, D) float64 features (on the CPU)."""
         self.network.eval()
+        device = next(self.network.parameters()).device
         chunks = []
         for start in range(0, len(images), batch_size):
-            batch = images[start : start + batch_size]
-            batch = batch.float() / 255.0 if batch.dtype == torch.uint8 else batch.float()
-            chunks.append(self.network(batch).double())
+            batch = as_unit_floats(images[start : start + batch_size]).to(device)
+            chunks.append(self.network(batch).double().cpu())
         return torch.cat(chunks) if chunks else torch.zeros(0, self.dim, dtype=torch.float64)
+
+    @torch.no_grad()
+    def classify(self, images: Tensor, batch_size: int = 250) -> Tensor:
+        """(N, C, H, W) images, uint8 or float in [0, 1] → (N,) the dataset label value the
+        classifier gives each (int64, on the CPU)."""
+        if self.classifier is None:
+            raise GenimgError(f"the {self.name} feature network has no classifier head")
+        self.classifier.eval()
+        device = next(self.classifier.parameters()).device
+        outputs = []
+        for start in range(0, len(images), batch_size):
+            batch = as_unit_floats(images[start : start + batch_size]).to(device)
+            outputs.append(self.classifier(batch).argmax(1).cpu())
+        index = torch.cat(outputs) if outputs else torch.zeros(0, dtype=torch.long)
+        return torch.tensor(self.label_values, dtype=torch.long)[index]
+
+
+def as_unit_floats(images: Tensor) -> Tensor:
+    """uint8 images → float in [0, 1]; float images as they are."""
+    return images.float() / 255.0 if images.dtype == torch.uint8 else images.float()
 
 
 def as_frames(dataset: Dataset) -> tuple[Tensor, np.ndarray | None]:
@@ -131,11 +202,27 @@ def as_frames(dataset: Dataset) -> tuple[Tensor, np.ndarray | None]:
     return data, dataset.labels
 
 
-def recipe_for(kind: str, image_shape: tuple[int, int, int], config: EvalConfig, num_classes: int) -> dict[str, Any]:
-    return {
-        "format": RECIPE_FORMAT, "kind": kind, "image_shape": list(image_shape), "classes": num_classes,
-        "feature_dim": FEATURE_DIM, "steps": config.extractor_steps, "batch_size": 64, "lr": 2e-3,
-        "seed": 0,
+def recipe_for(
+    kind: str, image_shape: tuple[int, int, int], config: EvalConfig, label_values: tuple[int, ...] = ()
+) -> dict[str, Any]:
+    """Everything that decides the trained weights; its hash names the cache folder."""
+    channels, height, width = image_shape
+    recipe: dict[str, Any] = {
+        "format": RECIPE_FORMAT, "kind": kind, "image_shape": list(image_shape), "feature_dim": FEATURE_DIM,
+        "widths": list(WIDTHS), "steps": config.extractor_steps or default_extractor_steps(channels), "seed": 0,
+    }
+    if kind == "autoencoder":
+        return recipe | {"batch_size": 64, "optimizer": "adam", "lr": 2e-3}
+    return recipe | {
+        # Output i of the classifier is the dataset label value label_values[i].
+        "label_values": [int(value) for value in label_values],
+        "batch_size": 64, "optimizer": "sgd-nesterov", "lr": 0.1, "momentum": 0.9, "weight_decay": 5e-4,
+        "label_smoothing": 0.1, "schedule": "one-cycle", "warmup": 0.2,
+        # Mirror images only for colour data: here that is photos, whose classes survive a
+        # left-right flip, while grey data is digits and handwriting, where a mirrored 2 or 3 is
+        # no longer that digit. Random crops (shifts) keep every class, so all data gets them.
+        "flip": channels == 3,
+        "crop_pad": max(1, min(height, width) // 8),  # 4 px at 32 px, 2 px at 16 px
     }
 
 
@@ -143,30 +230,72 @@ def recipe_hash(recipe: dict[str, Any]) -> str:
     return hashlib.sha256(json.dumps(recipe, sort_keys=True).encode()).hexdigest()[:12]
 
 
+def one_cycle(step: int, steps: int, warmup: float) -> float:
+    """Learning-rate factor at `step`: a linear rise to 1 over the first `warmup` share of the
+    steps, then a linear fall towards 0 at the last step (a short run still ends annealed)."""
+    rise = max(1, round(steps * warmup))
+    if step < rise:
+        return (step + 1) / rise
+    return (steps - step) / max(1, steps - rise)
+
+
+def augment(images: Tensor, recipe: dict[str, Any], generator: torch.Generator) -> Tensor:
+    """A random crop of each uint8 image zero-padded by `crop_pad` pixels (a shift of up to that
+    many in each direction), then a horizontal flip of half of them where `flip`."""
+    count, channels, height, width = images.shape
+    pad = recipe["crop_pad"]
+    padded = nn.functional.pad(images, (pad, pad, pad, pad))
+    top = torch.randint(0, 2 * pad + 1, (count, 1), generator=generator)
+    left = torch.randint(0, 2 * pad + 1, (count, 1), generator=generator)
+    rows = (top + torch.arange(height))[:, None, :, None]
+    columns = (left + torch.arange(width))[:, None, None, :]
+    cropped = padded[torch.arange(count)[:, None, None, None], torch.arange(channels)[None, :, None, None],
+                     rows, columns]
+    if not recipe["flip"]:
+        return cropped
+    flipped = torch.rand(count, generator=generator) < 0.5
+    return torch.where(flipped[:, None, None, None], cropped.flip(3), cropped)
+
+
 def train_feature_network(
     kind: str, images: Tensor, labels: Tensor | None, recipe: dict[str, Any]
 ) -> nn.Module:
-    """Plain Adam on mini-batches drawn with the recipe's seed (deterministic on CPU)."""
-    image_shape = tuple(recipe["image_shape"])
+    """Mini-batches drawn with the recipe's seed (deterministic on CPU). The classifier: SGD
+    with Nesterov momentum and weight decay on a one-cycle schedule, on randomly cropped (and
+    for colour, flipped) images, with label smoothing; the autoencoder: plain Adam."""
     torch.manual_seed(recipe["seed"])
-    network: nn.Module = (
-        Classifier(image_shape[0], recipe["classes"]) if kind == "classifier" else Autoencoder(image_shape)  # type: ignore[arg-type]
-    )
-    optimizer = torch.optim.Adam(network.parameters(), lr=recipe["lr"])
+    network = build_network(kind, recipe)
+    steps = recipe["steps"]
+    optimizer: torch.optim.Optimizer
+    if kind == "classifier":
+        optimizer = torch.optim.SGD(
+            network.parameters(), lr=recipe["lr"], momentum=recipe["momentum"], nesterov=True,
+            weight_decay=recipe["weight_decay"],
+        )
+        schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: one_cycle(step, steps, recipe["warmup"]))
+    else:
+        optimizer = torch.optim.Adam(network.parameters(), lr=recipe["lr"])
+        schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 1.0)  # a constant rate
     generator = torch.Generator().manual_seed(recipe["seed"])
     network.train()
-    with progress(f"training the {kind} feature network", recipe["steps"], "steps") as update:
-        for step in range(recipe["steps"]):
+    with progress(f"training the {kind} feature network", steps, "steps") as update:
+        for step in range(steps):
             index = torch.randint(0, len(images), (recipe["batch_size"],), generator=generator)
-            batch = images[index].float() / 255.0
+            batch = images[index]
+            if kind == "classifier":
+                batch = augment(batch, recipe, generator)
+            batch = (batch.float() / 255.0).contiguous(memory_format=torch.channels_last)
             if kind == "classifier":
                 assert labels is not None
-                loss = nn.functional.cross_entropy(network(batch), labels[index])
+                loss = nn.functional.cross_entropy(
+                    network(batch), labels[index], label_smoothing=recipe["label_smoothing"]
+                )
             else:
                 loss = nn.functional.binary_cross_entropy_with_logits(network(batch), batch)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
+            schedule.step()
             update(step + 1)
     return network.eval()
 
@@ -175,6 +304,7 @@ def train_feature_network(
 def held_out_score(kind: str, network: nn.Module, images: Tensor, labels: Tensor | None) -> dict[str, float]:
     if len(images) == 0:
         return {}
+    network.eval()
     batches = [images[i : i + 500].float() / 255.0 for i in range(0, len(images), 500)]
     if kind == "classifier":
         assert labels is not None
@@ -186,18 +316,20 @@ def held_out_score(kind: str, network: nn.Module, images: Tensor, labels: Tensor
     return {"reconstruction_mse": round(float(error.mean()), 6)}
 
 
-def labelled_images(dataset: Dataset) -> tuple[Tensor, Tensor | None, int]:
-    """(images, labels or None, classes): labels only when nearly all records carry one."""
+def labelled_images(dataset: Dataset) -> tuple[Tensor, Tensor | None, tuple[int, ...]]:
+    """(images, labels or None, label values): labels only when nearly all records carry one.
+
+    The labels become 0..K-1 in sorted order of the dataset's label values (a dataset with
+    labels {3, 7} trains 2 outputs); the sorted values map the outputs back."""
     images, labels = as_frames(dataset)
     if labels is None:
-        return images, None, 0
+        return images, None, ()
     known = labels != UNLABELLED
-    classes = np.unique(labels[known])
-    if known.mean() < LABELLED_FRACTION or len(classes) < 2:
-        return images, None, 0
-    # Labels become 0..K-1 in sorted order, so a dataset with labels {3, 7} trains 2 outputs.
-    mapped = np.searchsorted(classes, labels[known])
-    return images[torch.from_numpy(known)], torch.from_numpy(mapped.astype(np.int64)), len(classes)
+    values = np.unique(labels[known])
+    if known.mean() < LABELLED_FRACTION or len(values) < 2:
+        return images, None, ()
+    mapped = np.searchsorted(values, labels[known])
+    return images[torch.from_numpy(known)], torch.from_numpy(mapped.astype(np.int64)), tuple(int(v) for v in values)
 
 
 def dataset_extractor(source: SplitSource, config: EvalConfig, store: ObjectStore) -> FeatureExtractor:
@@ -206,17 +338,17 @@ def dataset_extractor(source: SplitSource, config: EvalConfig, store: ObjectStor
     shape = source.record_shape[-3:]
     image_shape = (int(shape[0]), int(shape[1]), int(shape[2]))
     train = source.load("train")
-    images, labels, classes = labelled_images(train)
+    images, labels, label_values = labelled_images(train)
     kind = "classifier" if labels is not None else "autoencoder"
-    recipe = recipe_for(kind, image_shape, config, classes)
+    recipe = recipe_for(kind, image_shape, config, label_values)
     prefix = f"extractors/{source.version}/{kind}-{recipe_hash(recipe)}/"
     if store.exists(prefix + "extractor.json"):
         info = json.loads(store.get_bytes(prefix + "extractor.json"))
         weights = store.get_bytes(prefix + "model.safetensors", sha256=info["weights_sha256"])
         network = build_network(kind, recipe)
         network.load_state_dict(load(weights))
-        return FeatureExtractor(kind, features_of(network), info["weights_sha256"],
-                                {**info["held_out"], "uri": store.uri_for(prefix.rstrip("/")), "reused": True})
+        return extractor_of(kind, network, info["weights_sha256"], recipe,
+                            {**info["held_out"], "uri": store.uri_for(prefix.rstrip("/")), "reused": True})
     if len(images) < 2:
         raise GenimgError(f"{source.ref}: its train split holds {len(images)} record(s), too few to train a feature network")
     started = time.perf_counter()
@@ -229,34 +361,48 @@ def dataset_extractor(source: SplitSource, config: EvalConfig, store: ObjectStor
     val_images, val_labels = as_frames(val)[0], None
     if kind == "classifier" and val.labels is not None:
         # Score with the train split's label set (the val split may lack a class).
-        train_classes = np.unique(train.labels[train.labels != UNLABELLED])  # type: ignore[index]
-        keep = np.isin(val.labels, train_classes)
+        keep = np.isin(val.labels, label_values)
         val_images = torch.from_numpy(val.data[keep])
-        val_labels = torch.from_numpy(np.searchsorted(train_classes, val.labels[keep]).astype(np.int64))
+        val_labels = torch.from_numpy(np.searchsorted(label_values, val.labels[keep]).astype(np.int64))
     held_out = held_out_score(kind, network, val_images, val_labels)
     payload = save({key: value.contiguous() for key, value in network.state_dict().items()})
     digest = sha256_hex(payload)
     store.put_bytes(prefix + "model.safetensors", payload)
     info = {"name": kind, "recipe": recipe, "dataset": source.ref, "weights_sha256": digest,
-            "held_out": held_out, "train_records": len(images), "seconds": round(seconds, 1)}
+            "held_out": held_out, "train_records": len(images), "val_records": len(val_images),
+            "seconds": round(seconds, 1)}
     store.publish(prefix + "extractor.json", json.dumps(info, indent=1).encode())
     # A concurrent evaluation may have published first: use what the cache holds, so every
     # evaluation of this version names the same weights.
     if json.loads(store.get_bytes(prefix + "extractor.json"))["weights_sha256"] != digest:
         return dataset_extractor(source, config, store)
-    return FeatureExtractor(kind, features_of(network), digest,
-                            {**held_out, "uri": store.uri_for(prefix.rstrip("/")), "reused": False})
+    return extractor_of(kind, network, digest, recipe,
+                        {**held_out, "uri": store.uri_for(prefix.rstrip("/")), "reused": False})
 
 
 def build_network(kind: str, recipe: dict[str, Any]) -> nn.Module:
+    """The untrained network of a recipe, its weights channels-last: that layout runs the
+    convolutions about 1.4× faster on CPUs (oneDNN's own), and a network trained here and one
+    loaded from the cache share it, so both compute exactly the same features."""
     image_shape = tuple(recipe["image_shape"])
-    if kind == "classifier":
-        return Classifier(image_shape[0], recipe["classes"])
-    return Autoencoder(image_shape)  # type: ignore[arg-type]
+    network = (
+        Classifier(image_shape[0], len(recipe["label_values"])) if kind == "classifier"
+        else Autoencoder(image_shape)  # type: ignore[arg-type]
+    )
+    return network.to(memory_format=torch.channels_last)
 
 
-def features_of(network: nn.Module) -> nn.Module:
-    return network.features.eval()  # type: ignore[no-any-return,union-attr]
+def extractor_of(
+    kind: str, network: nn.Module, digest: str, recipe: dict[str, Any], details: dict[str, Any]
+) -> FeatureExtractor:
+    """The extractor around a trained network: its feature layer, and for a classifier the
+    whole network and the label value of each output."""
+    features = network.features.eval()  # type: ignore[union-attr]
+    if kind != "classifier":
+        return FeatureExtractor(kind, features, digest, details)
+    label_values = tuple(int(value) for value in recipe["label_values"])
+    return FeatureExtractor(kind, features, digest, {**details, "label_values": list(label_values)},
+                            classifier=network.eval(), label_values=label_values)
 
 
 def inception_extractor() -> FeatureExtractor | None:

@@ -1,4 +1,4 @@
-"""Model families, picked by name through `MODEL_REGISTRY` (gan-mlp, gan, vae, rvae)."""
+"""Model families, picked by name through `MODEL_REGISTRY` (gan-mlp, gan, gan-resnet, vae, rvae)."""
 
 from genimg.models.base import (
     MODEL_REGISTRY,
@@ -11,6 +11,7 @@ from genimg.models.base import (
     save_model,
 )
 from genimg.models.gan import DCGAN, GAN, MLPGAN, GANConfig, GANMLPConfig
+from genimg.models.gan_resnet import ResNetGAN, ResNetGANConfig
 from genimg.models.rvae import RVAE, RVAEConfig
 from genimg.models.vae import VAE, VAEConfig
 
@@ -20,6 +21,8 @@ __all__ = [
     "MLPGAN",
     "MODEL_REGISTRY",
     "RVAE",
+    "ResNetGAN",
+    "ResNetGANConfig",
     "VAE",
     "GANConfig",
     "GANMLPConfig",

@@ -147,8 +147,23 @@ def evaluating(module: nn.Module) -> Iterator[None]:
 
 # --- likelihoods shared by the VAE and the RVAE -------------------------------------------------
 
-Likelihood = Literal["bernoulli", "gaussian"]
+Likelihood = Literal["bernoulli", "gaussian", "logistic"]
 PIXEL_LEVELS = 256
+# Range of the discretized logistic's log-scale, in [0, 1] pixel units. At the smallest scale
+# (≈ 0.09 of a level) the bin of the mean holds > 99 % of the mass and gradients through
+# 1/scale stay bounded; the largest (≈ 150 × the pixel range) is flat already, and keeps the
+# bin width over the scale from underflowing to 0 in float32.
+LOGISTIC_LOG_SCALE_RANGE = (-8.0, 5.0)
+# Added to the decoder's log-scale outputs, so an untrained decoder (outputs near 0) starts at a
+# scale of e^-3 ≈ 0.05 (≈ 13 levels), near where trained image models end, instead of spending
+# its first thousands of Adam steps (each moves a weight by about the learning rate) getting there.
+LOGISTIC_LOG_SCALE_SHIFT = -3.0
+
+
+def decoder_channels(likelihood: Likelihood, channels: int) -> int:
+    """Channels a decoder outputs for `channels` image channels: the discretized logistic
+    predicts a mean and a log-scale per pixel value, the others one number."""
+    return 2 * channels if likelihood == "logistic" else channels
 
 
 def likelihood_target(
@@ -160,6 +175,7 @@ def likelihood_target(
     when `binarize`, else the grey levels themselves as soft targets.
     gaussian: uniform dequantisation of the 8-bit levels, so the continuous density bounds the
     discrete likelihood (see `discrete_nll_offset`).
+    logistic: the 8-bit levels themselves (as level / 255): its probabilities are discrete.
     """
     if likelihood == "bernoulli":
         if not binarize:
@@ -168,6 +184,8 @@ def likelihood_target(
             return torch.bernoulli(images)
         return torch.bernoulli(images.cpu(), generator=generator).to(images.device)
     levels = torch.round(images * (PIXEL_LEVELS - 1))
+    if likelihood == "logistic":
+        return levels / (PIXEL_LEVELS - 1)
     noise = (
         torch.rand(images.shape, device=images.device)
         if generator is None
@@ -176,17 +194,42 @@ def likelihood_target(
     return (levels + noise) / PIXEL_LEVELS
 
 
+def discretized_logistic_log_prob(target: Tensor, mean: Tensor, log_scale: Tensor) -> Tensor:
+    """log P(level) per pixel value of a logistic(mean, scale) binned into the 256 levels.
+
+    `target` holds level / 255 (in [0, 1], like `mean`); each level owns the interval of half
+    a level either side, and the two end levels own the tails (PixelCNN++, Salimans et al.
+    2017), so the 256 probabilities sum to 1 and no dequantisation offset is needed. With
+    a = (x + h − μ)/s and b = (x − h − μ)/s, σ(a) − σ(b) = σ(a)·σ(−b)·(1 − e^(b−a)): its log is
+    computed from log-sigmoids and expm1, exact and finite for any mean and scale.
+    """
+    half_bin = 0.5 / (PIXEL_LEVELS - 1)
+    inv_scale = torch.exp(-log_scale)
+    upper = (target - mean + half_bin) * inv_scale
+    lower = (target - mean - half_bin) * inv_scale
+    log_cdf_upper = nn.functional.logsigmoid(upper)  # log P(X ≤ x + h): the lowest level's bin
+    log_sf_lower = nn.functional.logsigmoid(-lower)  # log P(X > x − h): the highest level's bin
+    log_bin = log_cdf_upper + log_sf_lower + torch.log(-torch.expm1(-2 * half_bin * inv_scale))
+    return torch.where(target <= 0.0, log_cdf_upper, torch.where(target >= 1.0, log_sf_lower, log_bin))
+
+
 def log_likelihood(
     target: Tensor, decoded: Tensor, likelihood: Likelihood, log_scale: Tensor | None
 ) -> Tensor:
     """log p(target | decoded) summed over (C, H, W): shape (B,).
 
-    `decoded` holds Bernoulli logits, or Gaussian means before a sigmoid; `log_scale` is the
-    per-channel Gaussian log standard deviation.
+    `decoded` holds Bernoulli logits, Gaussian means before a sigmoid, or (logistic) the means
+    before a sigmoid stacked over the per-pixel log-scales along the channels; `log_scale` is
+    the per-channel Gaussian log standard deviation.
     """
     if likelihood == "bernoulli":
         per_pixel = -nn.functional.binary_cross_entropy_with_logits(
             decoded, target, reduction="none"
+        )
+    elif likelihood == "logistic":
+        mean_logits, pixel_log_scale = decoded.chunk(2, dim=1)
+        per_pixel = discretized_logistic_log_prob(
+            target, torch.sigmoid(mean_logits), (pixel_log_scale + LOGISTIC_LOG_SCALE_SHIFT).clamp(*LOGISTIC_LOG_SCALE_RANGE)
         )
     else:
         assert log_scale is not None
@@ -202,14 +245,18 @@ def discrete_nll_offset(likelihood: Likelihood, image_shape: tuple[int, int, int
     """Nats to add to a dequantised Gaussian NLL so it bounds the NLL of the 8-bit data.
 
     -log P(x) ≤ E_u[-log p((x + u) / 256)] + D·log 256, where D is the number of pixel values.
+    Bernoulli and discretized-logistic probabilities are already discrete: no offset.
     """
-    if likelihood == "bernoulli":
+    if likelihood != "gaussian":
         return 0.0
     return math.prod(image_shape) * math.log(PIXEL_LEVELS)
 
 
-def decoded_mean(decoded: Tensor) -> Tensor:
-    """The expected image in [0, 1] for either likelihood (both decode through a sigmoid)."""
+def decoded_mean(decoded: Tensor, likelihood: Likelihood = "bernoulli") -> Tensor:
+    """The image in [0, 1] a decoder output stands for (every likelihood's mean goes through a
+    sigmoid; the logistic's log-scales, its second half of channels, are dropped)."""
+    if likelihood == "logistic":
+        decoded = decoded.chunk(2, dim=1)[0]
     return torch.sigmoid(decoded)
 
 

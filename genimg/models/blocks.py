@@ -109,6 +109,88 @@ class ConvDecoder(nn.Module):
         return self.features(self.project(vectors).view(-1, *self.base_shape))
 
 
+class ResidualBlock(nn.Module):
+    """x + conv1×1(relu(conv3×3(relu(x)))), a bottleneck of `hidden` channels (no normalisation:
+    a likelihood model scored in eval mode must not see BatchNorm's train/eval gap)."""
+
+    def __init__(self, channels: int, hidden: int) -> None:
+        super().__init__()
+        self.body = nn.Sequential(
+            nn.ReLU(),
+            nn.Conv2d(channels, hidden, 3, 1, 1),
+            nn.ReLU(),
+            nn.Conv2d(hidden, channels, 1),
+        )
+
+    def forward(self, x: Tensor) -> Tensor:
+        return x + self.body(x)
+
+
+def residual_stack(channels: int, blocks: int) -> list[nn.Module]:
+    return [ResidualBlock(channels, max(channels // 4, 1)) for _ in range(blocks)]
+
+
+class ResNetEncoder(nn.Module):
+    """Image → feature vector: strided 4×4 convolutions down to the base grid, then `blocks`
+    residual blocks there (the MNIST ResNet of pythae's benchmarks, for any resolution)."""
+
+    def __init__(
+        self, image_shape: tuple[int, int, int], width: int, out_features: int, *, blocks: int = 2
+    ) -> None:
+        super().__init__()
+        channels, height, width_px = image_shape
+        stages, base_h, base_w = resolution_plan(height, width_px)
+        sizes = stage_channels(width, stages)
+        layers: list[nn.Module] = []
+        c_in = channels
+        if stages == 0:
+            layers += [nn.Conv2d(c_in, sizes[0], 3, 1, 1), nn.ReLU()]
+            c_in = sizes[0]
+        for i in range(stages):
+            layers += [nn.Conv2d(c_in, sizes[i], 4, 2, 1), nn.ReLU()]
+            c_in = sizes[i]
+        layers += [*residual_stack(c_in, blocks), nn.ReLU()]
+        self.features = nn.Sequential(*layers)
+        self.head = nn.Linear(c_in * base_h * base_w, out_features)
+
+    def forward(self, images: Tensor) -> Tensor:
+        return self.head(self.features(images).flatten(1))
+
+
+class ResNetDecoder(nn.Module):
+    """Vector → image-shaped output (`image_shape[0]` channels, unbounded): a projection to the
+    base grid, `blocks` residual blocks there, then transposed 4×4 convolutions up to full size,
+    each followed by `blocks_per_stage` residual blocks (decoder capacity where pixels are)."""
+
+    def __init__(
+        self,
+        in_features: int,
+        image_shape: tuple[int, int, int],
+        width: int,
+        *,
+        blocks: int = 2,
+        blocks_per_stage: int = 0,
+    ) -> None:
+        super().__init__()
+        channels, height, width_px = image_shape
+        stages, base_h, base_w = resolution_plan(height, width_px)
+        sizes = stage_channels(width, stages)
+        self.base_shape = (sizes[-1], base_h, base_w)
+        self.project = nn.Linear(in_features, sizes[-1] * base_h * base_w)
+        layers: list[nn.Module] = [*residual_stack(sizes[-1], blocks), nn.ReLU()]
+        for i in range(stages - 1, 0, -1):
+            layers += [nn.ConvTranspose2d(sizes[i], sizes[i - 1], 4, 2, 1)]
+            layers += [*residual_stack(sizes[i - 1], blocks_per_stage), nn.ReLU()]
+        if stages == 0:
+            layers.append(nn.Conv2d(sizes[0], channels, 3, 1, 1))
+        else:
+            layers.append(nn.ConvTranspose2d(sizes[0], channels, 4, 2, 1))
+        self.features = nn.Sequential(*layers)
+
+    def forward(self, vectors: Tensor) -> Tensor:
+        return self.features(self.project(vectors).view(-1, *self.base_shape))
+
+
 def gaussian_kl(mu_q: Tensor, logvar_q: Tensor, mu_p: Tensor, logvar_p: Tensor) -> Tensor:
     """KL(N(mu_q, var_q) ‖ N(mu_p, var_p)) summed over the last dimension."""
     return 0.5 * (

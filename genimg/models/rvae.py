@@ -24,6 +24,7 @@ from genimg.models.base import (
     Likelihood,
     Losses,
     decoded_mean,
+    decoder_channels,
     discrete_nll_offset,
     evaluating,
     likelihood_target,
@@ -94,7 +95,9 @@ class RVAE(GenerativeModel):
         self.config = config
         c = config
         self.frame_encoder = ConvEncoder(c.image_shape, c.width, c.frame_dim, norm=c.norm)
-        self.frame_decoder = ConvDecoder(c.frame_dim, c.image_shape, c.width, norm=c.norm)
+        # The decoder's output: one number per pixel value, two for the discretized logistic.
+        output_shape = (decoder_channels(c.likelihood, c.image_shape[0]), *c.image_shape[1:])
+        self.frame_decoder = ConvDecoder(c.frame_dim, output_shape, c.width, norm=c.norm)
         self.start = nn.Parameter(torch.zeros(c.frame_dim))
         self.posterior = GaussianLSTM(c.frame_dim, c.hidden_dim, c.latent_dim)
         self.prior = GaussianLSTM(c.frame_dim, c.hidden_dim, c.latent_dim)
@@ -191,7 +194,7 @@ class RVAE(GenerativeModel):
                     torch.cat([h_prev.unsqueeze(1), z], dim=-1), predictor_state
                 )
                 if t >= known:
-                    frame = decoded_mean(self.frame_decoder(g.squeeze(1)))
+                    frame = decoded_mean(self.frame_decoder(g.squeeze(1)), self.config.likelihood)
                     h_t = self.frame_encoder(frame)
                 frames.append(frame)
                 h_prev = h_t

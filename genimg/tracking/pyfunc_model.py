@@ -4,8 +4,10 @@ file is the model; nothing is pickled). Its artifact `weights` is a genimg model
 loading needs torch, numpy and safetensors, not genimg itself.
 
 Input: one row (a dict, or a DataFrame's first row) with `num_samples` (int), `seed` (int,
-optional); for sequence models also `num_frames` (int, optional) and `context` (optional bytes
-of an .npy uint8 array (N, k, C, H, W): the first k frames to continue, N = num_samples).
+optional); for class-conditional image models `class_labels` (optional string: one class, or
+one per sample, comma-separated, each an index or a class name); for sequence models also
+`num_frames` (int, optional) and `context` (optional bytes of an .npy uint8 array (N, k, C, H,
+W): the first k frames to continue, N = num_samples).
 Output: uint8 array N×C×H×W (images) or N×T×C×H×W (sequences), values 0–255.
 """
 
@@ -72,8 +74,26 @@ class GenimgGenerator(PythonModel):
             else:
                 output = self.model.generate(num_samples, frames, seed)  # type: ignore[attr-defined]
         else:
-            output = self.model.sample(num_samples, seed=seed)
+            labels = self.class_labels(row.get("class_labels"), num_samples)
+            output = self.model.sample(num_samples, seed=seed, labels=labels)
         return np.clip(np.rint(output.cpu().numpy() * 255.0), 0, 255).astype(np.uint8)
+
+    def class_labels(self, given: Any, num_samples: int) -> Any:
+        """`class_labels` of a conditional model: one class for every sample, or one per sample,
+        each an index or a class name ("cat" or "3", "cat,dog,cat"); None draws them from the seed."""
+        import torch
+
+        from genimg.models.base import class_index
+
+        if given is None or (isinstance(given, float) and math.isnan(given)) or given == "":
+            return None
+        items = [str(item).strip() for item in (given if isinstance(given, (list, tuple, np.ndarray)) else str(given).split(","))]
+        classes = [class_index(self.model, item) for item in items if item]
+        if len(classes) == 1:
+            classes *= num_samples
+        if len(classes) != num_samples:
+            raise ValueError(f"class_labels: give one class or one per sample ({num_samples}), got {len(classes)}")
+        return torch.tensor(classes)
 
 
 mlflow.models.set_model(GenimgGenerator())

@@ -52,6 +52,14 @@ INPUT_EXAMPLE = {"num_samples": 2, "seed": 0}
 PRIMARY_METRIC = {"gan": ("fid", "min"), "vae": ("nll", "min"), "rvae": ("ssim", "max")}
 
 
+def primary_metric(model_name: str) -> tuple[str, str]:
+    """(metric, mode) promotion compares for a model: its family's (FID for every GAN)."""
+    from genimg.models.base import MODEL_REGISTRY
+
+    spec = MODEL_REGISTRY.get(model_name)
+    return PRIMARY_METRIC.get(spec.family if spec else model_name, ("fid", "min"))
+
+
 def dataset_slug(dataset: str) -> str:
     """'digits@291043e66cae' → 'digits'; 'builtin:moving-digits' → 'moving-digits'; a path → its name."""
     name = dataset.split("@")[0]
@@ -132,6 +140,8 @@ def signature_for(model: GenerativeModel) -> Any:
         columns += [ColSpec("long", "num_frames", required=False), ColSpec("binary", "context", required=False)]
         output = TensorSpec(np.dtype(np.uint8), (-1, -1, *shape))
     else:
+        if model.num_classes:
+            columns.append(ColSpec("string", "class_labels", required=False))
         output = TensorSpec(np.dtype(np.uint8), (-1, *shape))
     return ModelSignature(inputs=Schema(columns), outputs=Schema([output]))
 
@@ -542,8 +552,7 @@ def decide(name: str, challenger: Any, champion: Any, *, force: bool, min_delta:
         return Decision(True, f"first champion of {name}: version {number}", number, None, min_delta=min_delta)
     if int(champion.version) == number:
         return Decision(False, f"version {number} is already the champion", number, number, min_delta=min_delta)
-    family = {"gan-mlp": "gan"}.get(challenger.tags.get("genimg.model", ""), challenger.tags.get("genimg.model", ""))
-    metric, mode = (metric, mode or "min") if metric else PRIMARY_METRIC.get(family, ("fid", "min"))
+    metric, mode = (metric, mode or "min") if metric else primary_metric(challenger.tags.get("genimg.model", ""))
     if force:
         return Decision(True, f"forced: version {number} replaces version {champion.version} without comparison "
                         f"(--force)", number, int(champion.version), metric, mode, min_delta, forced=True)

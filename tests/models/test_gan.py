@@ -44,7 +44,16 @@ def test_gradient_penalty_vanishes_for_a_unit_norm_linear_critic():
     linear = nn.Linear(256, 1, bias=False)
     with torch.no_grad():
         linear.weight.copy_(F.normalize(torch.randn(1, 256), dim=1))
-    model.discriminator = nn.Sequential(nn.Flatten(), linear)
+
+    class LinearCritic(nn.Module):  # a discriminator: images (and labels, unused) → logits
+        def __init__(self) -> None:
+            super().__init__()
+            self.linear = linear
+
+        def forward(self, images, labels=None):
+            return self.linear(images.flatten(1)).squeeze(1)
+
+    model.discriminator = LinearCritic()
     penalty = model.gradient_penalty(torch.randn(5, 1, 16, 16), torch.randn(5, 1, 16, 16))
     assert float(penalty.detach()) < 1e-10
 

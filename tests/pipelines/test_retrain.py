@@ -121,6 +121,52 @@ def test_a_cached_ingest_whose_version_left_the_store_is_ingested_again(prefect_
     assert (tmp_path / "store" / "datasets" / "digits" / first["datasets"][0]["version"] / "manifest.json").is_file()
 
 
+def test_retrain_takes_a_photo_folder_at_a_resolution_and_a_conditional_gan_resnet(prefect_harness, tmp_path, monkeypatch):
+    """An RGB folder with two classes, made 16×16 at ingest; gan-resnet with DiffAugment and
+    class conditioning trained, evaluated, registered and promoted by the flow."""
+    import numpy as np
+    from PIL import Image
+
+    from pipelines.retrain import retrain
+
+    rng = np.random.default_rng(0)
+    for label, colour in (("red", (200, 30, 30)), ("blue", (30, 30, 200))):
+        (tmp_path / "photos" / label).mkdir(parents=True)
+        for i in range(24):
+            pixels = np.clip(np.array(colour) + rng.integers(-20, 20, (30 + i % 3, 22, 3)), 0, 255).astype(np.uint8)
+            Image.fromarray(pixels).save(tmp_path / "photos" / label / f"{i}.png")
+    monkeypatch.setenv("GENIMG_STORE", (tmp_path / "store").as_uri())
+    config = tmp_path / "retrain.yaml"
+    config.write_text(json.dumps({
+        "datasets": {"pets": {"source": str(tmp_path / "photos"), "resolution": 16, "resize": "center-crop"}},
+        "families": [{"model": "gan-resnet", "dataset": "pets", "steps": 3,
+                      "set": ["model.width=1", "model.latent_dim=8", "model.conditional=true",
+                              "model.augment=color,translation,cutout", "train.batch_size=8",
+                              "eval.at_end_of_training=false"]}],
+        "workers": 0,
+        "evaluation": {"samples": 20, "seed": 0, "extractor_steps": 20},
+    }))
+    result = retrain(str(config))
+    [outcome] = result["models"]
+    assert outcome["error"] is None, outcome
+    assert outcome["name"] == "genimg-pets-gan-resnet" and outcome["promoted"]
+    from genimg.models import load_model
+
+    model = load_model(outcome_checkpoint(outcome))
+    assert model.num_classes == 2 and model.class_names == ("blue", "red") and model.config.image_shape == (3, 16, 16)
+
+
+def outcome_checkpoint(outcome):
+    from urllib.parse import urlparse
+
+    from mlflow.tracking import MlflowClient
+
+    from genimg.tracking.runs import tracking_uri
+
+    checkpoint = MlflowClient(tracking_uri()).get_run(outcome["run_id"]).data.tags["genimg.checkpoint"]
+    return urlparse(checkpoint).path
+
+
 @pytest.mark.parametrize(("extra", "family", "message"), [
     ({}, "{model: vae, dataset: mnist}", "families[0].dataset 'mnist' is not in datasets"),
     ({}, "{model: vae, dataset: digits, tune: {trials: 0}}", "families[0].tune.trials must be ≥ 1"),
@@ -138,6 +184,19 @@ def test_a_bad_retrain_config_is_refused_before_prefect_starts(tmp_path, extra, 
     result = runner.invoke(app, ["retrain", "--config", str(path)])
     assert result.exit_code == 1 and message in result.stderr, result.stderr
     assert "\n" not in result.stderr.strip()  # one line
+
+
+@pytest.mark.parametrize(("entry", "message"), [
+    ("{resolution: 64}", "a source, or a mapping of ['resize', 'resolution', 'source'] with a source"),
+    ("{source: builtin:digits, resolution: 3}", "invalid --resolution 3 (must be 4–4096)"),
+    ("{source: builtin:digits, resolution: 32, resize: squash}", "invalid --resize 'squash'"),
+    ("{source: builtin:digits, resize: pad}", "resize needs resolution"),
+])
+def test_a_bad_dataset_entry_is_refused_naming_it(tmp_path, entry, message):
+    path = tmp_path / "retrain.yaml"
+    path.write_text(f"datasets: {{digits: {entry}}}\nfamilies:\n  - {{model: vae, dataset: digits}}\n")
+    result = runner.invoke(app, ["retrain", "--config", str(path)])
+    assert result.exit_code == 1 and message in result.stderr and "datasets.digits" in result.stderr, result.stderr
 
 
 def test_the_shipped_retrain_config_names_presets_that_resolve():
