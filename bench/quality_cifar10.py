@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from budget import print_table, train_for
 
 DEFAULT_CIFAR10 = Path(__file__).resolve().parent.parent.parent / "shared" / "data" / "cifar10"
 ARCHIVE = "cifar10-train-jpg.tar.gz"
@@ -50,35 +51,6 @@ PRESET_WIDTHS: dict[str, dict[str, int]] = {
     "gan": {"width": 64}, "gan-resnet": {"width": 64}, "gan-resnet-cond": {"width": 64},
     "vae": {"width": 64, "decoder_width": 128},
 }
-
-
-class BudgetSpent(Exception):
-    pass
-
-
-def train_for(model: Any, records: torch.Tensor, labels: torch.Tensor | None, train: dict[str, Any],
-              budget: float, device: str, precision: str) -> tuple[int, float, float]:
-    """Train until `budget` seconds have passed (checked every 10 steps): (steps, s, img/s)."""
-    from genimg.training.config import TrainConfig
-    from genimg.training.loop import train_model
-
-    started = time.perf_counter()
-    reached = [0]
-
-    def on_log(step: int, metrics: dict[str, float]) -> None:
-        reached[0] = step
-        if time.perf_counter() - started >= budget:
-            raise BudgetSpent
-
-    config = TrainConfig(steps=10_000_000, log_every=10, checkpoint_every=10_000_000, precision=precision,  # type: ignore[arg-type]
-                         channels_last=device == "cuda", **train)
-    try:
-        train_model(model, records, config, device=device, on_log=on_log,
-                    labels=labels if model.num_classes else None)
-    except BudgetSpent:
-        pass
-    seconds = time.perf_counter() - started
-    return reached[0], seconds, reached[0] * train["batch_size"] / seconds
 
 
 def unpack(cifar10: Path, into: Path) -> Path:
@@ -159,7 +131,10 @@ def main() -> int:
             model_config |= {"num_classes": classes, "class_names": list(names)}
         torch.manual_seed(0)
         model = build_model(registered, model_config)
-        steps, seconds, rate = train_for(model, records, labels, train_config, args.budget, args.device, precision)
+        steps, seconds = train_for(model, records, {**train_config, "precision": precision,
+                                                    "channels_last": args.device == "cuda"},
+                                   args.budget, labels=labels, device=args.device)
+        rate = steps * train_config["batch_size"] / seconds
         evaluation = evaluate_model(model, source, "test", config, store=store, extractor=extractor)
         results[name] = {"steps": steps, "train_s": round(seconds, 1), "images_per_second": round(rate, 1),
                          **evaluation.metrics}
@@ -182,13 +157,8 @@ def main() -> int:
     print(f"dataset {results['dataset']} {results['counts']}; {args.device} ({precision}); "
           f"features {results['features']['name']} (val accuracy {accuracy}, trained in {extractor_seconds:.0f} s); "
           f"{args.budget:.0f} s of training per family")
-    columns = ["steps", "images_per_second", "fid", "kid_mean", "precision", "recall", "coverage",
-               "bits_per_dim", "class_consistency"]
-    print("| family | " + " | ".join(columns) + " |\n|" + " --- |" * (len(columns) + 1))
-    for name in args.families.split(","):
-        cells = [results[name].get(column) for column in columns]
-        print(f"| {name} | " + " | ".join(
-            "—" if c is None else str(c) if isinstance(c, int) else f"{c:.4g}" for c in cells) + " |")
+    print_table(results, args.families.split(","), ["steps", "images_per_second", "fid", "kid_mean", "precision",
+                                                    "recall", "coverage", "bits_per_dim", "class_consistency"])
     print(json.dumps(summary))
     return 0
 

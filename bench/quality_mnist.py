@@ -17,11 +17,11 @@ import json
 import os
 import sys
 import tempfile
-import time
 from pathlib import Path
 from typing import Any
 
 import torch
+from budget import print_table, train_for
 
 DEFAULT_MNIST = Path(__file__).resolve().parent.parent.parent / "shared" / "data" / "mnist"
 PUBLISHED_VAE_NLL = 89.8
@@ -35,30 +35,6 @@ FAMILIES: dict[str, tuple[dict[str, Any], dict[str, Any]]] = {
     "gan-mlp": ({"latent_dim": 100, "generator_hidden": [128, 128, 1024], "discriminator_hidden": [128, 128]},
                 {"batch_size": 64, "lr": 2e-4, "betas": (0.5, 0.999)}),
 }
-
-
-class BudgetSpent(Exception):
-    pass
-
-
-def train_for(model: Any, records: torch.Tensor, train: dict[str, Any], budget: float) -> tuple[int, float]:
-    """Train until `budget` seconds have passed (checked every 10 steps); returns (steps, s)."""
-    from genimg.training.config import TrainConfig
-    from genimg.training.loop import train_model
-
-    started = time.perf_counter()
-    reached = [0]
-
-    def on_log(step: int, metrics: dict[str, float]) -> None:
-        reached[0] = step
-        if time.perf_counter() - started >= budget:
-            raise BudgetSpent
-
-    try:
-        train_model(model, records, TrainConfig(steps=10_000_000, log_every=10, **train), on_log=on_log)
-    except BudgetSpent:
-        pass
-    return reached[0], time.perf_counter() - started
 
 
 def main() -> int:
@@ -120,12 +96,8 @@ def main() -> int:
     else:
         print(f"dataset {results['dataset']} {results['counts']}; features {results['features']['name']} "
               f"(held-out accuracy {results['features'].get('accuracy')}); {args.budget:.0f} s per family")
-        columns = ["steps", "train_s", "fid", "kid_mean", "precision", "recall", "density", "coverage", "nll"]
-        print("| family | " + " | ".join(columns) + " |\n|" + " --- |" * (len(columns) + 1))
-        for name in args.families.split(","):
-            cells = [results[name].get(column) for column in columns]
-            print(f"| {name} | " + " | ".join(
-                "—" if c is None else str(c) if isinstance(c, int) else f"{c:.4g}" for c in cells) + " |")
+        print_table(results, args.families.split(","),
+                    ["steps", "train_s", "fid", "kid_mean", "precision", "recall", "density", "coverage", "nll"])
         print(json.dumps(summary))
     return 0
 
