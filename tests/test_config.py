@@ -43,16 +43,3 @@ def test_bad_config_files_are_refused(tmp_path, text, message):
     path.write_text(text)
     with pytest.raises(ConfigError, match=message):
         load_config_file(path)
-
-
-def test_every_shipped_preset_resolves():
-    from pathlib import Path
-
-    # Training presets; tune-<model>.yaml search spaces are checked in tests/test_tune_space.py,
-    # retrain.yaml in tests/pipelines.
-    presets = sorted(p for p in (Path(__file__).parent.parent / "configs").glob("*.yaml")
-                     if not p.name.startswith("tune-") and p.name != "retrain.yaml")
-    assert presets
-    for preset in presets:
-        model_name = preset.stem.split("-digits")[0].split("-moving")[0]
-        resolve_run_config(model_name, merge_sections(load_config_file(preset)))

@@ -157,6 +157,12 @@ class FeatureExtractor:
     def describe(self) -> dict[str, Any]:
         return {"name": self.name, "weights_sha256": self.weights_sha256, "dim": self.dim, **self.details}
 
+    @property
+    def device(self) -> torch.device:
+        """Where the network's weights are (the CPU for a network without any)."""
+        weights = next(self.network.parameters(), None)
+        return torch.device("cpu") if weights is None else weights.device
+
     def to(self, device: str | torch.device) -> FeatureExtractor:
         """The networks on `device` (the feature layer is part of the classifier: both move)."""
         (self.classifier or self.network).to(device)
@@ -166,7 +172,7 @@ class FeatureExtractor:
     def __call__(self, images: Tensor, batch_size: int = 250) -> Tensor:
         """(N, C, H, W) images, uint8 or float in [0, 1] → (N, D) float64 features (on the CPU)."""
         self.network.eval()
-        device = next(self.network.parameters()).device
+        device = self.device
         chunks = []
         for start in range(0, len(images), batch_size):
             batch = as_unit_floats(images[start : start + batch_size]).to(device)

@@ -114,8 +114,17 @@ class TrainingRun:
         profile = json.dumps({"num_records": records, "record_shape": list(record_shape)})
         dataset = Dataset(name=ref, digest=version or "unversioned", source_type=source_type,
                           source=json.dumps({"uri": location}), profile=profile)
-        self.client.log_inputs(self.run_id, datasets=[
-            DatasetInput(dataset, tags=[InputTag("mlflow.data.context", context)])])
+        inputs = [DatasetInput(dataset, tags=[InputTag("mlflow.data.context", context)])]
+        for attempt in range(3):
+            try:
+                self.client.log_inputs(self.run_id, datasets=inputs)
+                return
+            except Exception as exc:
+                # The SQL store looks the dataset up and inserts it when missing; two runs that
+                # log the same dataset at once (Tune trials) race there, and the loser's insert
+                # breaks the unique key. Its retry finds the winner's row and links to it.
+                if attempt == 2 or "UNIQUE constraint" not in str(exc) and "duplicate key" not in str(exc):
+                    raise
 
     def log_params(self, params: dict[str, Any]) -> None:
         from mlflow.entities import Param
