@@ -1,5 +1,5 @@
 """bench/ingest_throughput.py --source cifar10, run tiny on a CIFAR-like archive made here (the
-real one lives in ../shared, which tests must not need); no timings asserted."""
+real archive lives outside the repository, and tests must not need it); no timings asserted."""
 
 import json
 import subprocess
