@@ -47,6 +47,9 @@ def show_on_stderr() -> None:
         handler.setFormatter(logging.Formatter("genimg: %(message)s"))
         LOGGER.addHandler(handler)
     LOGGER.setLevel(logging.INFO)
+    # logging.config.dictConfig (Prefect and MLflow call it) disables every logger that exists
+    # by then unless told otherwise, genimg's included.
+    LOGGER.disabled = False
     Settings.interactive = sys.stderr.isatty()
 
 
