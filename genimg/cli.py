@@ -80,7 +80,7 @@ def format_metrics(metrics: dict[str, float]) -> str:
 @one_line_errors
 def train(
     model: Annotated[str, typer.Option("--model", "-m", help="gan-mlp, gan, gan-resnet, vae or rvae")],
-    dataset: Annotated[str, typer.Option("--dataset", "-d", help="NAME[@VERSION] in the store, builtin:digits, builtin:moving-digits, a path or s3:// URI")],
+    dataset: Annotated[str, typer.Option("--dataset", "-d", help="NAME[@VERSION] in the store, builtin:digits, builtin:moving-digits, moving-mnist:IDX[?…], a path or s3:// URI")],
     config: Annotated[Path | None, typer.Option("--config", "-c", help="YAML with model: and train: sections")] = None,
     set_: Annotated[list[str] | None, typer.Option("--set", help="override, e.g. model.latent_dim=32 or train.lr=1e-3")] = None,
     workers: Annotated[str, typer.Option("--workers", "-w", help="Ray Train workers: N, or MIN-MAX (elastic); 0 = in this process, without Ray")] = "1",
@@ -464,7 +464,7 @@ def sample(
 @app.command()
 @one_line_errors
 def ingest(
-    source: Annotated[str, typer.Argument(help="builtin:digits, builtin:moving-digits, a path or an s3:// URI")],
+    source: Annotated[str, typer.Argument(help="builtin:digits, builtin:moving-digits, moving-mnist:IDX[?frames=20&size=64&digits=2&count=N&seed=S], a path or an s3:// URI")],
     name: Annotated[str, typer.Option("--name", help="dataset name (lowercase letters, digits, - and _)")],
     kind: Annotated[str | None, typer.Option("--kind", help="images or sequences (default: from the source)")] = None,
     resolution: Annotated[int | None, typer.Option(

@@ -35,3 +35,28 @@ def test_quality_bench_runs_on_a_tiny_mnist_like_folder(tmp_path, digits):
     results = json.loads(out.stdout.strip().splitlines()[-1])
     assert {"vae", "gan", "gan-mlp"} <= set(results) and results["vae"]["nll"] > 0
     assert set(results["summary"]) == {"vae_nll_vs_published", "vae_nll_target_met", "fid_gan_over_vae", "fid_gan_over_gan-mlp"}
+
+
+def test_the_moving_mnist_gpu_script_runs_on_the_cpu(tmp_path, digits):
+    """bench/gpu_quality_mmnist.sh (which runs quality_moving_mnist.py with its GPU widths),
+    tiny: a few steps of batch 2 on 16 sequences, 4 test sequences."""
+    from tests.conftest import write_idx
+    import numpy as np
+
+    # MNIST-shaped digits, more than the 2,000 the bench holds out for its test sequences.
+    images = np.pad(np.concatenate([digits[:, 0], digits[:400, 0]]), ((0, 0), (6, 6), (6, 6)))
+    write_idx(tmp_path / "t10k-images-idx3-ubyte.gz", images, compress=True)
+    env = {"PYTHON": sys.executable, "DEVICE": "cpu", "BUDGET": "0.1", "OUT": str(tmp_path / "out"),
+           "PATH": "/usr/bin:/bin", "HOME": str(tmp_path)}
+    out = subprocess.run(
+        ["bash", str(ROOT / "bench" / "gpu_quality_mmnist.sh"), str(tmp_path), "--train-sequences", "16",
+         "--test-sequences", "4", "--best-of", "2", "--set", "train.batch_size=2", "--json"],
+        capture_output=True, text=True, cwd=ROOT, env=env,
+    )
+    assert out.returncode == 0, out.stderr[-2000:]
+    results = json.loads(out.stdout.strip().splitlines()[-1])
+    assert results["model"]["width"] == 32 and results["train"]["batch_size"] == 2 and results["steps"] >= 10
+    rows = results["rows"]
+    assert {"copy last context frame", "genimg rvae, mean of K=2", "genimg rvae, best of K=2"} <= set(rows)
+    assert rows["genimg rvae, best of K=2"]["mse"] <= rows["genimg rvae, mean of K=2"]["mse"]
+    assert (tmp_path / "out" / "moving-mnist-rvae-gpu.gif").stat().st_size > 0

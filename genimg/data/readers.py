@@ -10,13 +10,21 @@ from genimg.data.builtin import BUILTIN_SOURCES
 from genimg.data.dataset import DataKind, Dataset, Rejection, no_valid_records
 from genimg.data.folders import IMAGE_SUFFIXES, Progress, read_image_folder, read_sequence_folder
 from genimg.data.idx import is_idx_path, read_idx
+from genimg.data.moving_mnist import (
+    MOVING_MNIST_PREFIX,
+    MOVING_MNIST_USAGE,
+    is_moving_mnist_npy,
+    read_moving_mnist,
+    read_moving_mnist_npy,
+)
 from genimg.data.normalize import ResizePolicy, resize_records
 from genimg.errors import DataError
 
 ARRAY_SUFFIXES = {".npy", ".npz"}
 SOURCE_HELP = (
-    "expected builtin:digits, builtin:moving-digits, or a path to an image folder, "
-    "a sequence folder, an IDX file or an .npz/.npy file"
+    f"expected builtin:digits, builtin:moving-digits, {MOVING_MNIST_USAGE} (PATH an MNIST IDX "
+    "file), or a path to an image folder, a sequence folder, an IDX file, an .npz/.npy file or "
+    "Moving MNIST's mnist_test_seq.npy"
 )
 
 
@@ -28,8 +36,8 @@ def read_source(
 ) -> Dataset:
     """Read every record of `source`; bad records become `Dataset.rejected`, not errors.
 
-    `source` is a builtin name, a local path, or an s3:// URI of a file or a folder-like prefix
-    (copied to a temporary folder first; rejections name the s3:// items).
+    `source` is a builtin name, a moving-mnist: source, a local path, or an s3:// URI of a file
+    or a folder-like prefix (copied to a temporary folder first; rejections name the s3:// items).
     `resize` (ingest --resolution): every image becomes its square size — folders as they decode,
     array sources afterwards; without it, the size rule of genimg.data.normalize applies.
     Raises DataError when the source itself is unusable (missing, unknown type, nothing valid).
@@ -42,10 +50,13 @@ def read_source(
             known = ", ".join(sorted(BUILTIN_SOURCES))
             raise DataError(f"unknown builtin dataset {source!r} (known: {known})")
         dataset = with_resize(loader(), resize)
+    elif source.startswith(MOVING_MNIST_PREFIX):
+        dataset = with_resize(read_moving_mnist(source), resize)
     elif source.startswith("s3://"):
         dataset = read_s3(source, kind, progress, resize)
     elif "://" in source:
-        raise DataError(f"cannot read {source!r}: sources are builtin:, local paths or s3:// URIs")
+        raise DataError(f"cannot read {source!r}: sources are builtin:, local paths or s3:// URIs "
+                        f"(or {MOVING_MNIST_USAGE})")
     else:
         dataset = read_path(Path(source).expanduser(), kind, progress, resize=resize)
     if kind is not None and dataset.kind != kind:
@@ -95,6 +106,10 @@ def read_path(
             return read_sequence_folder(path, progress, resize)
         return read_image_folder(path, progress, resize)
     suffix = path.suffix.lower()
+    # Before the generic .npy reader: this file is frames first (T × N × H × W), which no
+    # generic layout rule would guess.
+    if is_moving_mnist_npy(path):
+        return with_resize(read_moving_mnist_npy(path, shown_as=shown_as), resize)
     if suffix in ARRAY_SUFFIXES:
         return with_resize(read_array_file(path, kind), resize)
     if is_idx_path(path):

@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from genimg.data.dataset import DataKind, Dataset
+from genimg.data.moving_mnist import MOVING_MNIST_PREFIX
 from genimg.data.readers import read_source
 from genimg.data.versions import (
     SPLIT_FRACTIONS,
@@ -28,9 +29,11 @@ from genimg.store import ObjectStore
 
 
 def is_store_ref(source: str) -> bool:
-    """builtin:…, URIs and existing local paths are raw sources; NAME[@VERSION] names the store."""
+    """builtin:…, moving-mnist:…, URIs and existing local paths are raw sources; NAME[@VERSION]
+    names the store."""
     base, _ = split_pinned(source)  # a local folder `faces` pinned as faces@VERSION stays raw
-    raw = base.startswith("builtin:") or "://" in base or Path(base).expanduser().exists()
+    generated = base.startswith(("builtin:", MOVING_MNIST_PREFIX))
+    raw = generated or "://" in base or Path(base).expanduser().exists()
     return not raw and looks_like_ref(source)
 
 

@@ -45,6 +45,8 @@ from genimg.feedback import say
 from genimg.training.run import RunConfig, check_resume_dataset, resolve_run_config
 
 ProgressCallback = Callable[[int, dict[str, float]], None]
+# The resource by which a Ray head node is known (every head node carries one unit of it).
+HEAD_NODE_RESOURCE = "node:__internal_head__"
 
 
 @dataclass
@@ -416,11 +418,17 @@ def fit(
     tracking.log_params(run.as_dict() | {"dataset": dataset_label, "workers": str(workers),
                                          "use_gpu": use_gpu, "cpus_per_worker": cpus})
     tracking.log_dataset(dataset_label, dataset_location(dataset_label, store), count, record_shape(run))
+    # On the head node, whose loss ends the cluster anyway: a worker node's loss must not take the
+    # run's event stream (and with it the restart that follows) along. The driver's own node is not
+    # a safe choice: a driver may attach to any raylet on its machine. Node affinity also keeps the
+    # actor out of a Tune trial's placement group. Pushes made while the actor is being restarted
+    # are retried rather than dropped.
     from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
-    # On the driver's node: losing a worker node must not lose the run's event stream.
-    events = RunEvents.options(scheduling_strategy=NodeAffinitySchedulingStrategy(
-        ray.get_runtime_context().get_node_id(), soft=True)).remote()
+    head = next((node["NodeID"] for node in ray.nodes() if node["Alive"] and HEAD_NODE_RESOURCE in node["Resources"]),
+                ray.get_runtime_context().get_node_id())
+    events = RunEvents.options(scheduling_strategy=NodeAffinitySchedulingStrategy(head, soft=True),
+                               max_task_retries=-1).remote()
     storage_path, filesystem = run_storage(store)
     train_dict = config_to_dict(run.train)
     trainer = TorchTrainer(

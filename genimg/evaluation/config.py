@@ -16,7 +16,7 @@ class EvalConfig:
     samples: int = 1000  # generated images (sequences for rvae) compared with the real split
     seed: int = 0
     nll_k: int = 100  # importance samples per image for the VAE's IWAE estimate of −log p(x)
-    best_of: int = 5  # continuations drawn per test sequence; the best (mean SSIM) is scored
+    best_of: int = 5  # K: continuations drawn per test sequence, scored as their mean and best of K
     context_frames: int | None = None  # frames given to the RVAE before it continues; None: half
     max_real: int = 10000  # real records of the split compared at most (a seeded subset beyond)
     features: FeatureChoice = "auto"  # auto: inception when its weights file is present

@@ -1,9 +1,10 @@
 """Score a trained model against one split of a dataset version.
 
 Every family: FID, KID and k-NN precision / recall / density / coverage between generated and
-real samples in one feature space. VAE: also the IWAE test NLL and bits/dim. RVAE: conditional
-continuations (best of K) against ground truth by per-frame SSIM / PSNR, the copy-last-frame
-baseline, the per-frame NLL bound, and the distances on generated frames. Class-conditional
+real samples in one feature space. VAE: also the IWAE test NLL and bits/dim. RVAE: K continuations
+of each test sequence's context frames against ground truth by the video-prediction protocol
+(per-frame MSE / MAE / SSIM / PSNR, mean over K and best of K), the copy-last-frame baseline, the
+per-frame NLL bound, and the distances on generated frames. Class-conditional
 image models: every class drawn equally often, the share of each class's samples that the
 dataset classifier labels as that class (`class_consistency_<class>` and their mean), and the
 NLL given each real image's class. Seeded throughout: the same model, data, config and seed
@@ -29,6 +30,8 @@ from genimg.evaluation.features import FeatureExtractor, as_frames, choose_extra
 from genimg.feedback import progress
 from genimg.evaluation.metrics import (
     NEAREST_K,
+    frame_mae,
+    frame_mse,
     frame_psnr,
     frame_ssim,
     frechet_and_kernel_distances,
@@ -204,11 +207,24 @@ def labelled_for(model: GenerativeModel, real: Dataset) -> tuple[Tensor, Tensor]
     return torch.from_numpy(real.data[keep]), torch.from_numpy(real.labels[keep].astype("int64"))
 
 
+SEQUENCE_METRICS: dict[str, tuple[Any, bool]] = {  # name: (per-frame function, higher is better)
+    "mse": (frame_mse, False), "mae": (frame_mae, False), "ssim": (frame_ssim, True), "psnr": (frame_psnr, True),
+}
+SEQUENCE_PROTOCOL = (
+    "per predicted frame, frames in [0, 1]: mse / mae summed over the frame's pixels, ssim as "
+    "scikit-image computes it (7x7 window), psnr in dB; mse, mae, ssim, psnr: mean over the K "
+    "continuations drawn per sequence; *_best_of_k: per sequence the best of the K by that metric "
+    "(averaged over its predicted frames); *_copy_last_baseline: the last context frame repeated"
+)
+
+
 def sequence_metrics(
     model: GenerativeModel, sequences: Tensor, config: EvalConfig
 ) -> tuple[dict[str, float], Tensor]:
-    """Continuation quality (best of K by mean SSIM), the copy-last-frame baseline and the NLL
-    bound; returns the metrics and the best continuations (context frames included)."""
+    """The video-prediction protocol on continuations of `sequences` (see SEQUENCE_PROTOCOL): K =
+    eval.best_of draws per sequence, scored as their mean and as the best of K, beside the
+    copy-last-frame baseline; plus the NLL bound. Returns the metrics and, per sequence, the
+    draw closest to the truth by MSE (context frames included)."""
     steps = sequences.shape[1]
     context = config.context_frames or steps // 2
     if context >= steps:
@@ -217,12 +233,15 @@ def sequence_metrics(
     future = truth[:, context:]
     predicted_frames = steps - context
 
-    def per_frame(metric: Any, predicted: Tensor) -> Tensor:
-        return metric(predicted.flatten(0, 1), future.flatten(0, 1)).view(len(future), predicted_frames)
+    def per_frame(predicted: Tensor) -> dict[str, Tensor]:  # each (sequences, predicted frames)
+        flat_predicted, flat_truth = predicted.flatten(0, 1), future.flatten(0, 1)
+        return {name: function(flat_predicted, flat_truth).view(len(future), predicted_frames)
+                for name, (function, _) in SEQUENCE_METRICS.items()}
 
-    best: Tensor | None = None
-    best_ssim = best_score = None
-    with progress(f"continuing {len(truth)} sequences, best of {config.best_of}", config.best_of, "draws") as update:
+    draws: list[dict[str, Tensor]] = []
+    closest: Tensor | None = None
+    closest_mse: Tensor | None = None
+    with progress(f"continuing {len(truth)} sequences, {config.best_of} draw(s) each", config.best_of, "draws") as update:
         for draw in range(config.best_of):
             continued = torch.cat([
                 model.continue_sequence(  # type: ignore[operator]
@@ -232,31 +251,29 @@ def sequence_metrics(
                 for number, start in enumerate(range(0, len(truth), config.batch_size))
             ])
             update(draw + 1)
-            ssim = per_frame(frame_ssim, continued[:, context:])
-            score = ssim.mean(1)
-            if best is None:
-                best, best_ssim, best_score = continued, ssim, score
+            scores = per_frame(continued[:, context:])
+            draws.append(scores)
+            mse = scores["mse"].mean(1)
+            if closest is None or closest_mse is None:
+                closest, closest_mse = continued, mse
                 continue
-            better = score > best_score
-            best[better], best_ssim[better], best_score[better] = continued[better], ssim[better], score[better]  # type: ignore[index]
-    assert best is not None and best_ssim is not None
-    psnr = per_frame(frame_psnr, best[:, context:])
-    last = truth[:, context - 1 : context].expand_as(future)
-    baseline_ssim = per_frame(frame_ssim, last)
-    baseline_psnr = per_frame(frame_psnr, last)
-    metrics = {
-        "ssim": float(best_ssim.mean()), "psnr": float(psnr.mean()),
-        "ssim_copy_last_baseline": float(baseline_ssim.mean()),
-        "psnr_copy_last_baseline": float(baseline_psnr.mean()),
-    }
-    for offset in range(predicted_frames):
-        frame = f"frame_{context + offset + 1:02d}"  # 1-based position in the sequence
-        metrics[f"ssim_{frame}"] = float(best_ssim[:, offset].mean())
-        metrics[f"psnr_{frame}"] = float(psnr[:, offset].mean())
-        metrics[f"ssim_copy_last_baseline_{frame}"] = float(baseline_ssim[:, offset].mean())
-        metrics[f"psnr_copy_last_baseline_{frame}"] = float(baseline_psnr[:, offset].mean())
+            better = mse < closest_mse
+            closest[better], closest_mse[better] = continued[better], mse[better]
+    assert closest is not None
+    baseline = per_frame(truth[:, context - 1 : context].expand_as(future))
+    metrics: dict[str, float] = {}
+    for name, (_, higher_is_better) in SEQUENCE_METRICS.items():
+        stacked = torch.stack([scores[name] for scores in draws])  # (K, sequences, frames)
+        per_sequence = stacked.mean(2)
+        best_draw = (per_sequence.argmax(0) if higher_is_better else per_sequence.argmin(0))
+        best = stacked[best_draw, torch.arange(stacked.shape[1])]  # (sequences, frames)
+        for suffix, values in (("", stacked.mean(0)), ("_best_of_k", best), ("_copy_last_baseline", baseline[name])):
+            metrics[f"{name}{suffix}"] = float(values.mean())
+            for offset in range(predicted_frames):
+                # 1-based position in the sequence: with 10 context frames, frame_11 is the first predicted
+                metrics[f"{name}{suffix}_frame_{context + offset + 1:02d}"] = float(values[:, offset].mean())
     metrics["nll_bound_per_frame"] = sequence_nll_bound(model, truth, config)
-    return metrics, best
+    return metrics, closest
 
 
 def sequence_nll_bound(model: GenerativeModel, truth: Tensor, config: EvalConfig) -> float:
@@ -310,7 +327,7 @@ def evaluate_model(
         real_frames = real_frames[torch.randperm(len(real_frames), generator=torch.Generator().manual_seed(config.seed))[: config.max_real]]
         metrics |= distances(extractor, real_frames, generated.flatten(0, 1), config)
         settings |= {"best_of": config.best_of, "context_frames": config.context_frames or real.data.shape[1] // 2,
-                     "continued_sequences": continued_count}
+                     "continued_sequences": continued_count, "sequence_metrics": SEQUENCE_PROTOCOL}
         continuations, ground_truth = best[:GIF_SEQUENCES], real_sequences[:GIF_SEQUENCES].float() / 255.0
         samples = generated[:GRID_SAMPLES // real.data.shape[1] or 1]
     else:

@@ -3,7 +3,8 @@
 Fréchet (FID) and kernel (KID) distances are torchmetrics' implementations, fed features that
 were computed once (so FID, KID and the k-NN metrics share one pass through the extractor).
 Precision / recall / density / coverage are the k-NN manifold estimates of Naeem et al. (2020).
-SSIM and PSNR are torchmetrics' functional forms.
+PSNR is torchmetrics' functional form; SSIM, MSE and MAE per frame follow the video-prediction
+benchmarks' protocol (see `frame_ssim`).
 """
 
 from __future__ import annotations
@@ -16,7 +17,8 @@ from torch import Tensor, nn
 KID_SUBSETS = 100
 KID_SUBSET_SIZE = 1000
 NEAREST_K = 5
-PSNR_CAP_DB = 100.0  # identical frames have infinite PSNR; a cap keeps means finite
+PSNR_CAP_DB = 100.0
+SSIM_WINDOW = 7  # identical frames have infinite PSNR; a cap keeps means finite
 
 
 class PrecomputedFeatures(nn.Module):
@@ -88,14 +90,40 @@ def precision_recall_density_coverage(real: Tensor, fake: Tensor, k: int = NEARE
 
 
 def frame_ssim(predicted: Tensor, target: Tensor) -> Tensor:
-    """Per-image SSIM of (N, C, H, W) images in [0, 1]: shape (N,)."""
-    from torchmetrics.functional.image import structural_similarity_index_measure
+    """Per-image SSIM of (N, C, H, W) images in [0, 1]: shape (N,).
 
-    # The Gaussian window shrinks for frames smaller than the standard 11 px.
-    size = min(11, min(predicted.shape[-2:]) // 2 * 2 - 1)
-    return structural_similarity_index_measure(
-        predicted.double(), target.double(), data_range=1.0, reduction="none", kernel_size=max(3, size)
-    )
+    As scikit-image's `structural_similarity` computes it with its defaults — the function the
+    video-prediction benchmarks (OpenSTL) score with: a 7×7 uniform window, sample covariances,
+    K1 = 0.01, K2 = 0.03, averaged over the window positions that lie inside the image and over
+    the channels — so the figures can be set beside theirs.
+    """
+    window = min(SSIM_WINDOW, *predicted.shape[-2:])
+    window -= 1 - window % 2  # odd, as scikit-image requires
+    x = predicted.double().flatten(0, 1).unsqueeze(1)
+    y = target.double().flatten(0, 1).unsqueeze(1)
+
+    def mean(values: Tensor) -> Tensor:  # the window's mean at every position fully inside
+        return nn.functional.avg_pool2d(values, window, stride=1)
+
+    covariance_scale = window**2 / (window**2 - 1)  # sample, not population, covariances
+    mu_x, mu_y = mean(x), mean(y)
+    var_x = covariance_scale * (mean(x * x) - mu_x**2)
+    var_y = covariance_scale * (mean(y * y) - mu_y**2)
+    cov_xy = covariance_scale * (mean(x * y) - mu_x * mu_y)
+    c1, c2 = (0.01 * 1.0) ** 2, (0.03 * 1.0) ** 2  # data range 1
+    ssim = ((2 * mu_x * mu_y + c1) * (2 * cov_xy + c2)) / ((mu_x**2 + mu_y**2 + c1) * (var_x + var_y + c2))
+    return ssim.flatten(1).mean(1).view(predicted.shape[0], predicted.shape[1]).mean(1)
+
+
+def frame_mse(predicted: Tensor, target: Tensor) -> Tensor:
+    """Per-image squared error of (N, C, H, W) images in [0, 1], summed over the pixels (the
+    video-prediction benchmarks' "MSE per frame"): shape (N,)."""
+    return (predicted.double() - target.double()).pow(2).flatten(1).sum(1)
+
+
+def frame_mae(predicted: Tensor, target: Tensor) -> Tensor:
+    """Per-image absolute error of (N, C, H, W) images in [0, 1], summed over the pixels: shape (N,)."""
+    return (predicted.double() - target.double()).abs().flatten(1).sum(1)
 
 
 def frame_psnr(predicted: Tensor, target: Tensor) -> Tensor:

@@ -137,12 +137,13 @@ def test_a_bad_config_value_fails_before_any_worker_starts(ray_cluster, digits_i
 
 def train_until_a_checkpoint_is_registered(store_root, run_name, *args):
     """Start `genimg train` in a thread; return it (and where its JSON lands) once the run has
-    a registered checkpoint, so that a node can be taken away mid-run."""
+    a registered checkpoint, so that a node can be taken away mid-run. Runs of 1,000 steps: a
+    tiny VAE does 150 in the second it takes to kill a node, and then no restart is seen."""
     outcome = {}
 
     def run():
         outcome["payload"] = train("--model", "vae", "--dataset", "digits", "--batch-size", "8",
-                                   "--run-name", run_name, "--set", "train.checkpoint_every=20",
+                                   "--run-name", run_name, "--set", "train.checkpoint_every=50",
                                    *TINY["vae"], *args)
 
     thread = threading.Thread(target=run)
@@ -163,12 +164,12 @@ def remove_worker_node(cluster):
 def test_a_node_lost_mid_run_restarts_from_the_latest_checkpoint(ray_cluster, digits_in_store):
     """Kill the non-head node (raylet and workers) while training, add a replacement: the run finishes."""
     thread, outcome = train_until_a_checkpoint_is_registered(
-        digits_in_store, "survivor", "--workers", "2", "--steps", "150", "--set", "train.log_every=10")
+        digits_in_store, "survivor", "--workers", "2", "--steps", "1000", "--set", "train.log_every=10")
     remove_worker_node(ray_cluster)
     ray_cluster.add_node(num_cpus=1)
     thread.join(timeout=400)
     payload = outcome["payload"]
-    assert payload["metrics"]["step"] == 150
+    assert payload["metrics"]["step"] == 1000
     assert payload["restarts"] >= 1 and payload["resumed_from_step"] > 0
 
 
@@ -176,10 +177,10 @@ def test_elastic_workers_continue_on_fewer_after_a_node_is_lost(ray_cluster, dig
     """--workers 1-2: the node goes and no replacement comes; the run finishes on one worker.
     (Runs last in this module: it leaves the cluster with the head node only.)"""
     thread, outcome = train_until_a_checkpoint_is_registered(
-        digits_in_store, "elastic", "--workers", "1-2", "--cpus-per-worker", "1", "--steps", "150")
+        digits_in_store, "elastic", "--workers", "1-2", "--cpus-per-worker", "1", "--steps", "1000")
     remove_worker_node(ray_cluster)
     thread.join(timeout=500)
     payload = outcome["payload"]
-    assert payload["metrics"]["step"] == 150
+    assert payload["metrics"]["step"] == 1000
     assert payload["restarts"] >= 1 and payload["resumed_from_step"] > 0
     assert len(payload["workers"]) == 1  # the last attempt ran on the head node alone

@@ -82,11 +82,18 @@ def test_sequence_metrics_baseline_and_report(small_sequences, tmp_path):
     frames = data.shape[1]
     context = frames // 2
     predicted = [f"frame_{t:02d}" for t in range(context + 1, frames + 1)]
-    expected = DISTANCES | {"ssim", "psnr", "ssim_copy_last_baseline", "psnr_copy_last_baseline", "nll_bound_per_frame"}
-    expected |= {f"{metric}_{frame}" for frame in predicted for metric in
-                 ("ssim", "psnr", "ssim_copy_last_baseline", "psnr_copy_last_baseline")}
+    scored = [f"{metric}{kind}" for metric in ("mse", "mae", "ssim", "psnr")
+              for kind in ("", "_best_of_k", "_copy_last_baseline")]
+    expected = DISTANCES | {"nll_bound_per_frame", *scored} | {f"{name}_{frame}" for frame in predicted for name in scored}
     assert set(evaluation.metrics) == expected
     assert evaluation.settings["best_of"] == 2 and evaluation.settings["context_frames"] == context
+    assert "mean over the K" in evaluation.settings["sequence_metrics"]
+    metrics = evaluation.metrics
+    # The best of K is at least as good as their mean, metric by metric.
+    assert metrics["mse_best_of_k"] <= metrics["mse"] and metrics["mae_best_of_k"] <= metrics["mae"]
+    assert metrics["ssim_best_of_k"] >= metrics["ssim"] and metrics["psnr_best_of_k"] >= metrics["psnr"]
+    # Per frame MSE is a sum over the frame's pixels: at most its pixel count.
+    assert 0 <= metrics[f"mse_{predicted[0]}"] <= data.shape[-1] * data.shape[-2]
     assert evaluation.features["name"] == "autoencoder"  # sequences carry no labels
     files = write_report(evaluation, tmp_path, title="rvae", history={"loss": [(1, 3.0), (2, 2.0)]})
     names = {path.name for path in files}

@@ -3,6 +3,8 @@ import torch
 
 from genimg.evaluation.metrics import (
     PSNR_CAP_DB,
+    frame_mae,
+    frame_mse,
     frame_psnr,
     frame_ssim,
     frechet_and_kernel_distances,
@@ -51,3 +53,46 @@ def test_ssim_and_psnr_per_frame():
     noisy = (frames + 0.1 * torch.randn(3, 1, 16, 16, generator=torch.Generator().manual_seed(1))).clamp(0, 1)
     assert (frame_ssim(noisy, frames) < 0.99).all()
     assert frame_psnr(noisy, frames) == pytest.approx(torch.full((3,), 20.0, dtype=torch.float64), abs=1.5)  # σ = 0.1
+
+
+def test_mse_and_mae_per_frame_are_sums_over_the_frames_pixels():
+    truth = torch.zeros(2, 1, 4, 4)
+    predicted = truth.clone()
+    predicted[0, 0, 0, :2] = 0.5  # two pixels off by 0.5
+    predicted[1] = 0.25  # every pixel off by 0.25
+    assert frame_mse(predicted, truth).tolist() == [0.5, 1.0]  # 2·0.25; 16·0.0625
+    assert frame_mae(predicted, truth).tolist() == [1.0, 4.0]  # 2·0.5; 16·0.25
+
+
+def test_psnr_of_a_known_error_level():
+    truth = torch.full((1, 1, 8, 8), 0.5)
+    assert frame_psnr(truth + 0.1, truth).item() == pytest.approx(20.0)  # MSE 0.01 → 10·log10(1/0.01)
+    assert frame_psnr(truth + 0.01, truth).item() == pytest.approx(40.0)
+
+
+def reference_ssim(x, y, window=7):
+    """scikit-image's default SSIM written out window by window (sample covariances, data range 1)."""
+    c1, c2 = 0.01**2, 0.03**2
+    values = []
+    for i in range(x.shape[0] - window + 1):
+        for j in range(x.shape[1] - window + 1):
+            a, b = x[i : i + window, j : j + window].flatten(), y[i : i + window, j : j + window].flatten()
+            mu_a, mu_b = a.mean(), b.mean()
+            var_a, var_b = a.var(unbiased=True), b.var(unbiased=True)
+            cov = ((a - mu_a) * (b - mu_b)).sum() / (a.numel() - 1)
+            values.append((2 * mu_a * mu_b + c1) * (2 * cov + c2) / ((mu_a**2 + mu_b**2 + c1) * (var_a + var_b + c2)))
+    return torch.stack(values).mean()
+
+
+def test_ssim_follows_scikit_images_definition():
+    generator = torch.Generator().manual_seed(3)
+    x = torch.rand(10, 9, generator=generator, dtype=torch.float64)
+    y = (x + 0.2 * torch.rand(10, 9, generator=generator, dtype=torch.float64)).clamp(0, 1)
+    ours = frame_ssim(y[None, None], x[None, None]).item()
+    assert ours == pytest.approx(reference_ssim(y, x).item(), abs=1e-12)
+    # Two flat frames: no structure, only luminance: (2ab + C1) / (a² + b² + C1).
+    flat = frame_ssim(torch.full((1, 1, 8, 8), 0.5), torch.full((1, 1, 8, 8), 0.25)).item()
+    assert flat == pytest.approx((2 * 0.5 * 0.25 + 1e-4) / (0.25 + 0.0625 + 1e-4))
+    # Colour frames: the mean over channels.
+    rgb = torch.stack([x, y, x])[None]
+    assert frame_ssim(rgb, torch.stack([x, x, x])[None]).item() == pytest.approx((2 + reference_ssim(y, x).item()) / 3)

@@ -1,7 +1,9 @@
 import pytest
 import torch
 
+from genimg.errors import ConfigError
 from genimg.models import build_model
+from genimg.models.base import load_model, save_model
 from tests.conftest import tiny_config
 
 
@@ -42,3 +44,45 @@ def test_loss_is_the_sum_of_per_step_terms(rvae, small_sequences):
     torch.manual_seed(3)
     reconstruction, kl = rvae.step_terms(sequences)
     assert torch.allclose(losses.total, (reconstruction + kl).sum(1).mean())
+
+
+def spatial_rvae(**overrides):
+    config = {"image_shape": (1, 16, 16), "num_frames": 6, "core": "convlstm", "context_frames": 3,
+              "latent_dim": 2, "frame_dim": 8, "hidden_dim": 8, "width": 4, **overrides}
+    return build_model("rvae", config)
+
+
+def test_the_convlstm_core_trains_and_continues_given_frames(small_sequences):
+    torch.manual_seed(0)
+    model = spatial_rvae()
+    sequences = torch.from_numpy(small_sequences[:4]).float() / 255.0
+    losses = model.loss(sequences)
+    losses.total.backward()
+    assert torch.isfinite(losses.total)
+    assert all(p.grad is not None for p in model.parameters())  # every network takes part
+    reconstruction, kl = model.step_terms(sequences)
+    assert reconstruction.shape == kl.shape == (4, 6) and (kl >= 0).all()
+    continued = model.continue_sequence(sequences[:, :3], num_frames=6, seed=0)
+    assert continued.shape == (4, 6, 1, 16, 16) and torch.equal(continued[:, :3], sequences[:, :3])
+    assert 0 <= continued.min() and continued.max() <= 1
+    assert torch.equal(continued, model.continue_sequence(sequences[:, :3], num_frames=6, seed=0))
+    assert not torch.equal(continued[:, 3:], model.continue_sequence(sequences[:, :3], 6, seed=1)[:, 3:])
+    assert model.sample(2, seed=0).shape == (2, 6, 1, 16, 16)
+
+
+def test_a_convlstm_rvae_saves_and_loads_with_its_core(tmp_path, small_sequences):
+    model = spatial_rvae()
+    save_model(model, tmp_path)
+    loaded = load_model(tmp_path)
+    assert loaded.config.core == "convlstm" and loaded.config.context_frames == 3
+    context = torch.from_numpy(small_sequences[:2, :3]).float() / 255.0
+    assert torch.equal(loaded.continue_sequence(context, 6, seed=0), model.continue_sequence(context, 6, seed=0))
+
+
+def test_the_convlstm_core_refuses_sides_it_cannot_quarter():
+    with pytest.raises(ConfigError, match="divisible by 4"):
+        build_model("rvae", {"image_shape": (1, 18, 18), "core": "convlstm"})
+    with pytest.raises(ConfigError, match="model.core"):
+        build_model("rvae", {"image_shape": (1, 16, 16), "core": "gru"})
+    with pytest.raises(ConfigError, match="context_frames"):
+        build_model("rvae", {"image_shape": (1, 16, 16), "core": "convlstm", "context_frames": 0})

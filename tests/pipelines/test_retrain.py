@@ -208,3 +208,22 @@ def test_the_shipped_retrain_config_names_presets_that_resolve():
     for plan in config.families:
         resolve_run_config(plan.model, merge_sections(load_config_file(plan.config)))
 
+
+
+def test_a_moving_mnist_entry_is_planned_and_its_fingerprint_follows_the_digits_file(tmp_path):
+    import os
+
+    from pipelines.retrain import load_retrain_config, source_fingerprint
+
+    digits = tmp_path / "digits-idx3-ubyte"
+    digits.write_bytes(b"first")
+    source = f"moving-mnist:{digits}?count=10"
+    path = tmp_path / "retrain.yaml"
+    path.write_text(f"datasets:\n  mmnist: '{source}'\nfamilies:\n  - model: rvae\n    dataset: mmnist\n"
+                    "    config: configs/rvae-moving-mnist.yaml\n")
+    assert load_retrain_config(path).datasets["mmnist"].source == source
+    before = source_fingerprint(source)
+    assert source_fingerprint(f"moving-mnist:{digits}?count=20") != before  # another query
+    digits.write_bytes(b"second, longer")
+    os.utime(digits, ns=(1, 1))
+    assert source_fingerprint(source) != before  # another digits file
