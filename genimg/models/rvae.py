@@ -230,12 +230,7 @@ class RVAE(GenerativeModel):
         h_prev = torch.cat([self.start.expand(batch, 1, -1), h[:, :-1]], dim=1)
         mu_q, logvar_q, _ = self.posterior(h)
         mu_p, logvar_p, _ = self.prior(h_prev)
-        eps = (
-            torch.randn_like(mu_q)
-            if generator is None
-            else torch.randn(mu_q.shape, generator=generator).to(mu_q.device)
-        )
-        z = mu_q + (0.5 * logvar_q).exp() * eps
+        z = mu_q + (0.5 * logvar_q).exp() * self.normal_like(mu_q, generator)
         g, _ = self.predictor(torch.cat([h_prev, z], dim=-1))
         decoded = self.frame_decoder(g.flatten(0, 1))
         reconstruction = -log_likelihood(
@@ -348,18 +343,13 @@ class RVAE(GenerativeModel):
             with evaluating(self):
                 return self.spatial_generate(n, num_frames, context, generator)
 
-        def standard_normal(shape: tuple[int, ...]) -> Tensor:
-            if generator is None:
-                return torch.randn(shape, device=self.device)
-            return torch.randn(shape, generator=generator).to(self.device)
-
         with evaluating(self):
             h_prev = self.start.expand(n, -1)
             prior_state = posterior_state = predictor_state = None
             frames = []
             for t in range(num_frames):
                 mu_p, logvar_p, prior_state = self.prior(h_prev.unsqueeze(1), prior_state)
-                eps = standard_normal((n, 1, self.config.latent_dim))
+                eps = self.normal_like(mu_p, generator)
                 if t < known:
                     assert context is not None
                     frame = context[:, t].to(self.device)
