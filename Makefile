@@ -32,7 +32,7 @@ $(STAMP): pyproject.toml constraints.txt
 	$(PY) -m pip install --quiet -c constraints.txt -e ".[dev,postgres]"
 	touch $@
 
-# The main job on the embedded default: the Prefect retrain flow (configs/retrain.yaml: ingest the
+# The main job on the embedded default: the Prefect retrain flow (genimg/configs/retrain.yaml: ingest the
 # builtin data, train gan / vae / rvae on a local Ray, evaluate, register, promote), then a sample
 # grid or GIF from each family's champion in outputs/.
 OUT ?= outputs

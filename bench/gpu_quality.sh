@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # CIFAR-10 sample quality on one GPU (≤ 8 minutes on one H100): bench/quality_cifar10.py with the
-# presets' widths (--widths preset: gan and gan-resnet 64, vae 64/128 as in configs/cifar10-*.yaml),
+# presets' widths (--widths preset: gan and gan-resnet 64, vae 64/128 as in genimg/configs/cifar10-*.yaml),
 # bf16, 70 s of training per family, 5,000 samples per evaluation, VAE NLL with k = 100.
 # Torch only (no Ray, MLflow, Prefect or network): needs python3 with torch (CUDA), numpy, pillow,
 # pyarrow, safetensors, pyyaml, scipy, scikit-learn and torchmetrics, and the CIFAR-10 archive.

@@ -13,18 +13,18 @@ from __future__ import annotations
 import argparse
 import json
 import time
-from pathlib import Path
 
 import torch
 
 from genimg.config import replace_config
+from genimg.configs import CONFIGS_DIR
 from genimg.data.readers import read_source
 from genimg.models import model_spec
 from genimg.training.loop import BatchSchedule, prepare_model, to_batch
 from genimg.training.run import load_config_file, merge_sections, resolve_run_config
 from genimg.training.steps import make_step_context, recipe_for
 
-CONFIGS = Path(__file__).resolve().parent.parent / "configs"
+CONFIGS = CONFIGS_DIR  # the packaged presets (genimg/configs/)
 FAMILIES = {
     "gan-mlp": ("builtin:digits", "gan-mlp-digits.yaml"),
     "gan": ("builtin:digits", "gan-digits.yaml"),

@@ -46,7 +46,7 @@ FAMILIES: dict[str, tuple[str, dict[str, Any], dict[str, Any]]] = {
                     "decoder_width": 32, "decoder_stage_blocks": 1, "ema_decay": 0.999},
             {"batch_size": 64, "lr": 1e-3}),
 }
-# --widths preset: the channel widths of configs/cifar10-*.yaml (for a GPU).
+# --widths preset: the channel widths of genimg/configs/cifar10-*.yaml (for a GPU).
 PRESET_WIDTHS: dict[str, dict[str, int]] = {
     "gan": {"width": 64}, "gan-resnet": {"width": 64}, "gan-resnet-cond": {"width": 64},
     "vae": {"width": 64, "decoder_width": 128},
@@ -69,7 +69,7 @@ def main() -> int:
     parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
     parser.add_argument("--precision", default=None, choices=["fp32", "bf16"], help="default: bf16 on cuda")
     parser.add_argument("--widths", default="cpu", choices=["cpu", "preset"],
-                        help="cpu: narrow networks for a few cores; preset: the widths of configs/cifar10-*.yaml")
+                        help="cpu: narrow networks for a few cores; preset: the widths of genimg/configs/cifar10-*.yaml")
     parser.add_argument("--limit", type=int, default=0, help="ingest only this many images (0: all; smoke tests)")
     parser.add_argument("--extractor-steps", type=int, default=None,
                         help="feature network training steps (default 4,000 for colour; fewer for smoke tests)")
@@ -89,7 +89,7 @@ def main() -> int:
     os.environ.pop("GENIMG_STORE", None)
 
     from genimg.data.readers import read_source
-    from genimg.data.sources import open_splits
+    from genimg.data.handle import resolve_dataset
     from genimg.data.versions import ingest_dataset
     from genimg.evaluation.config import EvalConfig
     from genimg.evaluation.evaluate import evaluate_model
@@ -107,7 +107,7 @@ def main() -> int:
                 extra.unlink()
     store = open_store()
     ingested = ingest_dataset(read_source(str(folder)), "cifar10", store=store)
-    source = open_splits(f"cifar10@{ingested.version}", store=store)
+    source = resolve_dataset(f"cifar10@{ingested.version}", store=store)
     train = source.load("train")
     records, labels = torch.from_numpy(train.data), torch.from_numpy(train.labels)  # type: ignore[arg-type]
     classes, names = class_layout(train)

@@ -27,7 +27,7 @@ DEFAULT_MNIST = Path(__file__).resolve().parent.parent.parent / "shared" / "data
 PUBLISHED_VAE_NLL = 89.8
 VAE_NLL_TARGET = 90.0
 FAMILIES: dict[str, tuple[dict[str, Any], dict[str, Any]]] = {
-    # model config, train config (batch sizes and learning rates of configs/*-digits.yaml)
+    # model config, train config (batch sizes and learning rates of genimg/configs/*-digits.yaml)
     "vae": ({"architecture": "resnet", "latent_dim": 32, "width": 16, "decoder_width": 32, "decoder_stage_blocks": 1,
              "ema_decay": 0.999},
             {"batch_size": 64, "lr": 2e-3}),
@@ -55,7 +55,7 @@ def main() -> int:
     os.environ.pop("GENIMG_STORE", None)
 
     from genimg.data.readers import read_source
-    from genimg.data.sources import open_splits
+    from genimg.data.handle import resolve_dataset
     from genimg.data.versions import ingest_dataset
     from genimg.evaluation.config import EvalConfig
     from genimg.evaluation.evaluate import evaluate_model
@@ -65,7 +65,7 @@ def main() -> int:
     store = open_store()
     # The images file; its labels file beside it is picked up by the IDX reader.
     ingested = ingest_dataset(read_source(str(args.mnist / "t10k-images-idx3-ubyte.gz")), "mnist", store=store)
-    source = open_splits(f"mnist@{ingested.version}", store=store)
+    source = resolve_dataset(f"mnist@{ingested.version}", store=store)
     records = torch.from_numpy(source.load("train").data)
     shape = list(source.record_shape)
     config = EvalConfig(samples=args.samples, nll_k=args.nll_k, features="classifier")

@@ -6,7 +6,7 @@
 Builds Moving MNIST (Srivastava et al. 2015: 20 frames, two 28×28 digits bouncing in 64×64,
 overlaps by maximum) from the MNIST test set's digits — the first 8,000 digits make the training
 sequences, the last 2,000 the held-out test sequences, so no test digit is ever seen in training —
-trains the RVAE of configs/rvae-moving-mnist.yaml for `--budget` seconds, continues each test
+trains the RVAE of genimg/configs/rvae-moving-mnist.yaml for `--budget` seconds, continues each test
 sequence's first 10 frames K times and scores the 10 predicted frames: per frame MSE and MAE
 (summed over the 64×64 pixels of [0, 1] frames), SSIM (scikit-image's definition) and PSNR,
 as the mean over the K draws and as the best of K, beside the copy-last-frame baseline of the same
@@ -31,7 +31,7 @@ from budget import train_for
 
 ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_MNIST = ROOT.parent / "shared" / "data" / "mnist"
-PRESET = ROOT / "configs" / "rvae-moving-mnist.yaml"
+PRESET = ROOT / "genimg" / "configs" / "rvae-moving-mnist.yaml"  # packaged preset
 CONTEXT, FRAMES, SIZE = 10, 20, 64
 TEST_DIGITS = 2000  # the last digits of the file: only test sequences use them
 # OpenSTL, docs/en/model_zoos/video_benchmarks.md (Moving MNIST, 10 → 10): ConvLSTM as quoted in

@@ -4,7 +4,7 @@
 
 For each family, in one run and on the same model config (the shipped preset), data and batch:
 - torch: a plain single-process loop calling the family's step function on batches of the data,
-- ray:   `train_distributed(..., workers=1)` on a local Ray, the worker given all CPUs,
+- ray:   `train_on_ray(..., workers=1)` on a local Ray, the worker given all CPUs,
 both after a warm-up, as images/s in steady state (the Ray figure comes from the worker's own
 step timestamps, so Ray start-up and worker launch are excluded; they are printed apart).
 Goal: ratio ≥ 0.97. Sequence models count frames (a 10-frame sequence = 10 images).
@@ -16,17 +16,17 @@ import argparse
 import json
 import tempfile
 import time
-from pathlib import Path
 
 import torch
 
+from genimg.configs import CONFIGS_DIR
 from genimg.data.readers import read_source
 from genimg.models import model_spec
 from genimg.training.loop import BatchSchedule, to_batch
 from genimg.training.run import load_config_file, merge_sections, resolve_run_config
 from genimg.training.steps import recipe_for
 
-CONFIGS = Path(__file__).resolve().parent.parent / "configs"
+CONFIGS = CONFIGS_DIR  # the packaged presets (genimg/configs/)
 FAMILIES = {
     "gan-mlp": ("builtin:digits", "gan-mlp-digits.yaml", 2000),
     "gan": ("builtin:digits", "gan-digits.yaml", 600),
@@ -62,11 +62,14 @@ def torch_loop(model_name: str, source: str, preset: str, steps: int) -> float:
 
 
 def ray_run(model_name: str, source: str, preset: str, steps: int) -> tuple[float, float]:
-    from genimg.distributed.trainer import train_distributed
+    from genimg.data.handle import resolve_dataset
+    from genimg.distributed.trainer import train_on_ray
+    from genimg.models import model_spec
 
     started = time.perf_counter()
-    result = train_distributed(model_name, source, sections_for(preset, steps), workers=1,
-                               run_name=f"bench-{model_name}-{int(time.time())}", samples=False)
+    handle = resolve_dataset(source, model_spec(model_name).data_kind)
+    result = train_on_ray(model_name, handle, sections_for(preset, steps), workers=1,
+                          run_name=f"bench-{model_name}-{int(time.time())}", samples=False)
     frames = 10 if model_name == "rvae" else 1
     return result.images_per_second * frames, time.perf_counter() - started
 

@@ -1,7 +1,23 @@
 """genimg: train, evaluate and promote generative image models.
 
-Importing the package is cheap: heavy optional dependencies (ray, mlflow, prefect) are imported
-only inside the subpackages that own them.
+Importing the package is cheap: its Python API (`genimg.ingest`, `genimg.train`,
+`genimg.evaluate`, `genimg.register`, `genimg.promote`, `genimg.sample`; see `genimg.api`) is
+loaded on first use, and heavy dependencies (ray, mlflow, prefect) only inside the subpackages
+that own them.
 """
 
-__version__ = "0.1.0"
+from typing import Any
+
+from genimg.version import __version__
+API = ("evaluate", "ingest", "promote", "register", "sample", "train")
+
+
+def __getattr__(name: str) -> Any:
+    if name in API:
+        from genimg import api
+
+        return getattr(api, name)
+    raise AttributeError(f"module 'genimg' has no attribute {name!r}")
+
+
+__all__ = ["__version__", *API]

@@ -47,6 +47,9 @@ def show_on_stderr() -> None:
         handler.setFormatter(logging.Formatter("genimg: %(message)s"))
         LOGGER.addHandler(handler)
     LOGGER.setLevel(logging.INFO)
+    # Shown here, so not also by handlers on the root logger: Prefect installs a console handler
+    # there (bound to the stderr of its time, which a test runner may have closed since).
+    LOGGER.propagate = False
     # logging.config.dictConfig (Prefect and MLflow call it) disables every logger that exists
     # by then unless told otherwise, genimg's included.
     LOGGER.disabled = False

@@ -565,6 +565,16 @@ class DownloadedSource:
         self.directory.cleanup()
 
 
+def s3_listing(uri: str) -> list[tuple[str, int, str]]:
+    """(key, size, ETag) of every object under an s3:// prefix: what changes when its content does."""
+    bucket, prefix = split_s3_uri(uri)
+    store = S3Store(bucket)
+    listing = []
+    for page in store.client.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix):
+        listing += [(item["Key"], int(item["Size"]), str(item["ETag"])) for item in page.get("Contents", [])]
+    return listing
+
+
 def download_s3_source(uri: str) -> DownloadedSource:
     """Copy an s3:// object, or every object under an s3:// prefix, to a temporary folder."""
     bucket, key = split_s3_uri(uri)

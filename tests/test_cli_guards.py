@@ -171,19 +171,19 @@ def test_a_run_records_its_dataset_version_and_register_keeps_it_after_a_reinges
 
 
 def test_a_pinned_raw_source_is_accepted_back_and_a_changed_one_refused(tmp_path):
-    from genimg.data.sources import open_splits
+    from genimg.data.handle import resolve_dataset
     from genimg.errors import DataError
     from tests.conftest import write_idx
 
     digits = np.random.default_rng(0).integers(0, 255, (40, 8, 8), dtype=np.uint8)
     path = tmp_path / "few-idx3-ubyte"
     write_idx(path, digits, compress=False)
-    pinned = open_splits(str(path)).ref
+    pinned = resolve_dataset(str(path)).ref
     assert pinned.startswith(f"{path}@")
-    assert open_splits(pinned).ref == pinned
+    assert resolve_dataset(pinned).ref == pinned
     write_idx(path, digits[:30], compress=False)
     with pytest.raises(DataError, match="content changed since"):
-        open_splits(pinned)
+        resolve_dataset(pinned)
 
 
 def test_resume_of_a_run_that_never_existed_says_it_starts_fresh():

@@ -1,15 +1,16 @@
-"""Search-space files: the defaults in configs/ and the errors for bad ones (no Ray needed)."""
+"""Search-space files: the defaults in genimg/configs/ and the errors for bad ones (no Ray needed)."""
 
 import pytest
 
-from genimg.distributed.tune import SPACES_DIR, check_space_keys, load_space, split_overrides
+from genimg.configs import packaged_config
+from genimg.distributed.search_space import check_space_keys, load_space, split_overrides
 from genimg.errors import ConfigError
 
 
 @pytest.mark.parametrize("model", ["vae", "gan", "gan-resnet", "gan-mlp", "rvae"])
 def test_every_family_has_a_default_space_whose_keys_exist(model):
     space = load_space(model)
-    assert space.source == str(SPACES_DIR / f"tune-{model}.yaml")
+    assert space.source == str(packaged_config(f"tune-{model}.yaml"))
     assert space.metric == ("val_nll_bound" if model in ("vae", "rvae") else "val_fid") and space.mode == "min"
     check_space_keys(model, space)
     assert set(space.to_tune()) == set(space.space)

@@ -7,6 +7,8 @@ from typing import Literal
 
 import numpy as np
 
+from genimg.errors import DataError
+
 DataKind = Literal["images", "sequences"]
 UNLABELLED = -1
 
@@ -66,8 +68,6 @@ class Dataset:
 
 def no_valid_records(source: str, kind: DataKind, rejected: list[Rejection]) -> Exception:
     """The error for a source in which nothing could be used."""
-    from genimg.errors import DataError
-
     if not rejected:
         return DataError(f"{source}: no {kind} found (empty source)")
     first = rejected[0]

@@ -19,6 +19,7 @@ from genimg.data.moving_mnist import (
 )
 from genimg.data.normalize import ResizePolicy, resize_records
 from genimg.errors import DataError
+from genimg.store import download_s3_source
 
 ARRAY_SUFFIXES = {".npy", ".npz"}
 SOURCE_HELP = (
@@ -78,8 +79,6 @@ def with_resize(dataset: Dataset, resize: ResizePolicy | None) -> Dataset:
 def read_s3(
     uri: str, kind: DataKind | None, progress: Progress | None, resize: ResizePolicy | None = None
 ) -> Dataset:
-    from genimg.store import download_s3_source
-
     downloaded = download_s3_source(uri)
     try:
         dataset = read_path(downloaded.local_path, kind, progress, shown_as=uri, resize=resize)

@@ -25,7 +25,7 @@ from typing import Any
 
 import numpy as np
 
-from genimg import __version__
+from genimg.version import __version__
 from genimg.data.dataset import DataKind, Dataset, Rejection
 from genimg.data.normalize import POLICY_ID, RESIZE_POLICY_ID, ResizePolicy
 from genimg.errors import DataError
@@ -119,6 +119,7 @@ class IngestResult:
     reused: bool
     uploaded_objects: int = 0
     uploaded_bytes: int = 0
+    record_shape: tuple[int, ...] = ()
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -216,7 +217,7 @@ def ingest_dataset(
     store.remove_stale_temporaries(prefix)
     counts = {split: len(indices) for split, indices in by_split.items()}
     result = IngestResult(name, version, store.uri_for(prefix.rstrip("/")), counts,
-                          list(dataset.rejected), duplicates, reused=True)
+                          list(dataset.rejected), duplicates, reused=True, record_shape=dataset.record_shape)
     if store.exists(prefix + MANIFEST_FILE):
         return result
     result.reused = False

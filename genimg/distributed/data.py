@@ -2,42 +2,51 @@
 
 Store datasets: with at least as many Parquet shards as workers, worker r reads shards
 r, r + W, …; with fewer shards (a small dataset), each worker reads them and keeps records
-r, r + W, …. Raw sources (builtin, paths) are read once by the driver and shared through Ray's
-object store."""
+r, r + W, …. Raw sources are read once by the driver (the dataset handle) and shared through
+Ray's object store."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
-from genimg.data.dataset import Dataset
+from genimg.data.handle import InMemoryRecords, StoreShards, WorkerInput
 from genimg.data.versions import DatasetVersion
 from genimg.store import open_store
 
 
-def store_spec(version: DatasetVersion, splits: tuple[str, ...] = ("train",)) -> dict[str, Any]:
-    return {"type": "store", "store": version.store.uri, "manifest": version.manifest, "splits": list(splits)}
+@dataclass(frozen=True)
+class SharedRecords:
+    """Records in Ray's object store: {"data": array, "labels": array | None}."""
+
+    ref: Any
 
 
-def object_spec(dataset: Dataset) -> dict[str, Any]:
-    """A raw source's records (and labels) in Ray's object store, read once by the driver."""
-    import ray
-
-    return {"type": "object", "ref": ray.put({"data": dataset.data, "labels": dataset.labels})}
+SharedInput = StoreShards | SharedRecords
 
 
-def load_partition(spec: dict[str, Any], rank: int, world: int) -> tuple[np.ndarray, np.ndarray | None]:
-    """(records, labels or None) of worker `rank` of `world`."""
-    if spec["type"] == "object":
+def share(worker_input: WorkerInput) -> SharedInput:
+    """What workers are handed: store shards as they are, records put once in Ray's object store."""
+    if isinstance(worker_input, InMemoryRecords):
         import ray
 
-        shared = ray.get(spec["ref"])
-        labels = shared["labels"]
-        return (np.ascontiguousarray(shared["data"][rank::world]),
+        return SharedRecords(ray.put({"data": worker_input.data, "labels": worker_input.labels}))
+    return worker_input
+
+
+def load_partition(shared: SharedInput, rank: int, world: int) -> tuple[np.ndarray, np.ndarray | None]:
+    """(records, labels or None) of worker `rank` of `world`."""
+    if isinstance(shared, SharedRecords):
+        import ray
+
+        loaded = ray.get(shared.ref)
+        labels = loaded["labels"]
+        return (np.ascontiguousarray(loaded["data"][rank::world]),
                 np.ascontiguousarray(labels[rank::world]) if labels is not None else None)
-    version = DatasetVersion(spec["manifest"], open_store(spec["store"]))
-    shards = [shard for split in spec["splits"] for shard in version.manifest["shards"][split]]
+    version = DatasetVersion(dict(shared.manifest), open_store(shared.store_uri))
+    shards = [shard for split in shared.splits for shard in version.manifest["shards"][split]]
     if len(shards) >= world:
         part = version.load_shards(shards[rank::world])
         return part.data, part.labels
@@ -45,6 +54,3 @@ def load_partition(spec: dict[str, Any], rank: int, world: int) -> tuple[np.ndar
     return (np.ascontiguousarray(part.data[rank::world]),
             np.ascontiguousarray(part.labels[rank::world]) if part.labels is not None else None)
 
-
-def partition_sizes(total: int, world: int) -> list[int]:
-    return [len(range(rank, total, world)) for rank in range(world)]

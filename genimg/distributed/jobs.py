@@ -20,7 +20,10 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from genimg.distributed.cluster import AUTH_HINT
 from genimg.errors import GenimgError, without_userinfo
+from genimg.store import default_store_uri
+from genimg.tracking.runs import experiment_name, tracking_uri
 
 # Submitter-side settings the job needs to see the same store and tracking server. Credentials
 # are not forwarded: a job's runtime_env is shown in the dashboard. Nodes bring their own
@@ -52,9 +55,6 @@ class JobOutcome:
 
 
 def job_runtime_env(target: RayJobsTarget, submission_id: str) -> dict[str, Any]:
-    from genimg.store import default_store_uri
-    from genimg.tracking.runs import experiment_name, tracking_uri
-
     # A job's runtime_env is shown in Ray's dashboard: the tracking URI goes without credentials
     # in it; the cluster gives MLflow its own (MLFLOW_TRACKING_USERNAME / _PASSWORD or _TOKEN).
     env = {"GENIMG_STORE": default_store_uri(), "MLFLOW_TRACKING_URI": without_userinfo(tracking_uri()),
@@ -74,8 +74,6 @@ def client_for(address: str) -> Any:
     try:
         return JobSubmissionClient(address)
     except Exception as exc:
-        from genimg.distributed.cluster import AUTH_HINT
-
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         hint = f"; if {AUTH_HINT}" if "auth" in str(exc).lower() else ""
         raise GenimgError(f"cannot reach the Ray Jobs API at {address}: {first}{hint}") from exc

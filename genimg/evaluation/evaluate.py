@@ -23,11 +23,10 @@ import torch
 from torch import Tensor
 
 from genimg.data.dataset import Dataset
-from genimg.data.sources import SplitSource
+from genimg.data.handle import DatasetHandle
 from genimg.errors import GenimgError
 from genimg.evaluation.config import EvalConfig
 from genimg.evaluation.features import FeatureExtractor, as_frames, choose_extractor
-from genimg.feedback import progress
 from genimg.evaluation.metrics import (
     NEAREST_K,
     frame_mae,
@@ -37,7 +36,8 @@ from genimg.evaluation.metrics import (
     frechet_and_kernel_distances,
     precision_recall_density_coverage,
 )
-from genimg.models.base import GenerativeModel, model_spec
+from genimg.feedback import progress
+from genimg.models.base import GenerativeModel, discrete_nll_offset, evaluating, model_spec
 from genimg.store import ObjectStore, open_store
 
 GRID_SAMPLES = 64
@@ -101,7 +101,7 @@ def generate(
     return samples
 
 
-def check_shapes(model: GenerativeModel, source: SplitSource) -> None:
+def check_shapes(model: GenerativeModel, source: DatasetHandle) -> None:
     expected = tuple(int(s) for s in model.config.image_shape)  # type: ignore[attr-defined]
     data_shape = source.record_shape[-3:]
     if tuple(data_shape) != expected:
@@ -278,8 +278,6 @@ def sequence_metrics(
 
 def sequence_nll_bound(model: GenerativeModel, truth: Tensor, config: EvalConfig) -> float:
     """Negative ELBO per frame in nats (one posterior sample per sequence, seeded)."""
-    from genimg.models.base import discrete_nll_offset, evaluating
-
     generator = torch.Generator().manual_seed(config.seed)
     total = 0.0
     with torch.no_grad(), evaluating(model):
@@ -293,7 +291,7 @@ def sequence_nll_bound(model: GenerativeModel, truth: Tensor, config: EvalConfig
 
 def evaluate_model(
     model: GenerativeModel,
-    source: SplitSource,
+    source: DatasetHandle,
     split: str = "test",
     config: EvalConfig | None = None,
     *,

@@ -23,9 +23,14 @@ from safetensors.torch import load, save
 from torch import Tensor, nn
 
 from genimg.data.dataset import UNLABELLED, Dataset
-from genimg.data.sources import SplitSource
+from genimg.data.handle import DatasetHandle
 from genimg.errors import GenimgError
 from genimg.evaluation.config import EvalConfig, default_extractor_steps
+from genimg.evaluation.inception import (
+    WEIGHTS_FILE_NAME,
+    inception_weights_path,
+    load_fid_inception,
+)
 from genimg.feedback import phase, progress
 from genimg.store import ObjectStore, sha256_file, sha256_hex
 
@@ -338,7 +343,7 @@ def labelled_images(dataset: Dataset) -> tuple[Tensor, Tensor | None, tuple[int,
     return images[torch.from_numpy(known)], torch.from_numpy(mapped.astype(np.int64)), tuple(int(v) for v in values)
 
 
-def dataset_extractor(source: SplitSource, config: EvalConfig, store: ObjectStore) -> FeatureExtractor:
+def dataset_extractor(source: DatasetHandle, config: EvalConfig, store: ObjectStore) -> FeatureExtractor:
     """The dataset version's own feature network: loaded from the store cache, else trained
     on its train split, scored on its val split and published to the cache."""
     shape = source.record_shape[-3:]
@@ -412,30 +417,24 @@ def extractor_of(
 
 
 def inception_extractor() -> FeatureExtractor | None:
-    from genimg.evaluation.inception import inception_weights_path, load_fid_inception
-
     path = inception_weights_path()
     if path is None:
         return None
     return FeatureExtractor("inception", load_fid_inception(path), sha256_file(path), {"weights": str(path)})
 
 
-def choose_extractor(source: SplitSource, config: EvalConfig, store: ObjectStore) -> FeatureExtractor:
+def choose_extractor(source: DatasetHandle, config: EvalConfig, store: ObjectStore) -> FeatureExtractor:
     if config.features in ("auto", "inception"):
         extractor = inception_extractor()
         if extractor is not None:
             return extractor
         if config.features == "inception":
-            from genimg.evaluation.inception import WEIGHTS_FILE_NAME
-
             raise GenimgError(
                 f"features=inception: no weights file; put {WEIGHTS_FILE_NAME} in $GENIMG_HOME/weights "
                 "or set GENIMG_INCEPTION_WEIGHTS (genimg never downloads it)"
             )
     extractor = dataset_extractor(source, config, store)
     if config.features == "auto":
-        from genimg.evaluation.inception import WEIGHTS_FILE_NAME
-
         extractor.details["note"] = (
             f"inception weights not found ({WEIGHTS_FILE_NAME} in $GENIMG_HOME/weights or "
             f"GENIMG_INCEPTION_WEIGHTS): using the dataset's own {extractor.name}"

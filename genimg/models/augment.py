@@ -16,13 +16,13 @@ import torch
 from torch import Tensor
 from torch.nn import functional as F
 
+from genimg.errors import ConfigError
+
 AUGMENTATIONS = ("color", "translation", "cutout")
 
 
 def parse_policy(policy: str) -> tuple[str, ...]:
     """'color,translation' → ('color', 'translation'); '' → (); an unknown name is refused."""
-    from genimg.errors import ConfigError
-
     names = tuple(part.strip() for part in policy.split(",") if part.strip())
     unknown = [name for name in names if name not in AUGMENTATIONS]
     if unknown:

@@ -263,6 +263,12 @@ def decoded_mean(decoded: Tensor, likelihood: Likelihood = "bernoulli") -> Tenso
 # --- registry ------------------------------------------------------------------------------------
 
 
+# What promotion compares on the test split, per family: (metric, mode).
+PRIMARY_METRICS: dict[str, tuple[str, str]] = {"gan": ("fid", "min"), "vae": ("nll", "min"), "rvae": ("ssim", "max")}
+# What training reports at each checkpoint on the val split (what a search ranks trials by).
+VALIDATION_METRICS: dict[str, str] = {"gan": "val_fid", "vae": "val_nll_bound", "rvae": "val_nll_bound"}
+
+
 @dataclass(frozen=True)
 class ModelSpec:
     name: str
@@ -270,19 +276,41 @@ class ModelSpec:
     data_kind: DataKind
     config_cls: type
     model_cls: type[GenerativeModel]
+    convolutional: bool = True  # channels_last pays on a GPU
+
+    @property
+    def adversarial(self) -> bool:
+        """A generator trained against a discriminator (two networks, two optimisers)."""
+        return self.family == "gan"
+
+    @property
+    def primary_metric(self) -> tuple[str, str]:
+        """(test metric, min | max) that promotion compares."""
+        return PRIMARY_METRICS[self.family]
+
+    @property
+    def validation_metrics(self) -> tuple[str, ...]:
+        """The val_ metrics training reports for this model (val_fid needs images)."""
+        likelihood = ("val_nll_bound",) if self.family in ("vae", "rvae") else ()
+        return likelihood + (("val_fid",) if self.data_kind == "images" else ())
+
+    @property
+    def validation_metric(self) -> str:
+        """The val_ metric a search ranks this model's trials by, by default."""
+        return VALIDATION_METRICS[self.family]
 
 
 MODEL_REGISTRY: dict[str, ModelSpec] = {}
 
 
 def register_model(
-    name: str, *, family: Family, data_kind: DataKind, config_cls: type
+    name: str, *, family: Family, data_kind: DataKind, config_cls: type, convolutional: bool = True
 ) -> Callable[[type[GenerativeModel]], type[GenerativeModel]]:
     def decorator(model_cls: type[GenerativeModel]) -> type[GenerativeModel]:
         if name in MODEL_REGISTRY:
             raise RuntimeError(f"model {name!r} is registered twice")
         model_cls.registry_name = name
-        MODEL_REGISTRY[name] = ModelSpec(name, family, data_kind, config_cls, model_cls)
+        MODEL_REGISTRY[name] = ModelSpec(name, family, data_kind, config_cls, model_cls, convolutional)
         return model_cls
 
     return decorator

@@ -246,7 +246,7 @@ class MLPDiscriminator(nn.Module):
         return self.net(images.flatten(1)).squeeze(1)
 
 
-@register_model("gan-mlp", family="gan", data_kind="images", config_cls=GANMLPConfig)
+@register_model("gan-mlp", family="gan", data_kind="images", config_cls=GANMLPConfig, convolutional=False)
 class MLPGAN(GAN):
     """The classic fully connected GAN; pixels in [0, 1] through a sigmoid."""
 

@@ -1,4 +1,4 @@
-"""`genimg evaluate` and the end-of-training evaluation, recorded in MLflow.
+"""Evaluations in MLflow: what a target names, and how a finished evaluation is recorded.
 
 A target is an MLflow run id (its final checkpoint is evaluated and the results are logged to
 that run), a registry URI `models:/NAME/VERSION` or `models:/NAME@ALIAS` (the version's own
@@ -16,11 +16,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from genimg.data.sources import pinned_version
 from genimg.errors import GenimgError
-from genimg.evaluation.config import EvalConfig
-from genimg.evaluation.evaluate import Evaluation, evaluate_model
+from genimg.evaluation.evaluate import Evaluation
 from genimg.evaluation.report import LossHistory, write_report
-from genimg.models.base import GenerativeModel, load_model, model_spec
+from genimg.tracking import tags as tag_names
 from genimg.tracking.runs import TrainingRun, client, tracking_uri
 
 RUN_ID_PATTERN = re.compile(r"[0-9a-f]{32}")
@@ -38,10 +38,10 @@ class EvalTarget:
 
 
 def run_checkpoint(run: Any) -> tuple[str, str | None]:
-    checkpoint = run.data.tags.get("genimg.checkpoint")
+    checkpoint = run.data.tags.get(tag_names.CHECKPOINT)
     if not checkpoint:
         raise GenimgError(f"MLflow run {run.info.run_id} has no genimg.checkpoint tag (not a finished genimg training run)")
-    return checkpoint, run.data.tags.get("genimg.dataset")
+    return checkpoint, run.data.tags.get(tag_names.DATASET)
 
 
 def resolve_target(target: str) -> EvalTarget:
@@ -57,7 +57,7 @@ def resolve_target(target: str) -> EvalTarget:
         except MlflowException as exc:
             raise GenimgError(f"{target}: not found in the registry at {tracking_uri()} ({exc.message})") from exc
         # Pinned (NAME@VERSION, or SOURCE@VERSION for a raw source whose content must not have changed).
-        dataset = version.tags.get("genimg.dataset")
+        dataset = version.tags.get(tag_names.DATASET)
         return EvalTarget(target, f"models:/{name}/{version.version}", None, version.run_id or None, dataset,
                           f"{name}/{version.version}")
     if target.startswith("models:/"):
@@ -72,28 +72,6 @@ def resolve_target(target: str) -> EvalTarget:
         checkpoint, dataset = run_checkpoint(run)
         return EvalTarget(target, checkpoint, target, target, dataset)
     raise GenimgError(f"{target!r} is not an MLflow run id, a models:/ URI or a model folder")
-
-
-def load_model_at(location: str) -> GenerativeModel:
-    """A model from a folder or a file:// / s3:// URI of one (a checkpoint or an export), or
-    from the registry (`models:/NAME/VERSION`, `models:/NAME@ALIAS`)."""
-    from urllib.parse import urlparse
-
-    if location.startswith("models:/"):
-        from genimg.tracking.registry import load_registered_model
-
-        return load_registered_model(location)
-
-    parsed = urlparse(location)
-    if parsed.scheme == "s3":
-        from genimg.store import download_s3_source
-
-        downloaded = download_s3_source(location)
-        try:
-            return load_model(downloaded.local_path)
-        finally:
-            downloaded.cleanup()
-    return load_model(Path(parsed.path) if parsed.scheme == "file" else Path(location))
 
 
 def loss_history(run_id: str) -> LossHistory:
@@ -119,11 +97,11 @@ def record_evaluation(
     """Write the report, log metrics, tags and report files; returns the JSON payload."""
     run = TrainingRun.existing(log_run_id) if log_run_id else TrainingRun(
         f"evaluate-{evaluation.model}-{time.strftime('%Y%m%d-%H%M%S')}",
-        tags={"genimg.model": evaluation.model, "genimg.dataset": evaluation.dataset,
-              "genimg.kind": "evaluation", **(tags or {})},
+        tags={tag_names.MODEL: evaluation.model, tag_names.DATASET: evaluation.dataset,
+              tag_names.KIND: "evaluation", **(tags or {})},
     )
     history = loss_history(training_run_id) if training_run_id else None
-    split, version = evaluation.split, evaluation.dataset.rsplit("@", 1)[-1]
+    split, version = evaluation.split, pinned_version(evaluation.dataset) or evaluation.dataset
     artifact_path = f"evaluation/{split}-{version}"
     with tempfile.TemporaryDirectory(prefix="genimg-report-") as scratch:
         folder = out_dir or Path(scratch)
@@ -131,12 +109,13 @@ def record_evaluation(
         run.add_metrics(0, {f"{split}/{name}": value for name, value in evaluation.metrics.items()},
                         int(time.time() * 1000))
         run.flush()
-        prefix = f"genimg.eval.{split}"
         run.set_tags({
-            f"{prefix}.dataset": evaluation.dataset, f"{prefix}.features": evaluation.features["name"],
-            f"{prefix}.features_sha256": evaluation.features["weights_sha256"],
-            f"{prefix}.num_samples": str(evaluation.num_samples), f"{prefix}.seed": str(evaluation.seed),
-            f"{prefix}.settings": ",".join(f"{k}={v}" for k, v in sorted(evaluation.settings.items())),
+            tag_names.eval_tag(split, "dataset"): evaluation.dataset,
+            tag_names.eval_tag(split, "features"): evaluation.features["name"],
+            tag_names.eval_tag(split, "features_sha256"): evaluation.features["weights_sha256"],
+            tag_names.eval_tag(split, "num_samples"): str(evaluation.num_samples),
+            tag_names.eval_tag(split, "seed"): str(evaluation.seed),
+            tag_names.eval_tag(split, "settings"): ",".join(f"{k}={v}" for k, v in sorted(evaluation.settings.items())),
         })
         run.log_folder(folder, artifact_path)
         if not log_run_id:
@@ -148,31 +127,4 @@ def record_evaluation(
     }
 
 
-def evaluate_target(
-    target: str,
-    dataset: str | None,
-    config: EvalConfig,
-    *,
-    split: str = "test",
-    out_dir: Path | None = None,
-) -> dict[str, Any]:
-    """Evaluate a run / registered model / folder on `split` of `dataset` and record it."""
-    from genimg.data.sources import open_splits
-
-    resolved = resolve_target(target)
-    dataset = dataset or resolved.dataset
-    if not dataset:
-        raise GenimgError(f"{target}: give --dataset (the target does not say what it was trained on)")
-    model = load_model_at(resolved.checkpoint)
-    source = open_splits(dataset, kind=model_spec(model.registry_name).data_kind)
-    evaluation = evaluate_model(model, source, split, config)
-    tags = {"genimg.evaluates": target}
-    if resolved.model_version:
-        tags["genimg.model_version"] = resolved.model_version
-    return record_evaluation(
-        evaluation, log_run_id=resolved.log_run_id, training_run_id=resolved.training_run_id,
-        title=f"Evaluation of {target} on {evaluation.dataset} ({split})", out_dir=out_dir, tags=tags,
-    )
-
-
-__all__ = ["EvalTarget", "evaluate_target", "load_model_at", "record_evaluation", "resolve_target"]
+__all__ = ["EvalTarget", "loss_history", "record_evaluation", "resolve_target", "run_checkpoint"]

@@ -34,30 +34,35 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from genimg import __version__
+import numpy as np
+
+from genimg.version import __version__
+from genimg.data.handle import RAW_LINEAGE, resolve_dataset
+from genimg.data.sources import is_store_ref
 from genimg.errors import GenimgError
+from genimg.evaluation.config import EvalConfig
+from genimg.evaluation.evaluate import evaluate_model
 from genimg.feedback import phase
-from genimg.models.base import GenerativeModel, load_model
+from genimg.models.base import MODEL_REGISTRY, GenerativeModel, model_spec, save_model
 from genimg.names import check_run_name
-from genimg.store import ObjectStore
-from genimg.tracking.runs import client, tracking_uri
+from genimg.store import ObjectStore, open_store
+from genimg.tracking import tags as tag_names
+from genimg.tracking.evaluations import run_checkpoint
+from genimg.tracking.models import load_model_at, load_registered_model
+from genimg.tracking.runs import client, fluent_tracking, tracking_uri
 
 CHAMPION = "champion"
 PYFUNC_FILE = Path(__file__).with_name("pyfunc_model.py")
 PACKAGE_DIR = Path(__file__).resolve().parents[1]
-EVAL_PREFIX = "genimg.eval."
+EVAL_PREFIX = tag_names.EVAL_PREFIX
 # Logged beside the signature: MLflow checks that the model loads and serves it (two samples).
 INPUT_EXAMPLE = {"num_samples": 2, "seed": 0}
-# Primary metric per family: (metric, mode). Promotion compares this on the test split.
-PRIMARY_METRIC = {"gan": ("fid", "min"), "vae": ("nll", "min"), "rvae": ("ssim", "max")}
 
 
 def primary_metric(model_name: str) -> tuple[str, str]:
     """(metric, mode) promotion compares for a model: its family's (FID for every GAN)."""
-    from genimg.models.base import MODEL_REGISTRY
-
     spec = MODEL_REGISTRY.get(model_name)
-    return PRIMARY_METRIC.get(spec.family if spec else model_name, ("fid", "min"))
+    return spec.primary_metric if spec else ("fid", "min")
 
 
 def dataset_slug(dataset: str) -> str:
@@ -85,25 +90,6 @@ def code_version() -> str:
 
 
 @contextmanager
-def fluent_tracking() -> Iterator[None]:
-    """MLflow's fluent API (log_model needs it) pointed at genimg's tracking URI for the block
-    only: mlflow.set_tracking_uri also exports MLFLOW_TRACKING_URI, which is put back."""
-    import mlflow
-
-    saved_env = os.environ.get("MLFLOW_TRACKING_URI")
-    previous = mlflow.get_tracking_uri()
-    mlflow.set_tracking_uri(tracking_uri())
-    try:
-        yield
-    finally:
-        mlflow.set_tracking_uri(previous)
-        if saved_env is None:
-            os.environ.pop("MLFLOW_TRACKING_URI", None)
-        else:
-            os.environ["MLFLOW_TRACKING_URI"] = saved_env
-
-
-@contextmanager
 def quiet_logger(name: str) -> Iterator[None]:
     """MLflow's INFO lines of one logger off for the block (log_model says, at INFO, that it
     validates the input example: genimg's own output says what was registered)."""
@@ -120,7 +106,7 @@ def model_code(folder: Path) -> Path:
     """The parts of genimg a generator needs (models, config, errors), as a package folder."""
     package = folder / "genimg"
     (package / "models").mkdir(parents=True)
-    for name in ("__init__.py", "config.py", "errors.py"):
+    for name in ("__init__.py", "config.py", "errors.py", "version.py"):
         shutil.copy2(PACKAGE_DIR / name, package / name)
     for source in (PACKAGE_DIR / "models").glob("*.py"):
         shutil.copy2(source, package / "models" / source.name)
@@ -128,11 +114,8 @@ def model_code(folder: Path) -> Path:
 
 
 def signature_for(model: GenerativeModel) -> Any:
-    import numpy as np
     from mlflow.models import ModelSignature
     from mlflow.types.schema import ColSpec, Schema, TensorSpec
-
-    from genimg.models.base import model_spec
 
     columns = [ColSpec("long", "num_samples"), ColSpec("long", "seed", required=False)]
     shape = tuple(int(s) for s in model.config.image_shape)  # type: ignore[attr-defined]
@@ -157,15 +140,10 @@ def evaluation_tags(run: Any, split: str = "test") -> dict[str, str]:
 
 def dataset_lineage(dataset: str) -> dict[str, str]:
     """name@version and the manifest's sha256 for a store dataset (a raw source has none)."""
-    from genimg.data.sources import is_store_ref
-    from genimg.data.versions import MANIFEST_FILE, resolve_version, version_prefix
-    from genimg.store import sha256_hex
-
     if not is_store_ref(dataset):
-        return {"genimg.dataset": dataset, "genimg.dataset.manifest_sha256": "none (raw source)"}
-    version = resolve_version(dataset)
-    manifest = version.store.get_bytes(version_prefix(version.name, version.version) + MANIFEST_FILE)
-    return {"genimg.dataset": version.ref, "genimg.dataset.manifest_sha256": sha256_hex(manifest)}
+        return {tag_names.DATASET: dataset, tag_names.DATASET_MANIFEST_SHA256: RAW_LINEAGE}
+    handle = resolve_dataset(dataset)
+    return {tag_names.DATASET: handle.ref, tag_names.DATASET_MANIFEST_SHA256: handle.lineage()}
 
 
 def config_hash(run: Any) -> str:
@@ -173,44 +151,49 @@ def config_hash(run: Any) -> str:
     return hashlib.sha256(json.dumps(params, sort_keys=True).encode()).hexdigest()[:16]
 
 
-def register_run(run_id: str, name: str | None = None, *, flow_run_id: str | None = None) -> dict[str, Any]:
-    """Register a finished training run's final model as a new version (evaluating it on its
-    dataset's test split first if it has no test evaluation)."""
-    import mlflow
+def training_run(run_id: str) -> Any:
+    """The MLflow run of a finished genimg training run (refused otherwise)."""
     from mlflow.exceptions import MlflowException
 
-    from genimg.evaluation.config import EvalConfig
-    from genimg.tracking.evaluations import evaluate_target, load_model_at, run_checkpoint
-
-    mlflow_client = client()
     try:
-        run = mlflow_client.get_run(run_id)
+        run = client().get_run(run_id)
     except MlflowException as exc:
         raise GenimgError(f"no MLflow run {run_id} at {tracking_uri()}") from exc
     if run.info.status != "FINISHED":
         raise GenimgError(f"run {run_id} is {run.info.status}, not FINISHED: only finished training runs are registered")
+    run_checkpoint(run)
+    return run
+
+
+def has_test_evaluation(run: Any) -> bool:
+    return any(key.startswith(tag_names.eval_tag("test", "")) for key in run.data.tags)
+
+
+def register_run(run_id: str, name: str | None = None, *, flow_run_id: str | None = None) -> dict[str, Any]:
+    """Register a finished training run's final model, evaluated on its test split (see
+    `genimg.services.register`), as a new version of `name` (default genimg-<dataset>-<model>)."""
+    import mlflow
+    from mlflow.exceptions import MlflowException
+
+    mlflow_client = client()
+    run = training_run(run_id)
+    if not has_test_evaluation(run):
+        raise GenimgError(f"run {run_id} has no test evaluation to register with (genimg evaluate {run_id} first)")
     checkpoint, dataset = run_checkpoint(run)
-    model_name = run.data.tags.get("genimg.model", "")
+    model_name = run.data.tags.get(tag_names.MODEL, "")
     name = name or registered_name(dataset or "data", model_name)
     check_run_name(name, "model name")
-    if not any(key.startswith("genimg.eval.test.") for key in run.data.tags):
-        with phase(f"evaluating run {run_id} on the test split of {dataset} first (it has no test "
-                   f"evaluation; {EvalConfig.samples} samples)"):
-            evaluate_target(run_id, None, EvalConfig(), split="test")
-        run = mlflow_client.get_run(run_id)
     model = load_model_at(checkpoint)
     tags = {
         **dataset_lineage(run.data.tags.get("genimg.eval.test.dataset", dataset or "")),
-        "genimg.model": model.registry_name, "genimg.code_version": code_version(),
-        "genimg.config_sha256": config_hash(run), "genimg.run_id": run_id, "genimg.checkpoint": checkpoint,
+        tag_names.MODEL: model.registry_name, tag_names.CODE_VERSION: code_version(),
+        tag_names.CONFIG_SHA256: config_hash(run), tag_names.RUN_ID: run_id, tag_names.CHECKPOINT: checkpoint,
         **evaluation_tags(run),
     }
     flow_run_id = flow_run_id or os.environ.get("GENIMG_FLOW_RUN_ID")
     if flow_run_id:
-        tags["genimg.flow_run_id"] = flow_run_id
+        tags[tag_names.FLOW_RUN_ID] = flow_run_id
     with tempfile.TemporaryDirectory(prefix="genimg-register-") as scratch:
-        from genimg.models.base import save_model
-
         weights = save_model(model, Path(scratch) / "weights")
         code = model_code(Path(scratch) / "code")
         with phase(f"logging the {model.registry_name} generator to MLflow as a pyfunc model"), \
@@ -221,7 +204,7 @@ def register_run(run_id: str, name: str | None = None, *, flow_run_id: str | Non
                 pip_requirements=["torch>=2.4", "numpy>=1.24", "safetensors>=0.4"],
             )
     try:
-        mlflow_client.create_registered_model(name, tags={"genimg.model": model.registry_name},
+        mlflow_client.create_registered_model(name, tags={tag_names.MODEL: model.registry_name},
                                               description=f"genimg {model.registry_name} generators")
     except MlflowException as exc:
         if exc.error_code != "RESOURCE_ALREADY_EXISTS":
@@ -233,32 +216,15 @@ def register_run(run_id: str, name: str | None = None, *, flow_run_id: str | Non
             "source": info.model_uri, "run_id": run_id, "tags": tags}
 
 
-def load_registered_model(uri: str) -> GenerativeModel:
-    """The generator of `models:/NAME/VERSION` or `models:/NAME@ALIAS` (its safetensors + JSON)."""
-    import mlflow.artifacts
-    from mlflow.exceptions import MlflowException
-
-    with tempfile.TemporaryDirectory(prefix="genimg-model-") as scratch:
-        try:
-            with fluent_tracking():
-                local = mlflow.artifacts.download_artifacts(artifact_uri=uri, dst_path=scratch)
-        except MlflowException as exc:
-            raise GenimgError(f"{uri}: not found in the registry at {tracking_uri()} ({exc.message})") from exc
-        weights = Path(local) / "artifacts" / "weights"
-        if not weights.is_dir():
-            raise GenimgError(f"{uri} is not a genimg generator (no artifacts/weights)")
-        return load_model(weights)
-
-
 # --- promotion -------------------------------------------------------------------------------
 
 LOCK_TTL_SECONDS = 60.0  # a lock whose version stays the same this long is taken over
 LOCK_WAIT_SECONDS = 600.0  # how long a promotion waits for another one of the same model
 LOCK_POLL_SECONDS = 0.2
-DECISION_PREFIX = "genimg.promotion."  # + decision id: one record (JSON) per decision
+DECISION_PREFIX = tag_names.DECISION_PREFIX  # + decision id: one record (JSON) per decision
 DECISION_ID = re.compile(r"\d{8}T\d{12}Z-[0-9a-f]{8}")
-PROMOTED_PREFIX = "genimg.promoted."  # decision, reason, time: why the version became champion
-REEVALUATION_PREFIX = "genimg.reevaluation."  # + evaluation id: a champion scored another way
+PROMOTED_PREFIX = tag_names.PROMOTED_PREFIX  # decision, reason, time: why the version became champion
+REEVALUATION_PREFIX = tag_names.REEVALUATION_PREFIX  # + evaluation id: a champion scored another way
 
 
 class PromotionLock:
@@ -366,7 +332,6 @@ class PromotionLock:
 @contextmanager
 def promotion_lock(name: str) -> Iterator[PromotionLock]:
     """Hold the promotion lock of model `name` for the block (see PromotionLock)."""
-    from genimg.store import open_store
 
     store = open_store()
     lock = PromotionLock(store, f"locks/promote-{re.sub(r'[^A-Za-z0-9._-]', '_', name)}.json", name)
@@ -481,11 +446,6 @@ def reevaluate(name: str, version: Any, like: Any) -> dict[str, Any]:
     """Score `version` as `like` was scored (same dataset version, extractor, samples, seed) and
     keep the result on it as `genimg.reevaluation.<evaluation id>` (JSON), so that the next
     comparison on that evaluation reuses it."""
-    from genimg.data.sources import open_splits
-    from genimg.evaluation.config import EvalConfig
-    from genimg.evaluation.evaluate import evaluate_model
-    from genimg.models.base import model_spec
-
     target = evaluation_of(like)
     if not target["dataset"]:
         raise GenimgError(f"{name} version {like.version} has no evaluation to compare on")
@@ -495,7 +455,7 @@ def reevaluate(name: str, version: Any, like: Any) -> dict[str, Any]:
                         best_of=int(settings.get("best_of", EvalConfig.best_of)))
     model = load_registered_model(f"models:/{name}/{version.version}")
     # NAME@VERSION, or SOURCE@VERSION for a raw source (refused if its content has changed since).
-    source = open_splits(target["dataset"], kind=model_spec(model.registry_name).data_kind)
+    source = resolve_dataset(target["dataset"], model_spec(model.registry_name).data_kind)
     with phase(f"re-evaluating champion version {version.version} of {name} as the challenger was "
                f"evaluated ({target['num_samples']} samples on {target['dataset']}; kept for reuse)"):
         evaluation = evaluate_model(model, source, "test", config)
@@ -552,7 +512,7 @@ def decide(name: str, challenger: Any, champion: Any, *, force: bool, min_delta:
         return Decision(True, f"first champion of {name}: version {number}", number, None, min_delta=min_delta)
     if int(champion.version) == number:
         return Decision(False, f"version {number} is already the champion", number, number, min_delta=min_delta)
-    metric, mode = (metric, mode or "min") if metric else primary_metric(challenger.tags.get("genimg.model", ""))
+    metric, mode = (metric, mode or "min") if metric else primary_metric(challenger.tags.get(tag_names.MODEL, ""))
     if force:
         return Decision(True, f"forced: version {number} replaces version {champion.version} without comparison "
                         f"(--force)", number, int(champion.version), metric, mode, min_delta, forced=True)

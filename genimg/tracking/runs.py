@@ -11,15 +11,19 @@ import json
 import os
 import tempfile
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+from genimg.data.sources import pinned_version
+from genimg.errors import GenimgError
 from genimg.settings import genimg_home
+from genimg.tracking import tags as tag_names
 
 DEFAULT_EXPERIMENT = "genimg"
 MAX_BATCH = 900  # MLflow accepts up to 1,000 metrics per log_batch call
 FLUSH_SECONDS = 10.0  # buffered metrics reach the server at least this often
-ERROR_TAG = "genimg.error"  # why a run FAILED, in one line
 
 
 def tracking_uri() -> str:
@@ -75,11 +79,11 @@ def flatten_params(prefix: str, values: Any, out: dict[str, str]) -> dict[str, s
 def lineage_tags(run_name: str) -> dict[str, str]:
     """What links a run to what launched it: its Ray run name (checkpoints live under it), and,
     when a retrain flow or a Ray Job started it, the Prefect flow-run id and the job's id."""
-    tags = {"genimg.run_name": run_name} if run_name else {}
-    for tag, variable in (("genimg.flow_run_id", "GENIMG_FLOW_RUN_ID"), ("genimg.ray_job", "GENIMG_RAY_JOB")):
+    found = {tag_names.RUN_NAME: run_name} if run_name else {}
+    for tag, variable in ((tag_names.FLOW_RUN_ID, "GENIMG_FLOW_RUN_ID"), (tag_names.RAY_JOB, "GENIMG_RAY_JOB")):
         if os.environ.get(variable):
-            tags[tag] = os.environ[variable]
-    return tags
+            found[tag] = os.environ[variable]
+    return found
 
 
 class TrainingRun:
@@ -109,7 +113,7 @@ class TrainingRun:
         """The run's data as an MLflow dataset input (shown in the run's Datasets panel)."""
         from mlflow.entities import Dataset, DatasetInput, InputTag
 
-        version = ref.rsplit("@", 1)[-1] if "@" in ref else ""
+        version = pinned_version(ref)
         source_type = location.split("://", 1)[0] if "://" in location else "local"
         profile = json.dumps({"num_records": records, "record_shape": list(record_shape)})
         dataset = Dataset(name=ref, digest=version or "unversioned", source_type=source_type,
@@ -150,8 +154,8 @@ class TrainingRun:
             batch, self.pending = self.pending[:MAX_BATCH], self.pending[MAX_BATCH:]
             self.client.log_batch(self.run_id, metrics=batch)
 
-    def set_tags(self, tags: dict[str, str]) -> None:
-        for key, value in tags.items():
+    def set_tags(self, values: dict[str, str]) -> None:
+        for key, value in values.items():
             self.client.set_tag(self.run_id, key, value)
 
     def log_bytes(self, data: bytes, artifact_path: str) -> None:
@@ -168,5 +172,36 @@ class TrainingRun:
         """End the run; a FAILED or KILLED one says why (tag `genimg.error`)."""
         self.flush()
         if reason:
-            self.client.set_tag(self.run_id, ERROR_TAG, reason[:5000])
+            self.client.set_tag(self.run_id, tag_names.ERROR, reason[:5000])
         self.client.set_terminated(self.run_id, status=status)
+
+    @contextmanager
+    def failed_on_error(self) -> Iterator[None]:
+        """Ends the run FAILED with the error as its reason (KILLED when interrupted) if the
+        block raises, then re-raises."""
+        try:
+            yield
+        except BaseException as exc:
+            interrupted = isinstance(exc, KeyboardInterrupt)
+            reason = str(exc) if isinstance(exc, GenimgError) else f"{type(exc).__name__}: {exc}"
+            self.finish("KILLED" if interrupted else "FAILED", reason=None if interrupted else reason)
+            raise
+
+
+@contextmanager
+def fluent_tracking() -> Iterator[None]:
+    """MLflow's fluent API (log_model needs it) pointed at genimg's tracking URI for the block
+    only: mlflow.set_tracking_uri also exports MLFLOW_TRACKING_URI, which is put back."""
+    import mlflow
+
+    saved_env = os.environ.get("MLFLOW_TRACKING_URI")
+    previous = mlflow.get_tracking_uri()
+    mlflow.set_tracking_uri(tracking_uri())
+    try:
+        yield
+    finally:
+        mlflow.set_tracking_uri(previous)
+        if saved_env is None:
+            os.environ.pop("MLFLOW_TRACKING_URI", None)
+        else:
+            os.environ["MLFLOW_TRACKING_URI"] = saved_env

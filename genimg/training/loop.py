@@ -8,6 +8,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -152,6 +153,54 @@ def prepare_model(model: GenerativeModel, config: TrainConfig, device: torch.dev
                 child.compile()
 
 
+def checked_labels(model: GenerativeModel, records: Tensor, labels: Tensor | None) -> Tensor | None:
+    """A conditional model's labels, checked; None for an unconditional model (which ignores them)."""
+    if not model.num_classes:
+        return None
+    if labels is None or len(labels) != len(records):
+        raise GenimgError(f"model {model.registry_name} is class-conditional: it trains on one label per record")
+    if len(labels) and (int(labels.min()) < 0 or int(labels.max()) >= model.num_classes):
+        raise GenimgError(f"labels outside 0–{model.num_classes - 1} for a {model.num_classes}-class model")
+    return labels
+
+
+def restore_state(restore_from: Path | None, model: GenerativeModel, optimizers: Any, context: Any,
+                  config: TrainConfig, rank: int) -> int:
+    """Load a checkpoint's state (rank 0: the RNGs too; other ranks their own, or a seed derived
+    from the step) and return its step; without one, seed this rank and return 0."""
+    if restore_from is None:
+        seed_everything(rank_seed(config.seed, rank))
+        return 0
+    step = int(load_checkpoint(restore_from, model, optimizers, scaler=context.scaler,
+                               restore_rngs=rank == 0)["step"])
+    if rank != 0 and not restore_rank_rng(restore_from, rank):
+        seed_everything(rank_seed(config.seed + step, rank))
+    return step
+
+
+def window_metrics(window: list[dict[str, Tensor]], step: int, throughput: Throughput,
+                   finite_everywhere: FiniteCheck) -> dict[str, float]:
+    """The mean losses of the steps since the last log (checked finite on every rank), this
+    process's rate over them, and the step; empties the window."""
+    losses = mean_metrics(window)
+    window.clear()
+    check_finite(step, losses, finite_everywhere)
+    rate = throughput.window(step)
+    return losses | ({THROUGHPUT_METRIC: rate} if rate is not None else {}) | {"step": float(step)}
+
+
+def rank_files_writer(model: GenerativeModel, optimizers: Any, step: int, config: TrainConfig, scaler: Any,
+                      rank: int) -> CheckpointWriter:
+    """Writes this rank's part of the checkpoint of `step`: everything on rank 0, its RNG elsewhere."""
+    def write(folder: Path) -> None:
+        if rank == 0:
+            write_checkpoint_files(folder, model, optimizers, step, config, scaler)
+        else:
+            write_rank_rng(folder, rank)
+
+    return write
+
+
 def train_model(
     model: GenerativeModel,
     records: Tensor,
@@ -182,28 +231,15 @@ def train_model(
     model needs `labels` (int64, one class index per record), which follow the batches.
     """
     device = torch.device(device)
-    if model.num_classes:
-        if labels is None or len(labels) != len(records):
-            raise GenimgError(f"model {model.registry_name} is class-conditional: it trains on one label per record")
-        if len(labels) and (int(labels.min()) < 0 or int(labels.max()) >= model.num_classes):
-            raise GenimgError(f"labels outside 0–{model.num_classes - 1} for a {model.num_classes}-class model")
-    else:
-        labels = None  # an unconditional model ignores the data's labels
+    labels = checked_labels(model, records, labels)
     prepare_model(model, config, device)
     recipe = recipe_for(model)
     optimizers = recipe.make_optimizers(model, config)
     context = make_step_context(config.precision, device, gradient_sync)
-    step = 0
     if restore_from is None and resume and checkpoint_dir is not None:
         latest = latest_checkpoint(checkpoint_dir)
         restore_from = latest.path if latest is not None else None
-    if restore_from is not None:
-        step = int(load_checkpoint(restore_from, model, optimizers, scaler=context.scaler,
-                                   restore_rngs=rank == 0)["step"])
-        if rank != 0 and not restore_rank_rng(restore_from, rank):
-            seed_everything(rank_seed(config.seed + step, rank))
-    else:
-        seed_everything(rank_seed(config.seed, rank))
+    step = restore_state(restore_from, model, optimizers, context, config, rank)
     resumed_from_step = step
     if checkpoint_dir is not None and on_checkpoint is None:
         remove_stale_staging(checkpoint_dir)  # what a killed run into this folder left behind
@@ -214,12 +250,6 @@ def train_model(
     checkpoint = restore_from
     throughput = Throughput(schedule.batch_size)  # records: sequences for a sequence model
 
-    def write_files(folder: Path) -> None:
-        if rank == 0:
-            write_checkpoint_files(folder, model, optimizers, step, config, context.scaler)
-        else:
-            write_rank_rng(folder, rank)
-
     while step < config.steps:
         indices = schedule.indices(step)
         batch = to_batch(records, indices, device, config.channels_last)
@@ -229,16 +259,12 @@ def train_model(
         throughput.step_done(step)
         checkpoint_now = step % config.checkpoint_every == 0 or step == config.steps
         if step % config.log_every == 0 or checkpoint_now:
-            losses = mean_metrics(window)
-            window.clear()
-            check_finite(step, losses, finite_everywhere)
-            rate = throughput.window(step)
-            metrics = losses | ({THROUGHPUT_METRIC: rate} if rate is not None else {}) | {"step": float(step)}
+            metrics = window_metrics(window, step, throughput, finite_everywhere)
             history.append((step, metrics))
             if on_log is not None:
                 on_log(step, metrics)
         if checkpoint_now and on_checkpoint is not None:
-            on_checkpoint(step, metrics, write_files)
+            on_checkpoint(step, metrics, rank_files_writer(model, optimizers, step, config, context.scaler, rank))
         elif checkpoint_now and checkpoint_dir is not None:
             checkpoint = save_checkpoint(checkpoint_dir, model, optimizers, step, config,
                                          keep=config.keep_checkpoints, scaler=context.scaler)

@@ -1,20 +1,23 @@
-"""Resolve a run's configuration (preset file, `section.key=value` overrides, dataset shape) and
-train it locally, in process. This is what `genimg train` does without a cluster."""
+"""Resolve a run's configuration (preset file, `section.key=value` overrides, dataset shape),
+decide whether it starts or resumes, and train it in this process on records in memory."""
 
 from __future__ import annotations
 
+import dataclasses
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import torch
 
 from genimg.config import config_from_dict, config_to_dict, read_yaml_mapping, replace_config
-from genimg.data import Dataset
-from genimg.data.sources import PINNED_RAW, open_dataset
+from genimg.configs import locate_config
+from genimg.data.dataset import Dataset
+from genimg.data.sources import PINNED_RAW
 from genimg.errors import ConfigError, DataError, GenimgError
+from genimg.feedback import say
 from genimg.models.base import GenerativeModel, ModelSpec, model_spec, save_model
 from genimg.training.config import TrainConfig
 from genimg.training.loop import BatchSchedule, LogCallback, seed_everything, train_model
@@ -34,7 +37,9 @@ class RunConfig:
 
 
 def load_config_file(path: str | Path) -> dict[str, dict[str, Any]]:
-    path = Path(path)
+    """A preset's sections: a YAML path, or a packaged preset by name (`cifar10-gan`,
+    `configs/cifar10-gan.yaml`)."""
+    path = locate_config(path)
     loaded = read_yaml_mapping(path, "config file")
     for section, values in loaded.items():
         if section not in CONFIG_SECTIONS:
@@ -133,11 +138,35 @@ def check_resume_dataset(run_name: str, recorded: str | None, pinned: str, given
     )
 
 
-@dataclass
+def decide_resume(has_checkpoints: bool, resume: bool | Literal["auto"], run_name: str, where: str) -> bool:
+    """Whether a run continues its latest checkpoint. A run that has checkpoints is continued
+    only when asked (`--resume`); "auto" (the retrain flow) continues whatever a retried task
+    started, silently."""
+    if has_checkpoints and not resume:
+        raise GenimgError(f"run {run_name} already has checkpoints in {where}; "
+                          "pass --resume to continue it or pick another --run-name")
+    if resume == "auto":
+        return has_checkpoints
+    if resume and not has_checkpoints:
+        say("run %s has no checkpoints in %s: starting it fresh", run_name, where)
+    return bool(resume)
+
+
+def with_epochs(run: RunConfig, records_per_worker: int, epochs: float | None) -> RunConfig:
+    """`--epochs`: the steps that many passes over a worker's records take."""
+    if epochs is None:
+        return run
+    steps = BatchSchedule(records_per_worker, run.train.batch_size, run.train.seed).steps_for_epochs(epochs)
+    return dataclasses.replace(run, train=replace_config(run.train, {"steps": steps}, where="train"))
+
+
+def check_device(device: str) -> None:
+    if device == "cuda" and not torch.cuda.is_available():
+        raise GenimgError("--gpu: no CUDA device is visible to torch")
+
+
+@dataclass(frozen=True)
 class LocalRun:
-    run_name: str
-    run: RunConfig
-    dataset: Dataset
     model: GenerativeModel
     checkpoint: Path | None
     export: Path | None
@@ -148,36 +177,20 @@ class LocalRun:
 
 
 def train_locally(
-    model_name: str,
-    source: str,
-    sections: Mapping[str, Mapping[str, Any]],
+    run: RunConfig,
+    dataset: Dataset,
     *,
     run_dir: Path,
-    run_name: str,
-    epochs: float | None = None,
     resume: bool = False,
     export_dir: Path | None = None,
     device: str = "cpu",
     on_log: LogCallback | None = None,
-    on_start: Callable[[RunConfig, Dataset], None] | None = None,
 ) -> LocalRun:
-    """Check the config, read the data, then (after `on_start`, which sees both) train."""
-    resolve_run_config(model_name, sections)  # bad keys fail before any data is read
-    # The model says what it trains on, so a folder of folders reads as sequences for rvae.
-    dataset = open_dataset(source, kind=model_spec(model_name).data_kind)
-    run = resolve_run_config(model_name, sections, dataset)
-    if epochs is not None:
-        schedule = BatchSchedule(len(dataset), run.train.batch_size, run.train.seed)
-        run = RunConfig(run.model_name, run.model,
-                        replace_config(run.train, {"steps": schedule.steps_for_epochs(epochs)}, where="train"))
-    if device == "cuda" and not torch.cuda.is_available():
-        raise GenimgError("--gpu: no CUDA device is visible to torch")
+    """Train `run` on `dataset` (already fitted to it; a conditional model's records already
+    labelled_only) in this process, checkpoints in `run_dir`/checkpoints."""
+    check_device(device)
     seed_everything(run.train.seed)
-    model = model_spec(model_name).model_cls(run.model)
-    if model.num_classes:
-        dataset = labelled_only(dataset)
-    if on_start is not None:
-        on_start(run, dataset)
+    model = model_spec(run.model_name).model_cls(run.model)
     started = time.perf_counter()
     result = train_model(
         model,
@@ -191,9 +204,6 @@ def train_locally(
     )
     export = save_model(model, export_dir) if export_dir is not None else None
     return LocalRun(
-        run_name=run_name,
-        run=run,
-        dataset=dataset,
         model=model,
         checkpoint=result.checkpoint,
         export=export,

@@ -184,3 +184,17 @@ def test_elastic_workers_continue_on_fewer_after_a_node_is_lost(ray_cluster, dig
     assert payload["metrics"]["step"] == 1000
     assert payload["restarts"] >= 1 and payload["resumed_from_step"] > 0
     assert len(payload["workers"]) == 1  # the last attempt ran on the head node alone
+
+
+def test_a_raw_source_is_read_once_on_the_ray_path(ray_cluster, monkeypatch):
+    """The driver reads it once (train split to the workers, val split to rank 0 and to the
+    evaluation after training), never again per floor."""
+    import genimg.data.handle as handle_module
+
+    reads = []
+    real = handle_module.read_source
+    monkeypatch.setattr(handle_module, "read_source", lambda source, *a, **k: reads.append(source) or real(source, *a, **k))
+    payload = train("--model", "vae", "--dataset", "builtin:digits", "--workers", "1", "--steps", "3", *TINY["vae"])
+    assert payload["metrics"]["step"] == 3 and payload["evaluation"]["split"] == "val"
+    assert reads == ["builtin:digits"]
+

@@ -87,7 +87,7 @@ def test_an_interrupted_search_resumes_without_rerunning_finished_trials(digits_
         assert driver.poll() is None, "the search ended before it could be interrupted"
         assert time.monotonic() < deadline, "no trial finished in time"
         time.sleep(1)
-        from genimg.distributed.tune import child_runs, find_parent_run
+        from genimg.tracking.searches import child_runs, find_parent_run
 
         parent = find_parent_run("resumable")
         finished = [r for r in child_runs(parent).values() if r.info.status == "FINISHED"] if parent else []

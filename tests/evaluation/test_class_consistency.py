@@ -9,8 +9,7 @@ import torch
 from torch import Tensor, nn
 
 from genimg.data.dataset import Dataset
-from genimg.data.sources import SplitSource
-from genimg.data.versions import plan_splits
+from genimg.data.handle import DatasetHandle, handle_of
 from genimg.evaluation.config import EvalConfig
 from genimg.evaluation.evaluate import evaluate_model
 from genimg.evaluation.features import FeatureExtractor, FeatureNet
@@ -69,7 +68,7 @@ def registered(monkeypatch):
     monkeypatch.setitem(base.MODEL_REGISTRY, "test-brightness", spec)
 
 
-def brightness_source(label_values: tuple[int, ...], classes: int, class_names: list[str] | None) -> SplitSource:
+def brightness_source(label_values: tuple[int, ...], classes: int, class_names: list[str] | None) -> DatasetHandle:
     """300 noisy flat 8×8 images per label value k, of brightness (k + ½) / classes."""
     generator = np.random.default_rng(0)
     labels = np.repeat(np.array(label_values, np.int64), 300)
@@ -77,8 +76,7 @@ def brightness_source(label_values: tuple[int, ...], classes: int, class_names: 
     data = level[:, None, None, None] + generator.uniform(-12, 12, (len(labels), *SHAPE))
     dataset = Dataset("images", data.clip(0, 255).astype(np.uint8), "brightness", labels=labels,
                       class_names=class_names)
-    plan = plan_splits(dataset)
-    return SplitSource(f"brightness@{plan.version}", plan.version, "images", raw=dataset, plan=plan)
+    return handle_of(dataset, "brightness")
 
 
 def test_a_model_that_draws_the_asked_class_is_consistent_and_one_that_ignores_it_is_at_chance(

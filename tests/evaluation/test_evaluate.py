@@ -3,7 +3,7 @@ import math
 import pytest
 import torch
 
-from genimg.data.sources import open_splits
+from genimg.data.handle import resolve_dataset
 from genimg.errors import GenimgError
 from genimg.evaluation.config import EvalConfig
 from genimg.evaluation.evaluate import evaluate_model
@@ -18,7 +18,7 @@ DISTANCES = {"fid", "kid_mean", "kid_std", "precision", "recall", "density", "co
 
 @pytest.fixture(scope="module")
 def digits_splits():
-    return open_splits("builtin:digits")
+    return resolve_dataset("builtin:digits")
 
 
 def trained(name, source, steps, **model):
@@ -68,15 +68,13 @@ def test_a_model_of_another_shape_is_refused_with_both_shapes(digits_splits):
 
 def test_sequence_metrics_baseline_and_report(small_sequences, tmp_path):
     from genimg.data.dataset import Dataset
-    from genimg.data.sources import SplitSource
-    from genimg.data.versions import plan_splits
+    from genimg.data.handle import handle_of
 
     # Enough sequences that every split has some: repeat the fixture's sequences shifted.
     data = torch.from_numpy(small_sequences)
     data = torch.cat([data.roll(shift, dims=-1) for shift in range(12)]).numpy()
     dataset = Dataset("sequences", data, "shifted-sequences")
-    plan = plan_splits(dataset)
-    source = SplitSource(f"shifted@{plan.version}", plan.version, "sequences", raw=dataset, plan=plan)
+    source = handle_of(dataset, "shifted")
     model = trained("rvae", source, 2, latent_dim=4, width=4, frame_dim=16, hidden_dim=16)
     evaluation = evaluate_model(model, source, "test", QUICK)
     frames = data.shape[1]
@@ -107,8 +105,8 @@ def test_sequence_metrics_baseline_and_report(small_sequences, tmp_path):
 
 @pytest.mark.slow
 def test_a_trained_rvae_beats_the_copy_last_frame_baseline():
-    """Budget: the preset RVAE (configs/rvae-moving-digits.yaml): 600 steps of batch 32, ≈ 45 s."""
-    source = open_splits("builtin:moving-digits")
+    """Budget: the preset RVAE (genimg/configs/rvae-moving-digits.yaml): 600 steps of batch 32, ≈ 45 s."""
+    source = resolve_dataset("builtin:moving-digits")
     model = trained("rvae", source, 600, latent_dim=16, frame_dim=128, hidden_dim=128, width=16)
     evaluation = evaluate_model(model, source, "test", EvalConfig(samples=100, best_of=3, extractor_steps=150))
     metrics = evaluation.metrics

@@ -3,7 +3,7 @@ import pytest
 import torch
 
 from genimg.data.dataset import Dataset
-from genimg.data.sources import open_splits
+from genimg.data.handle import resolve_dataset
 from genimg.data.versions import ingest_dataset
 from genimg.errors import ConfigError, GenimgError
 from genimg.evaluation import features as features_module
@@ -16,7 +16,7 @@ QUICK = EvalConfig(extractor_steps=150)
 
 def test_labelled_data_trains_a_classifier_once_and_later_evaluations_reuse_it(store, monkeypatch):
     ingest_dataset(Dataset("images", *load_digits()), "digits", store=store)
-    source = open_splits("digits", store=store)
+    source = resolve_dataset("digits", store=store)
     first = choose_extractor(source, QUICK, store)
     assert first.name == "classifier" and first.details["reused"] is False
     assert first.details["accuracy"] > 0.9  # held out: the val split, after 150 steps
@@ -27,7 +27,7 @@ def test_labelled_data_trains_a_classifier_once_and_later_evaluations_reuse_it(s
         raise AssertionError("the cached feature network was trained again")
 
     monkeypatch.setattr(features_module, "train_feature_network", no_training)
-    second = choose_extractor(open_splits("digits", store=store), QUICK, store)
+    second = choose_extractor(resolve_dataset("digits", store=store), QUICK, store)
     assert second.details["reused"] is True and second.weights_sha256 == first.weights_sha256
     images = torch.from_numpy(source.load("test").data[:20])
     assert torch.equal(first(images), second(images))
@@ -53,7 +53,7 @@ def test_unlabelled_or_partly_labelled_data_trains_an_autoencoder(tmp_path):
     labels[: len(labels) // 4] = -1  # a quarter without labels: not a classification set
     dataset = Dataset("images", data, "partly-labelled", labels=labels)
     ingest_dataset(dataset, "partly", store=store)
-    extractor = choose_extractor(open_splits("partly", store=store), QUICK, store)
+    extractor = choose_extractor(resolve_dataset("partly", store=store), QUICK, store)
     assert extractor.name == "autoencoder" and extractor.details["reconstruction_mse"] < 0.2
 
 
@@ -63,7 +63,7 @@ def test_the_inception_network_is_used_when_its_weights_file_is_present(tmp_path
     weights = tmp_path / "fid-weights.pth"
     torch.save(FIDInceptionV3().state_dict(), weights)
     monkeypatch.setenv("GENIMG_INCEPTION_WEIGHTS", str(weights))
-    source = open_splits("builtin:digits")
+    source = resolve_dataset("builtin:digits")
     extractor = choose_extractor(source, EvalConfig(features="auto"), None)  # type: ignore[arg-type]
     assert extractor.name == "inception" and extractor.weights_sha256 == sha256_file(weights)
     assert extractor(torch.from_numpy(source.load("test").data[:2])).shape == (2, 2048)
@@ -72,7 +72,7 @@ def test_the_inception_network_is_used_when_its_weights_file_is_present(tmp_path
 def test_asking_for_inception_without_its_weights_says_where_to_put_them(monkeypatch):
     monkeypatch.delenv("GENIMG_INCEPTION_WEIGHTS", raising=False)
     with pytest.raises(GenimgError, match="GENIMG_INCEPTION_WEIGHTS.*never downloads"):
-        choose_extractor(open_splits("builtin:digits"), EvalConfig(features="inception"), None)  # type: ignore[arg-type]
+        choose_extractor(resolve_dataset("builtin:digits"), EvalConfig(features="inception"), None)  # type: ignore[arg-type]
 
 
 def test_a_raw_source_gets_the_version_and_splits_that_ingest_gives_it(tmp_path):
@@ -80,8 +80,8 @@ def test_a_raw_source_gets_the_version_and_splits_that_ingest_gives_it(tmp_path)
 
     store = open_store(tmp_path.as_uri())
     result = ingest_dataset(Dataset("images", *load_digits()), "digits", store=store)
-    raw = open_splits("builtin:digits")
-    stored = open_splits("digits", store=store)
+    raw = resolve_dataset("builtin:digits")
+    stored = resolve_dataset("digits", store=store)
     assert raw.version == stored.version == result.version
     assert raw.ref == f"builtin:digits@{result.version}" and stored.ref == f"digits@{result.version}"
     for split in ("train", "val", "test"):
@@ -93,7 +93,7 @@ def test_the_same_recipe_trains_the_same_weights():
     from genimg.store import sha256_hex
     from safetensors.torch import save
 
-    images, labels, values = labelled_images(open_splits("builtin:digits").load("train"))
+    images, labels, values = labelled_images(resolve_dataset("builtin:digits").load("train"))
     recipe = recipe_for("classifier", (1, 16, 16), EvalConfig(extractor_steps=20), values)
 
     def weights_hash() -> str:

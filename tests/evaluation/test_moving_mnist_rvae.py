@@ -5,7 +5,7 @@ predicts, by the video-prediction protocol. Slow: ≈ 30 s on 2 cores."""
 import pytest
 import torch
 
-from genimg.data.sources import open_splits
+from genimg.data.handle import resolve_dataset
 from genimg.evaluation.config import EvalConfig
 from genimg.evaluation.evaluate import sequence_metrics
 from genimg.models import build_model
@@ -19,7 +19,7 @@ def test_a_tiny_rvae_beats_copy_last_on_tiny_moving_mnist(tmp_path, digits):
     images = tmp_path / "digits-images-idx3-ubyte"
     write_idx(images, digits[:, 0], compress=False)
     # 16 px digits in a 32 px canvas move 1.6 px a frame: 4 frames given, 4 predicted.
-    source = open_splits(f"moving-mnist:{images}?frames=8&size=32&count=800&seed=0")
+    source = resolve_dataset(f"moving-mnist:{images}?frames=8&size=32&count=800&seed=0")
     train, test = source.load("train").data, source.load("test").data
     assert train.shape[1:] == (8, 1, 32, 32) and len(test) >= 40
     torch.manual_seed(0)

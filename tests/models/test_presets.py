@@ -1,12 +1,11 @@
-"""Every preset in configs/ resolves to a valid model and training config."""
-
-from pathlib import Path
+"""Every preset in genimg/configs/ resolves to a valid model and training config."""
 
 import pytest
 
+from genimg.configs import CONFIGS_DIR
 from genimg.training.run import load_config_file, resolve_run_config
 
-CONFIGS = Path(__file__).resolve().parents[2] / "configs"
+CONFIGS = CONFIGS_DIR
 PRESETS = {path.name: path for path in sorted(CONFIGS.glob("*.yaml"))
            if not path.name.startswith(("tune-", "retrain"))}
 MODEL_OF = {"gan-mlp-": "gan-mlp", "gan-resnet": "gan-resnet", "gan-": "gan", "gan.": "gan", "vae": "vae", "rvae-": "rvae"}

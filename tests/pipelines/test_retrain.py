@@ -47,7 +47,7 @@ def test_retrain_ingests_trains_registers_and_promotes_and_a_rerun_reuses_the_da
     # The first run calls the flow itself, the second goes through the command line. (In this
     # order: Prefect's log handlers bind the streams of the first caller, and CliRunner closes
     # its streams after each command.)
-    from pipelines.retrain import retrain
+    from genimg.flows.retrain import retrain
 
     first = retrain(str(config))
     assert first["flow_run_id"] and first["datasets"][0]["name"] == "digits" and not first["datasets"][0]["reused"]
@@ -106,7 +106,7 @@ def test_a_cached_ingest_whose_version_left_the_store_is_ingested_again(prefect_
     """`make clean && make run`: Prefect's cache remembers the ingest, the store no longer has it."""
     import shutil
 
-    from pipelines.retrain import retrain
+    from genimg.flows.retrain import retrain
 
     monkeypatch.setenv("GENIMG_STORE", (tmp_path / "store").as_uri())
     config = write_config(tmp_path, [{"model": "vae", "dataset": "digits", "steps": 2,
@@ -127,7 +127,7 @@ def test_retrain_takes_a_photo_folder_at_a_resolution_and_a_conditional_gan_resn
     import numpy as np
     from PIL import Image
 
-    from pipelines.retrain import retrain
+    from genimg.flows.retrain import retrain
 
     rng = np.random.default_rng(0)
     for label, colour in (("red", (200, 30, 30)), ("blue", (30, 30, 200))):
@@ -201,7 +201,7 @@ def test_a_bad_dataset_entry_is_refused_naming_it(tmp_path, entry, message):
 
 def test_the_shipped_retrain_config_names_presets_that_resolve():
     from genimg.training.run import load_config_file, merge_sections, resolve_run_config
-    from pipelines.retrain import load_retrain_config
+    from genimg.flows.settings import load_retrain_config
 
     config = load_retrain_config()
     assert [plan.model for plan in config.families] == ["gan", "vae", "rvae"]
@@ -213,7 +213,8 @@ def test_the_shipped_retrain_config_names_presets_that_resolve():
 def test_a_moving_mnist_entry_is_planned_and_its_fingerprint_follows_the_digits_file(tmp_path):
     import os
 
-    from pipelines.retrain import load_retrain_config, source_fingerprint
+    from genimg.flows.retrain import source_fingerprint
+    from genimg.flows.settings import load_retrain_config
 
     digits = tmp_path / "digits-idx3-ubyte"
     digits.write_bytes(b"first")

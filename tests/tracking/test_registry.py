@@ -83,7 +83,6 @@ def test_champion_moves_only_to_a_better_version_and_reasons_are_recorded(digits
 
 
 def test_every_decision_is_kept_and_the_champions_winning_evaluation_is_unchanged(digits_in_store, monkeypatch):
-    import genimg.evaluation.evaluate
     from genimg.store import open_store
     from genimg.tracking import registry
 
@@ -104,7 +103,7 @@ def test_every_decision_is_kept_and_the_champions_winning_evaluation_is_unchange
     def no_second_evaluation(*args, **kwargs):
         raise AssertionError("the champion was re-evaluated again on the same evaluation")
 
-    monkeypatch.setattr(genimg.evaluation.evaluate, "evaluate_model", no_second_evaluation)
+    monkeypatch.setattr(registry, "evaluate_model", no_second_evaluation)
     decisions += [cli("promote", name, "--version", "3", "--json")]  # 150 samples again: reused
     assert decisions[2]["champion_evaluation"] == "reused" and not decisions[2]["promoted"]
     decisions += [cli("promote", name, "--version", "2", "--force", "--json")]
@@ -152,7 +151,8 @@ def test_every_decision_is_kept_and_the_champions_winning_evaluation_is_unchange
 def test_racing_promotions_leave_the_alias_on_the_best(digits_in_store):
     import threading
 
-    from genimg.tracking.registry import promote, register_run
+    from genimg.services.register import register as register_run
+    from genimg.tracking.registry import promote
 
     base, good, best = trained_vae(2, "base"), trained_vae(100, "good"), trained_vae(400, "best")
     for run_id in (base, good, best):
@@ -226,7 +226,7 @@ def test_register_and_a_pyfunc_load_print_no_mlflow_warnings(digits_in_store, tm
 
 
 def test_register_says_it_evaluates_a_run_without_a_test_evaluation_first(digits_in_store, monkeypatch):
-    import genimg.tracking.evaluations as evaluations
+    import genimg.services.register as evaluations
     from genimg.evaluation.config import EvalConfig
 
     real = evaluations.evaluate_target

@@ -1,0 +1,105 @@
+"""genimg from Python (a notebook, your own orchestrator): the services the CLI and the retrain
+flow call, with the same defaults and checks, returning what the CLI prints as JSON.
+
+    import genimg
+
+    data = genimg.ingest("builtin:digits", name="digits")
+    run = genimg.train("vae", f"digits@{data.version}", steps=200, workers=0)
+    version = genimg.register(run.run_id)
+    decision = genimg.promote(version["name"])
+    genimg.sample(f"models:/{version['name']}@champion", "digits.png", n=16)
+
+Training takes the train split only (validation and test records are held out by content hash,
+as for `genimg train`); `workers=0` trains in this process, N on Ray Train (a local Ray, or the
+cluster at RAY_ADDRESS).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from genimg.config import config_from_dict
+from genimg.data.dataset import DataKind
+from genimg.data.versions import IngestResult
+from genimg.errors import ConfigError
+from genimg.evaluation.config import EvalConfig
+from genimg.services.evaluate import evaluate_target
+from genimg.services.ingest import ingest as ingest_source
+from genimg.services.register import register as register_run
+from genimg.services.sample import SampleOutcome
+from genimg.services.sample import sample as draw_samples
+from genimg.services.train import TrainOutcome, TrainRequest
+from genimg.services.train import train as train_request
+from genimg.tracking.registry import promote as promote_version
+from genimg.training.run import load_config_file, merge_sections
+
+
+def ingest(source: str, name: str, *, kind: DataKind | None = None, resolution: int | None = None,
+           resize: str | None = None) -> IngestResult:
+    """Validate `source` and publish it as a version of dataset `name` in the object store."""
+    return ingest_source(source, name, kind=kind, resolution=resolution, resize=resize)
+
+
+def train(
+    model: str,
+    dataset: str,
+    *,
+    steps: int | None = None,
+    epochs: float | None = None,
+    workers: int | tuple[int, int] = 1,
+    gpu: bool = False,
+    config: str | Path | None = None,
+    overrides: Mapping[str, Any] | None = None,
+    run_name: str | None = None,
+    resume: bool = False,
+    export_dir: str | Path | None = None,
+) -> TrainOutcome:
+    """Train `model` (gan-mlp, gan, gan-resnet, vae, rvae) on the train split of `dataset`
+    (NAME[@VERSION] in the store, or a raw source). `config`: a YAML file or a packaged preset's
+    name; `overrides`: {"model.latent_dim": 8, "train.lr": 1e-3}, as `--set` takes them."""
+    if steps is not None and epochs is not None:
+        raise ValueError("give steps or epochs, not both")
+    sections = merge_sections(load_config_file(config) if config else {}, override_sections(overrides or {}),
+                              {"train": {"steps": steps} if steps is not None else {}})
+    request = TrainRequest(model, dataset, sections, workers=workers, gpu=gpu, run_name=run_name, resume=resume,
+                           epochs=epochs, export_dir=Path(export_dir) if export_dir else None)
+    return train_request(request)
+
+
+def override_sections(overrides: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
+    """{"model.latent_dim": 8} → {"model": {"latent_dim": 8}} (values keep their types)."""
+    sections: dict[str, dict[str, Any]] = {}
+    for key, value in overrides.items():
+        section, dot, name = key.partition(".")
+        if not dot or not section or not name:
+            raise ConfigError(f"invalid override {key!r}: expected SECTION.KEY, e.g. model.latent_dim")
+        sections.setdefault(section, {})[name] = value
+    return sections
+
+
+def evaluate(target: str, dataset: str | None = None, *, split: str = "test", **settings: Any) -> dict[str, Any]:
+    """Score a run id / models:/ URI / model folder on `split`; `settings`: EvalConfig's keys
+    (samples, seed, nll_k, best_of, context_frames, features, extractor_steps)."""
+    return evaluate_target(target, dataset, config_from_dict(EvalConfig, settings, where="eval"), split=split)
+
+
+def register(run_id: str, name: str | None = None) -> dict[str, Any]:
+    """A finished training run's model as a new registered version (evaluated on test first)."""
+    return register_run(run_id, name)
+
+
+def promote(name: str, version: int | None = None, *, min_delta: float = 0.0, force: bool = False,
+            metric: str | None = None, mode: str | None = None) -> dict[str, Any]:
+    """Move @champion to `version` (default: the latest) only if it beats the champion."""
+    return promote_version(name, version, force=force, min_delta=min_delta, metric=metric, mode=mode)
+
+
+def sample(model_uri: str, output: str | Path, n: int = 64, *, seed: int = 0, frames: int | None = None,
+           classes: list[str] | None = None) -> SampleOutcome:
+    """Draw `n` samples into `output` (.png grid, or .gif for sequence models)."""
+    return draw_samples(model_uri, Path(output), n, seed=seed, frames=frames, classes=classes)
+
+
+__all__ = ["evaluate", "ingest", "promote", "register", "sample", "train"]

@@ -1,0 +1,83 @@
+"""`genimg deploy`: the retrain flow as a scheduled deployment on a Prefect server.
+
+Creates or updates (same name → same deployment) the deployment of `retrain` with a cron
+schedule in a process work pool, created if missing. A Prefect worker on a machine with this
+repository runs the scheduled flow runs: `prefect worker start --pool genimg-process`.
+`infra/prefect/prefect.yaml` declares the same deployment for `prefect deploy`.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+from genimg.errors import GenimgError
+from genimg.flows.retrain import retrain
+from genimg.flows.settings import load_retrain_config
+
+ROOT = Path(__file__).resolve().parents[2]  # the checkout whose pipelines/retrain.py a process worker runs
+DEPLOYMENT = "genimg-retrain"
+WORK_POOL = "genimg-process"
+CRON = "0 3 * * *"
+ENTRYPOINT = "pipelines/retrain.py:retrain"
+
+
+def deploy_retrain(
+    cron: str = CRON,
+    work_pool: str = WORK_POOL,
+    name: str = DEPLOYMENT,
+    config_path: str | None = None,
+    timezone: str = "UTC",
+    working_dir: Path = ROOT,
+) -> dict[str, Any]:
+    api_url = os.environ.get("PREFECT_API_URL")
+    if not api_url:
+        raise GenimgError("genimg deploy needs a Prefect server: set PREFECT_API_URL (e.g. http://prefect:4200/api); "
+                          "schedules do not run on Prefect's temporary local server")
+    from prefect.schedules import Cron
+    try:
+        schedule = Cron(cron, timezone=timezone)
+    except ValueError as exc:
+        raise GenimgError(f"invalid --cron {cron!r}: {exc}") from exc
+    if config_path is not None:
+        load_retrain_config(config_path)  # a bad config fails now, not at 3 a.m.
+    ensure_work_pool(work_pool, api_url)
+    deployment = retrain.to_deployment(
+        name, schedule=schedule, parameters={"config_path": config_path}, work_pool_name=work_pool,
+        tags=["genimg"], description="genimg retrain: ingest, train, evaluate, register, promote",
+        # The process worker runs the flow from this checkout.
+        job_variables={"working_dir": str(working_dir)},
+    )
+    deployment.entrypoint = ENTRYPOINT
+    deployment._path = str(working_dir)
+    deployment_id = deployment.apply(work_pool_name=work_pool)
+    from prefect.client.orchestration import get_client
+
+    with get_client(sync_client=True) as client:
+        stored = client.read_deployment(deployment_id)
+    return {
+        "deployment_id": str(deployment_id), "name": f"retrain/{stored.name}", "work_pool": stored.work_pool_name,
+        "schedules": [{"cron": s.schedule.cron, "timezone": s.schedule.timezone, "active": s.active}
+                      for s in stored.schedules],
+        "entrypoint": stored.entrypoint, "parameters": stored.parameters, "api_url": api_url,
+    }
+
+
+def ensure_work_pool(name: str, api_url: str) -> None:
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.actions import WorkPoolCreate
+    from prefect.exceptions import ObjectNotFound
+
+    try:
+        with get_client(sync_client=True) as client:
+            try:
+                client.read_work_pool(name)
+            except ObjectNotFound:
+                client.create_work_pool(WorkPoolCreate(name=name, type="process"))
+    except Exception as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise GenimgError(f"cannot reach the Prefect server at {api_url}: {first}") from exc
+
+
+__all__ = ["deploy_retrain"]

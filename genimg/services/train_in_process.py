@@ -1,0 +1,85 @@
+"""Training in this process (`--workers 0`): the plain-PyTorch loop, tracked in MLflow like a Ray
+run (same tags, params, metrics and result fields), checkpoints in $GENIMG_HOME/runs/<run name>."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, Literal
+
+from genimg.data.handle import DatasetHandle
+from genimg.settings import local_runs_dir
+from genimg.tracking import tags
+from genimg.tracking.runs import TrainingRun
+from genimg.training.loop import LogCallback
+from genimg.training.run import (
+    LocalRun,
+    RunConfig,
+    check_device,
+    check_resume_dataset,
+    decide_resume,
+    labelled_only,
+    resolve_run_config,
+    train_locally,
+    with_epochs,
+)
+
+
+def recorded_dataset(run_dir: Path) -> str | None:
+    """The pinned dataset an earlier attempt of this local run trained on, if it says."""
+    try:
+        return json.loads((run_dir / "run.json").read_text()).get("dataset")
+    except (OSError, ValueError):
+        return None
+
+
+def start_tracking(run: RunConfig, handle: DatasetHandle, run_name: str, records: int) -> TrainingRun:
+    tracking = TrainingRun(run_name, tags={tags.MODEL: run.model_name, tags.DATASET: handle.ref})
+    tracking.log_params(run.as_dict() | {"dataset": handle.ref, "workers": "0"})
+    tracking.log_dataset(handle.ref, handle.location, records, handle.record_shape)
+    return tracking
+
+
+def train_in_process(
+    model_name: str,
+    handle: DatasetHandle,
+    sections: Mapping[str, Mapping[str, Any]],
+    *,
+    run_name: str,
+    resume: bool | Literal["auto"] = False,
+    epochs: float | None = None,
+    export_dir: Path | None = None,
+    gpu: bool = False,
+    on_progress: LogCallback | None = None,
+) -> tuple[LocalRun, str, int]:
+    """(the local run, its MLflow run id, the records it trained on). The MLflow run is created
+    only once the config and the data have been checked, so bad input leaves no run behind."""
+    run_dir = local_runs_dir() / run_name
+    checkpoints = run_dir / "checkpoints"
+    has_checkpoints = checkpoints.is_dir() and any(checkpoints.iterdir())
+    resume = decide_resume(has_checkpoints, resume, run_name, str(run_dir))
+    dataset = handle.load_splits(("train",))
+    run = resolve_run_config(model_name, sections, dataset)
+    run = with_epochs(run, len(dataset), epochs)
+    if getattr(run.model, "num_classes", None):
+        dataset = labelled_only(dataset)
+    if has_checkpoints:
+        check_resume_dataset(run_name, recorded_dataset(run_dir), handle.ref, handle.given)
+    check_device("cuda" if gpu else "cpu")
+    tracking = start_tracking(run, handle, run_name, len(dataset))
+    run_dir.mkdir(parents=True, exist_ok=True)
+    (run_dir / "run.json").write_text(json.dumps(run.as_dict() | {"dataset": handle.ref}, indent=2))
+
+    def on_log(step: int, metrics: dict[str, float]) -> None:
+        tracking.add_metrics(step, metrics, int(time.time() * 1000))
+        if on_progress is not None:
+            on_progress(step, metrics)
+
+    with tracking.failed_on_error():
+        result = train_locally(run, dataset, run_dir=run_dir, resume=resume, export_dir=export_dir,
+                               device="cuda" if gpu else "cpu", on_log=on_log)
+    tracking.set_tags({tags.CHECKPOINT: result.checkpoint.as_uri() if result.checkpoint else ""})
+    tracking.finish()
+    return result, tracking.run_id, len(dataset)
