@@ -191,10 +191,10 @@ def datasets(
             "version": v.version,
             "uri": v.uri,
             "kind": v.kind,
-            "record_shape": v.manifest["record_shape"],
-            "counts": v.manifest["counts"],
-            "created_at": v.manifest.get("created_at"),
-            "source": v.manifest.get("source"),
+            "record_shape": list(v.record_shape),
+            "counts": v.counts,
+            "created_at": v.created_at,
+            "source": v.source,
         }
         for v in versions
     ]

@@ -112,7 +112,7 @@ class DatasetHandle:
         if self.stored is None:
             return self.load_splits(("train",))
         # The labels alone (one Parquet column) when there are any: a conditional model's class count.
-        labels = self.stored.load_labels() if self.stored.manifest.get("labels") else None
+        labels = self.stored.load_labels() if self.stored.labelled else None
         rows = 1 if labels is None else len(labels)
         zeros = np.broadcast_to(np.zeros((1, *self.record_shape), np.uint8), (rows, *self.record_shape))
         return Dataset(kind=self.kind, data=zeros, source=self.ref, labels=labels,
@@ -132,12 +132,10 @@ def resolve_dataset(source: str, kind: DataKind | None = None, *, store: ObjectS
         version = resolve_version(source, store)
         if kind is not None and version.kind != kind:
             raise DataError(f"{version.ref} holds {version.kind}, not {kind}")
-        names = version.manifest.get("class_names")
         return DatasetHandle(
             given=source, ref=version.ref, version=version.version, kind=version.kind,
-            record_shape=tuple(int(s) for s in version.manifest["record_shape"]),
-            counts={split: int(n) for split, n in version.manifest["counts"].items()},
-            location=version.uri, class_names=tuple(names) if names else None, stored=version,
+            record_shape=version.record_shape, counts=version.counts, location=version.uri,
+            class_names=version.class_names, stored=version,
         )
     base, pinned = split_pinned(source)
     handle = handle_of(read_source(base, kind), base, given=source)

@@ -294,12 +294,43 @@ class DatasetVersion:
     def uri(self) -> str:
         return self.store.uri_for(version_prefix(self.name, self.version).rstrip("/"))
 
+    @property
+    def record_shape(self) -> tuple[int, ...]:
+        return tuple(int(s) for s in self.manifest["record_shape"])
+
+    @property
+    def counts(self) -> dict[str, int]:
+        """Records per split."""
+        return {split: int(n) for split, n in self.manifest["counts"].items()}
+
+    @property
+    def labelled(self) -> bool:
+        return bool(self.manifest.get("labels"))
+
+    @property
+    def class_names(self) -> tuple[str, ...] | None:
+        names = self.manifest.get("class_names")
+        return tuple(names) if names else None
+
+    @property
+    def created_at(self) -> str | None:
+        return self.manifest.get("created_at")
+
+    @property
+    def source(self) -> str | None:
+        """What it was ingested from."""
+        return self.manifest.get("source")
+
+    def shards(self, splits: tuple[str, ...]) -> list[dict[str, Any]]:
+        """The manifest's shard entries of `splits`, in order."""
+        return [shard for split in splits for shard in self.manifest["shards"][split]]
+
     def load(self, splits: tuple[str, ...] = ("train",)) -> Dataset:
         """The records of `splits` (verified against the manifest's checksums)."""
         unknown = [s for s in splits if s not in self.manifest["shards"]]
         if unknown:
             raise DataError(f"{self.ref} has no split {unknown[0]!r} (splits: {', '.join(self.manifest['shards'])})")
-        return self.load_shards([shard for split in splits for shard in self.manifest["shards"][split]])
+        return self.load_shards(self.shards(splits))
 
     def load_labels(self, splits: tuple[str, ...] = ("train",)) -> np.ndarray:
         """The labels of `splits` alone (their Parquet column; checksums verified)."""
@@ -309,18 +340,18 @@ class DatasetVersion:
         columns = [
             pq.read_table(io.BytesIO(self.store.get_bytes(prefix + shard["key"], sha256=shard["sha256"])),
                           columns=["label"]).column("label").to_numpy()
-            for split in splits for shard in self.manifest["shards"][split]
+            for shard in self.shards(splits)
         ]
         return np.concatenate(columns).astype(np.int64) if columns else np.zeros(0, np.int64)
 
     def count(self, splits: tuple[str, ...] = ("train",)) -> int:
-        return sum(int(self.manifest["counts"].get(split, 0)) for split in splits)
+        return sum(self.counts.get(split, 0) for split in splits)
 
     def load_shards(self, shards: list[dict[str, Any]]) -> Dataset:
         """The records of the given manifest shard entries, in order."""
         import pyarrow.parquet as pq
 
-        shape = tuple(self.manifest["record_shape"])
+        shape = self.record_shape
         arrays, labels = [], []
         prefix = version_prefix(self.name, self.version)
         for shard in shards:

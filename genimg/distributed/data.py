@@ -46,7 +46,7 @@ def load_partition(shared: SharedInput, rank: int, world: int) -> tuple[np.ndarr
         return (np.ascontiguousarray(loaded["data"][rank::world]),
                 np.ascontiguousarray(labels[rank::world]) if labels is not None else None)
     version = DatasetVersion(dict(shared.manifest), open_store(shared.store_uri))
-    shards = [shard for split in shared.splits for shard in version.manifest["shards"][split]]
+    shards = version.shards(shared.splits)
     if len(shards) >= world:
         part = version.load_shards(shards[rank::world])
         return part.data, part.labels

@@ -186,7 +186,10 @@ def test_a_model_saved_before_the_new_options_loads_and_behaves_the_same(name):
     expected = load_file(str(folder / "expected.safetensors"))
     model = load_model(folder)
     assert model.config.architecture == "conv" and not model.config.conditional
-    assert torch.equal(model.sample(3, seed=0), expected["samples"])
+    # The same arithmetic as the saved outputs; another CPU's kernels may round the last bit
+    # differently (1 ulp measured on AMD EPYC vs the machine that saved them).
+    same = {"rtol": 0.0, "atol": 1e-6}
+    torch.testing.assert_close(model.sample(3, seed=0), expected["samples"], **same)
     images = expected["images"]
-    assert torch.equal(model.reconstruct(images), expected["reconstruction"])
-    assert torch.equal(model.nll(images, k=8, generator=torch.Generator().manual_seed(2)), expected["nll"])
+    torch.testing.assert_close(model.reconstruct(images), expected["reconstruction"], **same)
+    torch.testing.assert_close(model.nll(images, k=8, generator=torch.Generator().manual_seed(2)), expected["nll"], **same)
