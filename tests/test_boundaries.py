@@ -25,13 +25,6 @@ def imports(path: Path, package: str) -> bool:
     return bool(re.search(rf"^\s*(import|from) {package}\b", path.read_text(), re.MULTILINE))
 
 
-def test_prefect_never_appears_below_pipelines():
-    # genimg/flows/ holds the Prefect flows (pipelines/ keeps thin entry points).
-    offenders = [str(p) for p in PACKAGE.rglob("*.py")
-                 if imports(p, "prefect") and p.relative_to(PACKAGE).parts[0] != "flows"]
-    assert offenders == []
-
-
 def test_the_training_loop_never_imports_ray_mlflow_or_prefect():
     offenders = [
         str(p) for p in (PACKAGE / "training").rglob("*.py")
