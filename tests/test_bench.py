@@ -60,3 +60,19 @@ def test_the_moving_mnist_gpu_script_runs_on_the_cpu(tmp_path, digits):
     assert {"copy last context frame", "genimg rvae, mean of K=2", "genimg rvae, best of K=2"} <= set(rows)
     assert rows["genimg rvae, best of K=2"]["mse"] <= rows["genimg rvae, mean of K=2"]["mse"]
     assert (tmp_path / "out" / "moving-mnist-rvae-gpu.gif").stat().st_size > 0
+
+
+def test_the_data_throughput_bench_runs_tiny(tmp_path):
+    """Both modes on a few MB: the code path of the ≥ 4 GB run, not its figures."""
+    import os
+
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "HOME": str(tmp_path), "RAY_USAGE_STATS_ENABLED": "0"}
+    out = subprocess.run(
+        [sys.executable, str(ROOT / "bench" / "data_throughput.py"), "--gigabytes", "0.004", "--image-size", "16",
+         "--steps", "3", "--batch-size", "8", "--json"],
+        capture_output=True, text=True, cwd=tmp_path, env=env, timeout=300,
+    )
+    assert out.returncode == 0, out.stderr[-2000:]
+    results = json.loads(out.stdout.strip().splitlines()[-1])
+    assert results["train_gb"] >= 0.004 and results["stream"]["worker_peak_rss_gb"] > 0
+    assert results["memory"]["images_per_second"] > 0 and "throughput_ratio_at_least_0.95" in results["goals"]

@@ -13,7 +13,7 @@ def test_dataset_names_with_newlines_are_refused(name):
         check_name(name)
     assert not looks_like_ref(name)
     with pytest.raises(GenimgError):
-        parse_ref(f"digits@291043e66cae\n" if name == "abc\n" else name)
+        parse_ref("digits@291043e66cae\n" if name == "abc\n" else name)
 
 
 def test_dataset_version_with_trailing_newline_is_refused():

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 
@@ -31,15 +31,21 @@ from genimg.errors import DataError
 from genimg.store import ObjectStore, sha256_hex
 
 RAW_LINEAGE = "none (raw source)"
+# train.data_mode=auto streams a store dataset whose train split holds this many bytes or more
+# (uint8 records, as decoded): below it every worker's share fits in memory several times over.
+STREAM_THRESHOLD_BYTES = 2 * 1024**3
+DataMode = Literal["auto", "memory", "stream"]  # TrainConfig.data_mode
 
 
 @dataclass(frozen=True)
 class StoreShards:
-    """Worker input: the Parquet shards of `splits` of a store version; each worker reads its own."""
+    """Worker input: the Parquet shards of `splits` of a store version; each worker reads its own,
+    all before the first step, or (`streaming`) as its steps need them."""
 
     store_uri: str
     manifest: Mapping[str, Any]
     splits: tuple[str, ...]
+    streaming: bool = False
 
 
 @dataclass(frozen=True)
@@ -118,9 +124,24 @@ class DatasetHandle:
         return Dataset(kind=self.kind, data=zeros, source=self.ref, labels=labels,
                        class_names=list(self.class_names) if self.class_names else None)
 
-    def worker_input(self, splits: tuple[str, ...] = ("train",)) -> WorkerInput:
+    def split_bytes(self, splits: tuple[str, ...] = ("train",)) -> int:
+        """The bytes the records of `splits` take in memory."""
+        return self.count(splits) * int(np.prod(self.record_shape))
+
+    def streams(self, data_mode: DataMode) -> bool:
+        """Whether training workers stream this dataset (train.data_mode): only a store version's
+        shards can be streamed; "auto" streams from STREAM_THRESHOLD_BYTES of train records on."""
+        if data_mode == "stream" and self.stored is None:
+            raise DataError(f"{self.given}: train.data_mode=stream reads a store dataset's shards; ingest the "
+                            "source first (genimg ingest SOURCE --name NAME) or use train.data_mode=memory")
+        if data_mode == "auto":
+            return self.stored is not None and self.split_bytes() >= STREAM_THRESHOLD_BYTES
+        return data_mode == "stream"
+
+    def worker_input(self, splits: tuple[str, ...] = ("train",), data_mode: DataMode = "memory") -> WorkerInput:
+        streaming = self.streams(data_mode)  # refuses to stream a raw source
         if self.stored is not None:
-            return StoreShards(self.stored.store.uri, self.stored.manifest, splits)
+            return StoreShards(self.stored.store.uri, self.stored.manifest, splits, streaming)
         records = self.load_splits(splits)
         return InMemoryRecords(records.data, records.labels)
 
@@ -155,4 +176,5 @@ def handle_of(dataset: Dataset, source: str, *, given: str | None = None) -> Dat
     )
 
 
-__all__ = ["DatasetHandle", "InMemoryRecords", "StoreShards", "WorkerInput", "handle_of", "resolve_dataset"]
+__all__ = ["STREAM_THRESHOLD_BYTES", "DataMode", "DatasetHandle", "InMemoryRecords", "StoreShards", "WorkerInput",
+           "handle_of", "resolve_dataset"]

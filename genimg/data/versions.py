@@ -344,32 +344,50 @@ class DatasetVersion:
         ]
         return np.concatenate(columns).astype(np.int64) if columns else np.zeros(0, np.int64)
 
+    def load_shard_labels(self, shard: dict[str, Any]) -> np.ndarray:
+        """The labels of one manifest shard entry (−1: unlabelled; all −1 in an unlabelled version)."""
+        import pyarrow.parquet as pq
+
+        payload = self.store.get_bytes(version_prefix(self.name, self.version) + shard["key"], sha256=shard["sha256"])
+        return pq.read_table(io.BytesIO(payload), columns=["label"]).column("label").to_numpy().astype(np.int64)
+
     def count(self, splits: tuple[str, ...] = ("train",)) -> int:
         return sum(self.counts.get(split, 0) for split in splits)
 
-    def load_shards(self, shards: list[dict[str, Any]]) -> Dataset:
-        """The records of the given manifest shard entries, in order."""
+    def read_shard(self, shard: dict[str, Any]) -> tuple[np.ndarray, np.ndarray]:
+        """(records, labels: −1 where none) of one manifest shard entry, checksum verified; the
+        records are a view of the decoded Parquet column (no copy)."""
         import pyarrow.parquet as pq
 
-        shape = self.record_shape
-        arrays, labels = [], []
-        prefix = version_prefix(self.name, self.version)
+        payload = self.store.get_bytes(version_prefix(self.name, self.version) + shard["key"], sha256=shard["sha256"])
+        table = pq.read_table(io.BytesIO(payload))
+        del payload
+        column = table.column("data").combine_chunks()
+        width, count = column.type.byte_width, len(column)
+        start = column.offset * width
+        records = np.frombuffer(column.buffers()[1], np.uint8)[start : start + count * width]
+        if count != int(shard["records"]):
+            raise DataError(f"{self.ref}: shard {shard['key']} holds {count} records, its manifest says "
+                            f"{shard['records']}")
+        return records.reshape(count, *self.record_shape), table.column("label").to_numpy().astype(np.int64)
+
+    def load_shards(self, shards: list[dict[str, Any]]) -> Dataset:
+        """The records of the given manifest shard entries, in order. Each shard is copied into
+        one array sized from the manifest, so loading peaks at the records' size plus one shard."""
+        total = sum(int(shard["records"]) for shard in shards)
+        data = np.empty((total, *self.record_shape), np.uint8)
+        label_array = np.empty(total, np.int64)
+        filled = 0
         for shard in shards:
-            payload = self.store.get_bytes(prefix + shard["key"], sha256=shard["sha256"])
-            table = pq.read_table(io.BytesIO(payload))
-            column = table.column("data").combine_chunks()
-            width = column.type.byte_width
-            buffer = np.frombuffer(column.buffers()[1], np.uint8)
-            start = column.offset * width
-            arrays.append(buffer[start : start + len(column) * width].reshape(len(column), *shape))
-            labels.append(table.column("label").to_numpy())
-        data = np.concatenate(arrays) if arrays else np.zeros((0, *shape), np.uint8)
-        label_array = np.concatenate(labels) if labels else np.zeros(0, np.int64)
+            records, labels = self.read_shard(shard)
+            data[filled : filled + len(records)] = records
+            label_array[filled : filled + len(records)] = labels
+            filled += len(records)
         return Dataset(
             kind=self.kind,
             data=data,
             source=self.ref,
-            labels=label_array.astype(np.int64) if self.manifest["labels"] else None,
+            labels=label_array if self.manifest["labels"] else None,
             class_names=self.manifest.get("class_names"),
         )
 

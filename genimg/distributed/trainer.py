@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from genimg.config import config_to_dict
-from genimg.data.handle import DatasetHandle
+from genimg.data.handle import DataMode, DatasetHandle, StoreShards
 from genimg.distributed.cluster import cluster_cpus, largest_node_cpus, ray_session
 from genimg.distributed.data import SharedInput, share
 from genimg.distributed.monitor import ProgressCallback, RunMonitor
@@ -98,17 +98,22 @@ def parse_workers(text: str | int) -> int | tuple[int, int]:
         raise GenimgError(f"invalid --workers {text!r}: a count ≥ 1 or a range MIN-MAX") from None
 
 
-def validation_input(handle: DatasetHandle, features: dict[str, Any] | None = None) -> ValidationInput | None:
-    """The val split for rank 0 to validate on at each checkpoint; None when it has under 2 records."""
+def validation_input(handle: DatasetHandle, features: dict[str, Any] | None = None,
+                     data_mode: DataMode = "memory") -> ValidationInput | None:
+    """The val split for rank 0 to validate on at each checkpoint; None when it has under 2 records.
+    Streamed like the train split: rank 0 then reads only the shards its validator needs."""
     if handle.count(("val",)) < 2:
         return None
-    return ValidationInput(share(handle.worker_input(("val",))), features)
+    return ValidationInput(share(handle.worker_input(("val",), "stream" if handle.streams(data_mode) else "memory")),
+                           features)
 
 
-def training_data(handle: DatasetHandle, features: dict[str, Any] | None = None) -> TrainingData:
-    """The handle's train split (and val split) handed to workers; inside a Ray session."""
-    return TrainingData(handle.ref, handle.location, handle.count(), share(handle.worker_input()),
-                        validation_input(handle, features))
+def training_data(handle: DatasetHandle, features: dict[str, Any] | None = None,
+                  data_mode: DataMode = "memory") -> TrainingData:
+    """The handle's train split (and val split) handed to workers, in memory or streamed
+    (train.data_mode); inside a Ray session."""
+    return TrainingData(handle.ref, handle.location, handle.count(), share(handle.worker_input(("train",), data_mode)),
+                        validation_input(handle, features, data_mode))
 
 
 def train_on_ray(
@@ -142,8 +147,8 @@ def train_on_ray(
         run = with_epochs(run, max(1, handle.count() // max_workers), epochs)
         # An even share of the cluster, but never more than one node has: a worker runs on one node.
         cpus = cpus_per_worker or max(1, min(largest_node_cpus(), cluster_cpus() // max_workers))
-        plan = FitPlan(run, run_name, training_data(handle), workers, use_gpu, cpus, max_failures, samples,
-                       export_dir=export_dir)
+        data = training_data(handle, data_mode=run.train.data_mode)
+        plan = FitPlan(run, run_name, data, workers, use_gpu, cpus, max_failures, samples, export_dir=export_dir)
         return fit(plan, store, on_progress=on_progress)
 
 
@@ -157,8 +162,10 @@ def record_shape(run: RunConfig) -> tuple[int, ...]:
 def start_tracking(plan: FitPlan) -> TrainingRun:
     tracking = TrainingRun(plan.run_name, tags={tags.MODEL: plan.run.model_name, tags.DATASET: plan.data.ref,
                                                 **plan.tags})
+    streamed = isinstance(plan.data.worker_input, StoreShards) and plan.data.worker_input.streaming
     tracking.log_params(plan.run.as_dict() | {"dataset": plan.data.ref, "workers": str(plan.workers),
-                                              "use_gpu": plan.use_gpu, "cpus_per_worker": plan.cpus})
+                                              "use_gpu": plan.use_gpu, "cpus_per_worker": plan.cpus,
+                                              "data_streamed": streamed})
     tracking.log_dataset(plan.data.ref, plan.data.location, plan.data.records, record_shape(plan.run))
     return tracking
 

@@ -30,7 +30,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from genimg.data.dataset import Dataset
-from genimg.data.handle import DatasetHandle, resolve_dataset
+from genimg.data.handle import DataMode, DatasetHandle, resolve_dataset
 from genimg.distributed.cluster import cluster_cpus, ray_session
 from genimg.distributed.search_space import (
     SearchSpace,
@@ -159,12 +159,12 @@ def resume_or_start(store: ObjectStore, search: str, resume: bool | Literal["aut
     return restoring
 
 
-def search_data(handle: DatasetHandle, metric: str, store: ObjectStore) -> TrainingData:
+def search_data(handle: DatasetHandle, metric: str, store: ObjectStore, data_mode: DataMode) -> TrainingData:
     """The workers' data and the val split, with the dataset's feature network for val_fid."""
     features = None
     if metric == "val_fid":
         features = feature_network_payload(dataset_extractor(handle, EvalConfig(), store))
-    return training_data(handle, features)
+    return training_data(handle, features, data_mode)
 
 
 def trial_concurrency(space: SearchSpace, trials: int, max_concurrent: int | None,
@@ -224,7 +224,7 @@ def tune_search(model_name: str, source: str | DatasetHandle, sections: dict[str
     probe = compact_probe(handle.shape_probe())
     with ray_session():
         restoring = resume_or_start(store, search, resume)
-        data = search_data(handle, space.metric, store)
+        data = search_data(handle, space.metric, store, fixed.train.data_mode)
         concurrent, notes = trial_concurrency(space, trials, max_concurrent, workers_per_trial * cpus_per_worker)
         parent = searches.open_search_run(search, model_name=model_name, dataset=handle.ref, resume=restoring, params={
             "trials": trials, "steps": steps, "metric": space.metric, "mode": space.mode,

@@ -21,10 +21,12 @@ import numpy as np
 import torch
 
 from genimg.config import config_from_dict
-from genimg.distributed.data import SharedInput, load_partition
+from genimg.data.handle import StoreShards
+from genimg.data.streaming import RecordStream
+from genimg.distributed.data import SharedInput, first_records, load_partition, stream_partition
 from genimg.errors import TrainingDiverged
 from genimg.evaluation.grids import image_grid, to_pil, to_uint8
-from genimg.evaluation.validation import make_validator
+from genimg.evaluation.validation import MAX_RECORDS, make_validator
 from genimg.models.base import GenerativeModel, model_spec
 from genimg.training.checkpoint import checkpoint_step
 from genimg.training.config import TrainConfig
@@ -105,8 +107,16 @@ def worker_device(job: WorkerJob) -> torch.device:
     return torch.device("cpu")
 
 
-def training_records(job: WorkerJob, model: GenerativeModel, rank: int, world: int) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """This rank's records; a conditional model trains on the labelled ones, with their labels."""
+def training_records(job: WorkerJob, model: GenerativeModel, config: TrainConfig, rank: int,
+                     world: int) -> tuple[torch.Tensor | RecordStream, torch.Tensor | None]:
+    """This rank's records (in memory, or a stream of them); a conditional model trains on the
+    labelled ones, with their labels."""
+    if isinstance(job.data, StoreShards) and job.data.streaming:
+        # The shard order of an epoch is drawn from the run's seed (the same on every rank: the
+        # ranks share the shards out); the shuffle within a rank from its own seed.
+        stream = stream_partition(job.data, rank, world, labelled_only=bool(model.num_classes),
+                                  options=config.stream_options())
+        return stream, None
     data, labels = load_partition(job.data, rank, world)
     if not model.num_classes:
         return torch.from_numpy(data), None
@@ -123,7 +133,7 @@ class WorkerReports:
         self.job, self.model, self.rank, self.world, self.resumed_from = job, model, rank, world, resumed_from
         self.validator = None
         if rank == 0 and job.validation is not None:
-            self.validator = make_validator(load_partition(job.validation.data, 0, 1)[0], job.validation.features)
+            self.validator = make_validator(first_records(job.validation.data, MAX_RECORDS), job.validation.features)
 
     def on_log(self, step: int, metrics: dict[str, float]) -> None:
         if self.rank != 0:
@@ -163,7 +173,7 @@ def train_worker(config: dict[str, Any]) -> None:
     seed_everything(train_config.seed)  # identical initial weights on every rank
     model = spec.model_cls(config_from_dict(spec.config_cls, job.model, where="model"))
     device = worker_device(job)
-    records, labels = training_records(job, model, rank, world)
+    records, labels = training_records(job, model, train_config, rank, world)
     scratch = Path(tempfile.mkdtemp(prefix="genimg-restore-"))
     checkpoint = ray.train.get_checkpoint()
     restore_dir = Path(checkpoint.to_directory(str(scratch / "checkpoint"))) if checkpoint is not None else None

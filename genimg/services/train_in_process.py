@@ -9,7 +9,9 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal
 
+from genimg.data.dataset import Dataset
 from genimg.data.handle import DatasetHandle
+from genimg.data.streaming import RecordStream
 from genimg.settings import local_runs_dir
 from genimg.tracking import tags
 from genimg.tracking.runs import TrainingRun
@@ -42,6 +44,21 @@ def start_tracking(run: RunConfig, handle: DatasetHandle, run_name: str, records
     return tracking
 
 
+def training_input(handle: DatasetHandle, run: RunConfig) -> tuple[Dataset | RecordStream, int]:
+    """The train split in memory, or streamed from the store (train.data_mode), and its record
+    count; a conditional model's labelled records only."""
+    conditional = bool(getattr(run.model, "num_classes", None))
+    if handle.streams(run.train.data_mode):
+        assert handle.stored is not None
+        stream = RecordStream(handle.stored, ("train",), rank=0, world=1, labelled_only=conditional,
+                              **run.train.stream_options())
+        return stream, stream.records_per_epoch()
+    dataset = handle.load_splits(("train",))
+    if conditional:
+        dataset = labelled_only(dataset)
+    return dataset, len(dataset)
+
+
 def train_in_process(
     model_name: str,
     handle: DatasetHandle,
@@ -60,15 +77,13 @@ def train_in_process(
     checkpoints = run_dir / "checkpoints"
     has_checkpoints = checkpoints.is_dir() and any(checkpoints.iterdir())
     resume = decide_resume(has_checkpoints, resume, run_name, str(run_dir))
-    dataset = handle.load_splits(("train",))
-    run = resolve_run_config(model_name, sections, dataset)
-    run = with_epochs(run, len(dataset), epochs)
-    if getattr(run.model, "num_classes", None):
-        dataset = labelled_only(dataset)
+    run = resolve_run_config(model_name, sections, handle.shape_probe())
+    run = with_epochs(run, handle.count(), epochs)
+    records, count = training_input(handle, run)
     if has_checkpoints:
         check_resume_dataset(run_name, recorded_dataset(run_dir), handle.ref, handle.given)
     check_device("cuda" if gpu else "cpu")
-    tracking = start_tracking(run, handle, run_name, len(dataset))
+    tracking = start_tracking(run, handle, run_name, count)
     run_dir.mkdir(parents=True, exist_ok=True)
     (run_dir / "run.json").write_text(json.dumps(run.as_dict() | {"dataset": handle.ref}, indent=2))
 
@@ -78,8 +93,8 @@ def train_in_process(
             on_progress(step, metrics)
 
     with tracking.failed_on_error():
-        result = train_locally(run, dataset, run_dir=run_dir, resume=resume, export_dir=export_dir,
+        result = train_locally(run, records, run_dir=run_dir, resume=resume, export_dir=export_dir,
                                device="cuda" if gpu else "cpu", on_log=on_log)
     tracking.set_tags({tags.CHECKPOINT: result.checkpoint.as_uri() if result.checkpoint else ""})
     tracking.finish()
-    return result, tracking.run_id, len(dataset)
+    return result, tracking.run_id, count

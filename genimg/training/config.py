@@ -30,9 +30,22 @@ class TrainConfig:
     precision: Literal["fp32", "bf16", "fp16"] = "fp32"  # autocast dtype; fp16 adds a grad scaler
     channels_last: bool = False  # NHWC memory layout for conv models (faster on GPUs)
     compile: bool = False  # torch.compile each network (in place: checkpoints stay the same)
+    # How Ray Train workers get a store dataset's records: "memory" loads each worker's share before
+    # the first step; "stream" reads shards as the steps need them (bounded memory); "auto" streams
+    # a train split of STREAM_THRESHOLD_BYTES or more (genimg.data.handle).
+    data_mode: Literal["auto", "memory", "stream"] = "auto"
+    shuffle_buffer: int = 4096  # records a streaming worker shuffles among
+    prefetch_shards: int = 2  # shards a streaming worker reads ahead
+
+    def stream_options(self) -> dict[str, int]:
+        """A RecordStream's settings from this config (the shard order and shuffle are drawn from
+        the seed, batches are batch_size records)."""
+        return {"seed": self.seed, "batch_size": self.batch_size, "shuffle_buffer": self.shuffle_buffer,
+                "prefetch_shards": self.prefetch_shards}
 
     def __post_init__(self) -> None:
-        for key in ("steps", "batch_size", "d_steps", "log_every", "checkpoint_every", "keep_checkpoints"):
+        for key in ("steps", "batch_size", "d_steps", "log_every", "checkpoint_every", "keep_checkpoints",
+                    "shuffle_buffer", "prefetch_shards"):
             if getattr(self, key) < (0 if key == "steps" else 1):
                 raise ConfigError(f"train.{key} must be ≥ {0 if key == 'steps' else 1}, got {getattr(self, key)}")
         if self.lr is not None and self.lr <= 0:
@@ -41,5 +54,7 @@ class TrainConfig:
             raise ConfigError(f"train.betas must be in [0, 1), got {self.betas}")
         if self.grad_clip is not None and self.grad_clip <= 0:
             raise ConfigError(f"train.grad_clip must be > 0, got {self.grad_clip}")
+        if self.data_mode not in ("auto", "memory", "stream"):
+            raise ConfigError(f"train.data_mode must be auto, memory or stream, got {self.data_mode!r}")
         if self.weight_decay < 0:
             raise ConfigError(f"train.weight_decay must be ≥ 0, got {self.weight_decay}")

@@ -5,7 +5,8 @@ from __future__ import annotations
 import math
 import random
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import closing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -14,6 +15,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from genimg.data.streaming import RecordStream
 from genimg.errors import GenimgError, TrainingDiverged
 from genimg.models.base import GenerativeModel
 from genimg.training.checkpoint import (
@@ -134,12 +136,41 @@ def rank_seed(seed: int, rank: int) -> int:
     return seed + 1_000_003 * rank
 
 
-def to_batch(records: Tensor, indices: Tensor, device: torch.device, channels_last: bool) -> Tensor:
-    """uint8 records → float pixels in [0, 1] on `device`."""
-    batch = records[indices].to(device, non_blocking=True).float().div_(255.0)
+def to_pixels(records: Tensor, device: torch.device, channels_last: bool) -> Tensor:
+    """A batch of uint8 records → float pixels in [0, 1] on `device`."""
+    batch = records.to(device, non_blocking=True).float().div_(255.0)
     if channels_last and batch.dim() == 4:
         batch = batch.contiguous(memory_format=torch.channels_last)
     return batch
+
+
+def to_batch(records: Tensor, indices: Tensor, device: torch.device, channels_last: bool) -> Tensor:
+    return to_pixels(records[indices], device, channels_last)
+
+
+# (uint8 records, labels or None) of consecutive steps
+Batches = Iterator[tuple[Tensor, Tensor | None]]
+
+
+def in_memory_batches(records: Tensor, labels: Tensor | None, schedule: BatchSchedule, step: int) -> Batches:
+    while True:
+        indices = schedule.indices(step)
+        yield records[indices], (labels[indices] if labels is not None else None)
+        step += 1
+
+
+def streamed_batches(stream: RecordStream, model: GenerativeModel, step: int) -> Batches:
+    """A record stream's batches as tensors; a conditional model's labels checked on the host
+    (numpy: no device sync), the stream holding only labelled records."""
+    with closing(stream.batches(step)) as batches:
+        for data, labels in batches:
+            if not model.num_classes:
+                yield torch.from_numpy(data), None
+                continue
+            if labels is None or int(labels.min()) < 0 or int(labels.max()) >= model.num_classes:
+                raise GenimgError(f"model {model.registry_name} is class-conditional: the streamed records need "
+                                  f"labels in 0–{model.num_classes - 1}")
+            yield torch.from_numpy(data), torch.from_numpy(labels)
 
 
 def prepare_model(model: GenerativeModel, config: TrainConfig, device: torch.device) -> None:
@@ -201,9 +232,18 @@ def rank_files_writer(model: GenerativeModel, optimizers: Any, step: int, config
     return write
 
 
+def batches_from(records: Tensor | RecordStream, labels: Tensor | None, model: GenerativeModel,
+                 config: TrainConfig, rank: int, step: int) -> tuple[int, Batches]:
+    """(records per batch, the batches from `step` on) of in-memory records or of a stream."""
+    if isinstance(records, RecordStream):
+        return records.batch_size, streamed_batches(records, model, step)
+    schedule = BatchSchedule(len(records), config.batch_size, rank_seed(config.seed, rank))
+    return schedule.batch_size, in_memory_batches(records, labels, schedule, step)
+
+
 def train_model(
     model: GenerativeModel,
-    records: Tensor,
+    records: Tensor | RecordStream,
     config: TrainConfig,
     *,
     device: str | torch.device = "cpu",
@@ -217,7 +257,8 @@ def train_model(
     finite_everywhere: FiniteCheck = lambda finite: finite,
     labels: Tensor | None = None,
 ) -> TrainResult:
-    """Train `model` on uint8 `records` ((N, C, H, W) or (N, T, C, H, W)) up to `config.steps`.
+    """Train `model` on uint8 `records` ((N, C, H, W) or (N, T, C, H, W)) up to `config.steps`;
+    or on a RecordStream (a store version's shards read as the steps need them).
 
     Checkpoints (every `checkpoint_every` steps and at the end) go to `checkpoint_dir`, or, when
     `on_checkpoint` is given, to that callback with a writer for this rank's files. With
@@ -231,7 +272,8 @@ def train_model(
     model needs `labels` (int64, one class index per record), which follow the batches.
     """
     device = torch.device(device)
-    labels = checked_labels(model, records, labels)
+    if not isinstance(records, RecordStream):
+        labels = checked_labels(model, records, labels)  # before any state changes
     prepare_model(model, config, device)
     recipe = recipe_for(model)
     optimizers = recipe.make_optimizers(model, config)
@@ -243,31 +285,32 @@ def train_model(
     resumed_from_step = step
     if checkpoint_dir is not None and on_checkpoint is None:
         remove_stale_staging(checkpoint_dir)  # what a killed run into this folder left behind
-    schedule = BatchSchedule(len(records), config.batch_size, rank_seed(config.seed, rank))
+    batch_size, batches = batches_from(records, labels, model, config, rank, step)
     window: list[dict[str, Tensor]] = []
     history: list[tuple[int, dict[str, float]]] = []
     metrics: dict[str, float] = {}
     checkpoint = restore_from
-    throughput = Throughput(schedule.batch_size)  # records: sequences for a sequence model
-
-    while step < config.steps:
-        indices = schedule.indices(step)
-        batch = to_batch(records, indices, device, config.channels_last)
-        batch_labels = labels[indices].to(device, non_blocking=True) if labels is not None else None
-        window.append(recipe.step(model, optimizers, batch, config, context, batch_labels))
-        step += 1
-        throughput.step_done(step)
-        checkpoint_now = step % config.checkpoint_every == 0 or step == config.steps
-        if step % config.log_every == 0 or checkpoint_now:
-            metrics = window_metrics(window, step, throughput, finite_everywhere)
-            history.append((step, metrics))
-            if on_log is not None:
-                on_log(step, metrics)
-        if checkpoint_now and on_checkpoint is not None:
-            on_checkpoint(step, metrics, rank_files_writer(model, optimizers, step, config, context.scaler, rank))
-        elif checkpoint_now and checkpoint_dir is not None:
-            checkpoint = save_checkpoint(checkpoint_dir, model, optimizers, step, config,
-                                         keep=config.keep_checkpoints, scaler=context.scaler)
+    throughput = Throughput(batch_size)  # records: sequences for a sequence model
+    with closing(batches):  # a stream's reader thread ends with the loop
+        while step < config.steps:
+            batch_records, batch_labels = next(batches)
+            batch = to_pixels(batch_records, device, config.channels_last)
+            if batch_labels is not None:
+                batch_labels = batch_labels.to(device, non_blocking=True)
+            window.append(recipe.step(model, optimizers, batch, config, context, batch_labels))
+            step += 1
+            throughput.step_done(step)
+            checkpoint_now = step % config.checkpoint_every == 0 or step == config.steps
+            if step % config.log_every == 0 or checkpoint_now:
+                metrics = window_metrics(window, step, throughput, finite_everywhere)
+                history.append((step, metrics))
+                if on_log is not None:
+                    on_log(step, metrics)
+            if checkpoint_now and on_checkpoint is not None:
+                on_checkpoint(step, metrics, rank_files_writer(model, optimizers, step, config, context.scaler, rank))
+            elif checkpoint_now and checkpoint_dir is not None:
+                checkpoint = save_checkpoint(checkpoint_dir, model, optimizers, step, config,
+                                             keep=config.keep_checkpoints, scaler=context.scaler)
     return TrainResult(
         step=step,
         metrics=metrics or {"step": float(step)},

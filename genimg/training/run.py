@@ -16,6 +16,7 @@ from genimg.config import config_from_dict, config_to_dict, read_yaml_mapping, r
 from genimg.configs import locate_config
 from genimg.data.dataset import Dataset
 from genimg.data.sources import PINNED_RAW
+from genimg.data.streaming import RecordStream
 from genimg.errors import ConfigError, DataError, GenimgError
 from genimg.feedback import say
 from genimg.models.base import GenerativeModel, ModelSpec, model_spec, save_model
@@ -178,7 +179,7 @@ class LocalRun:
 
 def train_locally(
     run: RunConfig,
-    dataset: Dataset,
+    records: Dataset | RecordStream,
     *,
     run_dir: Path,
     resume: bool = False,
@@ -186,17 +187,19 @@ def train_locally(
     device: str = "cpu",
     on_log: LogCallback | None = None,
 ) -> LocalRun:
-    """Train `run` on `dataset` (already fitted to it; a conditional model's records already
-    labelled_only) in this process, checkpoints in `run_dir`/checkpoints."""
+    """Train `run` on `records` (in memory or streamed; the config already fitted to them; a
+    conditional model's records already labelled_only) in this process, checkpoints in
+    `run_dir`/checkpoints."""
     check_device(device)
     seed_everything(run.train.seed)
     model = model_spec(run.model_name).model_cls(run.model)
     started = time.perf_counter()
     result = train_model(
         model,
-        torch.from_numpy(dataset.data),
+        records if isinstance(records, RecordStream) else torch.from_numpy(records.data),
         run.train,
-        labels=torch.from_numpy(dataset.labels) if model.num_classes else None,  # type: ignore[arg-type]
+        labels=torch.from_numpy(records.labels)  # type: ignore[arg-type]
+        if model.num_classes and isinstance(records, Dataset) else None,
         device=device,
         checkpoint_dir=run_dir / "checkpoints",
         resume=resume,

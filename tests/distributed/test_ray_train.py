@@ -123,6 +123,31 @@ def test_checkpoints_and_data_in_s3(ray_cluster, s3_env, monkeypatch, tmp_path):
         o["Key"] for o in boto3.client("s3").list_objects_v2(Bucket=s3_env, Prefix="team/extractors/")["Contents"]])
 
 
+STREAMED = ["--set", "train.data_mode=stream", "--set", "train.shuffle_buffer=64", "--set", "train.checkpoint_every=2",
+            "--set", "eval.at_end_of_training=false"]
+
+
+def test_a_streamed_two_worker_run_trains_and_checkpoints_from_a_local_store(ray_cluster, digits_in_store):
+    payload = train("--model", "gan", "--dataset", "digits", "--workers", "2", "--steps", "4", "--batch-size", "8",
+                    *STREAMED, *TINY["gan"])
+    assert payload["metrics"]["step"] == 4 and len(payload["workers"]) == 2
+    assert payload["checkpoint"].startswith((digits_in_store / "runs").as_uri())
+    assert mlflow_run(payload["run_id"]).data.params["data_streamed"] == "True"
+
+
+def test_a_streamed_two_worker_run_trains_and_checkpoints_from_s3(ray_cluster, s3_env, monkeypatch):
+    monkeypatch.setenv("GENIMG_STORE", f"s3://{s3_env}/streamed")
+    assert runner.invoke(app, ["ingest", "builtin:digits", "--name", "digits"]).exit_code == 0
+    payload = train("--model", "vae", "--dataset", "digits", "--workers", "2", "--steps", "4", "--batch-size", "8",
+                    *STREAMED, *TINY["vae"])
+    assert payload["metrics"]["step"] == 4 and payload["checkpoint"].startswith(f"s3://{s3_env}/streamed/runs/")
+    import boto3
+
+    keys = [o["Key"] for o in boto3.client("s3").list_objects_v2(Bucket=s3_env, Prefix="streamed/runs/")["Contents"]]
+    assert any(k.endswith("/model.safetensors") for k in keys)
+    assert mlflow_run(payload["run_id"]).data.params["data_streamed"] == "True"
+
+
 def test_a_bad_config_value_fails_before_any_worker_starts(ray_cluster, digits_in_store):
     import ray
 
@@ -165,6 +190,18 @@ def test_a_node_lost_mid_run_restarts_from_the_latest_checkpoint(ray_cluster, di
     """Kill the non-head node (raylet and workers) while training, add a replacement: the run finishes."""
     thread, outcome = train_until_a_checkpoint_is_registered(
         digits_in_store, "survivor", "--workers", "2", "--steps", "1000", "--set", "train.log_every=10")
+    remove_worker_node(ray_cluster)
+    ray_cluster.add_node(num_cpus=1)
+    thread.join(timeout=400)
+    payload = outcome["payload"]
+    assert payload["metrics"]["step"] == 1000
+    assert payload["restarts"] >= 1 and payload["resumed_from_step"] > 0
+
+
+def test_a_node_lost_mid_streamed_run_resumes_from_the_latest_checkpoint(ray_cluster, digits_in_store):
+    thread, outcome = train_until_a_checkpoint_is_registered(
+        digits_in_store, "streamed-survivor", "--workers", "2", "--steps", "1000", "--set", "train.log_every=10",
+        "--set", "train.data_mode=stream", "--set", "train.shuffle_buffer=64")
     remove_worker_node(ray_cluster)
     ray_cluster.add_node(num_cpus=1)
     thread.join(timeout=400)
