@@ -186,22 +186,13 @@ def remove_worker_node(cluster):
     lose_node(cluster, victim)
 
 
-def test_a_node_lost_mid_run_restarts_from_the_latest_checkpoint(ray_cluster, digits_in_store):
-    """Kill the non-head node (raylet and workers) while training, add a replacement: the run finishes."""
+@pytest.mark.parametrize("data_mode", ["memory", "stream"])
+def test_a_node_lost_mid_run_restarts_from_the_latest_checkpoint(ray_cluster, digits_in_store, data_mode):
+    """Kill the non-head node (raylet and workers) while training, add a replacement: the run
+    finishes, its records in memory or streamed from the store."""
     thread, outcome = train_until_a_checkpoint_is_registered(
-        digits_in_store, "survivor", "--workers", "2", "--steps", "1000", "--set", "train.log_every=10")
-    remove_worker_node(ray_cluster)
-    ray_cluster.add_node(num_cpus=1)
-    thread.join(timeout=400)
-    payload = outcome["payload"]
-    assert payload["metrics"]["step"] == 1000
-    assert payload["restarts"] >= 1 and payload["resumed_from_step"] > 0
-
-
-def test_a_node_lost_mid_streamed_run_resumes_from_the_latest_checkpoint(ray_cluster, digits_in_store):
-    thread, outcome = train_until_a_checkpoint_is_registered(
-        digits_in_store, "streamed-survivor", "--workers", "2", "--steps", "1000", "--set", "train.log_every=10",
-        "--set", "train.data_mode=stream", "--set", "train.shuffle_buffer=64")
+        digits_in_store, f"survivor-{data_mode}", "--workers", "2", "--steps", "1000", "--set", "train.log_every=10",
+        "--set", f"train.data_mode={data_mode}", "--set", "train.shuffle_buffer=64")
     remove_worker_node(ray_cluster)
     ray_cluster.add_node(num_cpus=1)
     thread.join(timeout=400)
