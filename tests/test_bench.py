@@ -8,14 +8,23 @@ from pathlib import Path
 ROOT = Path(__file__).parent.parent
 
 
-def test_gpu_throughput_script_runs_on_the_cpu():
+def test_the_gpu_check_runs_on_the_cpu(tmp_path):
+    """bench/gpu_check.sh (gpu_throughput.py: genimg's steps beside the reference DCGAN, the real
+    loop beside the step; gpu_train_check.py: a timed train_model run), tiny, on the CPU."""
+    env = {"PYTHON": sys.executable, "DEVICE": "cpu", "SECONDS_PER_RUN": "0.05", "TRAIN_SECONDS": "1",
+           "TRAIN_ARGS": "--records 256 --batch-size 8 --probe-steps 2", "PATH": "/usr/bin:/bin", "HOME": str(tmp_path)}
     out = subprocess.run(
-        [sys.executable, str(ROOT / "bench" / "gpu_throughput.py"), "--device", "cpu", "--steps", "1",
-         "--warmup", "1", "--batch-size", "4", "--families", "gan-mlp,vae"],
-        capture_output=True, text=True, check=True, cwd=ROOT, env={"PYTHONPATH": str(ROOT), "PATH": ""},
+        ["bash", str(ROOT / "bench" / "gpu_check.sh"), "--sizes", "32", "--batches", "4", "--warmup", "1",
+         "--loop-steps", "2", "--models", "gan,vae"],
+        capture_output=True, text=True, cwd=ROOT, env=env, timeout=600,
     )
+    assert out.returncode == 0, out.stderr[-2000:]
     results = json.loads(out.stdout.strip().splitlines()[-1])
-    assert set(results) == {"gan-mlp", "vae"} and results["vae"]["bf16_img_s"] > 0
+    assert {"gan_over_reference_32px_b4_bf16", "bf16_over_fp32_vae_32px_b4", "loop_over_step_gan_32px_b4_fp32"} <= set(
+        results["summary"])
+    kinds = {(row["model"], row["kind"]) for row in results["rows"]}
+    assert kinds == {("reference", "step"), ("gan", "step"), ("vae", "step"), ("gan", "loop")}
+    assert results["train_check"]["finite"] and results["train_check"]["steps"] >= 2
 
 
 def test_quality_bench_runs_on_a_tiny_mnist_like_folder(tmp_path, digits):

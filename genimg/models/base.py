@@ -38,6 +38,46 @@ class Losses:
     parts: dict[str, Tensor]
 
 
+def forget_ema_count(owner: nn.Module, _incompatible_keys: Any) -> None:
+    """After a state dict is loaded (a checkpoint), the host's copy of the count is read again.
+    A function of the module (not a closure), so a deep copy's hook resets the copy's count."""
+    owner.ema.forget_count()  # type: ignore[union-attr, operator]
+
+
+class AveragedWeights:
+    """An exponential moving average of a network's weights (an EMA generator, a VAE's averaged
+    copy), updated without a device sync: the update count lives in the owner's `ema_updates`
+    buffer (saved with the model) and is mirrored on the host, read back once after the model is
+    built or a checkpoint is loaded."""
+
+    def __init__(self, owner: nn.Module, decay: float) -> None:
+        self.decay = decay
+        self.host_updates: int | None = None
+        owner.register_buffer("ema_updates", torch.zeros((), dtype=torch.long))
+        owner.register_load_state_dict_post_hook(forget_ema_count)
+
+    def forget_count(self) -> None:
+        self.host_updates = None
+
+    @torch.no_grad()
+    def update(self, owner: nn.Module, average: nn.Module, live: nn.Module) -> None:
+        """Move `average`'s parameters towards `live`'s; copy its buffers (BatchNorm statistics).
+        Warm-up: the decay grows with the updates, decay_n = min(decay, (1 + n) / (10 + n)), so
+        the random initial weights leave the average early whatever the decay."""
+        if self.host_updates is None:
+            self.host_updates = int(owner.ema_updates)  # once per build or checkpoint load
+        updates = self.host_updates
+        decay = min(self.decay, (1.0 + updates) / (10.0 + updates))
+        owner.ema_updates += 1  # type: ignore[operator]
+        self.host_updates = updates + 1
+        live_parameters = dict(live.named_parameters())
+        averaged = [(a, live_parameters[name]) for name, a in average.named_parameters()]
+        torch._foreach_lerp_([a for a, _ in averaged], [p for _, p in averaged], 1.0 - decay)
+        live_buffers = dict(live.named_buffers())
+        for name, buffer in average.named_buffers():
+            buffer.copy_(live_buffers[name])
+
+
 class GenerativeModel(nn.Module, abc.ABC):
     """Base of every registered model: a config and a seeded `sample`.
 

@@ -23,6 +23,7 @@ from torch.nn.utils.parametrizations import spectral_norm as apply_spectral_norm
 from genimg.errors import ConfigError
 from genimg.models.augment import diff_augment, parse_policy
 from genimg.models.base import (
+    AveragedWeights,
     GenerativeModel,
     Losses,
     check_conditioning,
@@ -127,7 +128,7 @@ class GAN(GenerativeModel):
     def finish_init(self) -> None:
         if self.config.ema_decay > 0:
             self.generator_ema = copy.deepcopy(self.generator).requires_grad_(False)
-            self.register_buffer("ema_updates", torch.zeros((), dtype=torch.long))
+            self.ema = AveragedWeights(self, self.config.ema_decay)
         else:
             self.generator_ema = None
 
@@ -192,20 +193,9 @@ class GAN(GenerativeModel):
         )
         return (gradients.flatten(1).norm(2, dim=1) - 1.0).pow(2).mean()
 
-    @torch.no_grad()
     def update_ema(self) -> None:
-        if self.generator_ema is None:
-            return
-        # Warm-up: early on the average would be dominated by the random initial weights
-        # (0.999^1500 ≈ 0.22 of them remain after 1,500 steps), so the horizon grows with the
-        # number of updates: decay_n = min(decay, (1 + n) / (10 + n)).
-        updates = int(self.ema_updates)
-        decay = min(self.config.ema_decay, (1.0 + updates) / (10.0 + updates))
-        self.ema_updates += 1
-        for ema, live in zip(self.generator_ema.parameters(), self.generator.parameters()):
-            ema.lerp_(live, 1.0 - decay)
-        for ema_buffer, live_buffer in zip(self.generator_ema.buffers(), self.generator.buffers()):
-            ema_buffer.copy_(live_buffer)
+        if self.generator_ema is not None:
+            self.ema.update(self, self.generator_ema, self.generator)
 
     def sample(self, n: int, seed: int | None = None, labels: Tensor | None = None) -> Tensor:
         """`n` images in [0, 1]; a conditional GAN draws class `labels[i]` for image i (the

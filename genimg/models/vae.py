@@ -17,6 +17,7 @@ from torch import Tensor, nn
 
 from genimg.errors import ConfigError, GenimgError
 from genimg.models.base import (
+    AveragedWeights,
     GenerativeModel,
     Likelihood,
     Losses,
@@ -131,7 +132,7 @@ class VAE(GenerativeModel):
             averaged = VAE(replace(c, ema_decay=0.0))
             averaged.load_state_dict(self.state_dict())
             self.averaged = averaged.requires_grad_(False)
-            self.register_buffer("ema_updates", torch.zeros((), dtype=torch.long))
+            self.ema = AveragedWeights(self, c.ema_decay)
 
     # --- labels ---
 
@@ -174,39 +175,34 @@ class VAE(GenerativeModel):
         classes = self.class_prior_means.shape[0]
         counts = torch.bincount(labels, minlength=classes).to(mu.dtype)
         sums = torch.zeros_like(self.class_prior_means).index_add_(0, labels, mu.detach().to(self.class_prior_means.dtype))
-        seen = counts > 0
-        batch_means = sums[seen] / counts[seen].unsqueeze(1)
-        self.class_prior_means[seen] += PRIOR_MEAN_RATE * (batch_means - self.class_prior_means[seen])
+        # Masked with torch.where, not by indexing with `counts > 0`: that would wait for the
+        # device to say how many classes the batch holds.
+        batch_means = sums / counts.clamp(min=1).unsqueeze(1)
+        step = PRIOR_MEAN_RATE * (batch_means - self.class_prior_means)
+        self.class_prior_means += torch.where((counts > 0).unsqueeze(1), step, torch.zeros_like(step))
 
-    @torch.no_grad()
     def update_average(self) -> None:
-        """Move the averaged weights towards the live ones. The decay starts low (the first
-        updates mostly copy) and grows to `ema_decay`, so the random initial weights leave the
-        average within the first hundred steps whatever the decay."""
+        """Move the averaged weights towards the live ones (buffers, e.g. BatchNorm statistics,
+        are taken as they are)."""
         assert self.averaged is not None
-        updates = int(self.ema_updates)
-        decay = min(self.config.ema_decay, (1.0 + updates) / (10.0 + updates))
-        self.ema_updates += 1
-        live = dict(self.named_parameters())
-        for name, average in self.averaged.named_parameters():
-            average.lerp_(live[name], 1.0 - decay)
-        # Buffers (BatchNorm statistics of the conv architecture) are taken as they are.
-        live_buffers = dict(self.named_buffers())
-        for name, buffer in self.averaged.named_buffers():
-            buffer.copy_(live_buffers[name])
+        self.ema.update(self, self.averaged, self)
 
     # --- objectives ---
 
-    def loss(self, images: Tensor, labels: Tensor | None = None) -> Losses:
+    def loss(self, images: Tensor, labels: Tensor | None = None, *, labels_checked: bool = False) -> Losses:
         """β-weighted negative ELBO per image (nats), averaged over the batch. With a weight
         average, a training loss first updates it (the training step has no hook after the
         optimiser's; the average trails the weights by that one step) and an evaluation loss
-        (validation) is the average's."""
+        (validation) is the average's. `labels_checked`: the training loop checked the labels'
+        range once, on the host (checking it here would wait for the device at every step)."""
         if self.averaged is not None:
             if not self.training:
                 return self.averaged.loss(images, labels)
             self.update_average()
-        labels = self.check_labels(labels, images.shape[0])
+        if labels_checked and labels is not None and self.num_classes and labels.shape == (images.shape[0],):
+            labels = labels.to(self.device)
+        else:
+            labels = self.check_labels(labels, images.shape[0])
         target = likelihood_target(images, self.config.likelihood, self.config.binarize)
         mu, logvar = self.encode(images, labels)
         z = mu + torch.randn_like(mu) * (0.5 * logvar).exp()

@@ -46,12 +46,13 @@ class BatchSchedule:
     (seed, epoch) alone, so any step's batch is known without replaying earlier ones (exact
     resume needs no data-loader state). The last partial batch of an epoch is dropped."""
 
-    def __init__(self, num_records: int, batch_size: int, seed: int) -> None:
+    def __init__(self, num_records: int, batch_size: int, seed: int, device: torch.device | None = None) -> None:
         if num_records < 1:
             raise ValueError("no records to train on")
         self.num_records = num_records
         self.batch_size = min(batch_size, num_records)
         self.seed = seed
+        self.device = device  # where the indices go (the records' device): drawn on the CPU all the same
         self.batches_per_epoch = num_records // self.batch_size
         self._epoch = -1
         self._order: Tensor | None = None
@@ -59,7 +60,8 @@ class BatchSchedule:
     def epoch_order(self, epoch: int) -> Tensor:
         if epoch != self._epoch:
             generator = torch.Generator().manual_seed(self.seed * 1_000_003 + epoch)
-            self._order = torch.randperm(self.num_records, generator=generator)
+            order = torch.randperm(self.num_records, generator=generator)
+            self._order = order.to(self.device) if self.device is not None else order
             self._epoch = epoch
         assert self._order is not None
         return self._order
@@ -175,6 +177,9 @@ def streamed_batches(stream: RecordStream, model: GenerativeModel, step: int) ->
 
 def prepare_model(model: GenerativeModel, config: TrainConfig, device: torch.device) -> None:
     model.to(device).train()
+    if device.type == "cuda":
+        # Every step has the same shapes: cuDNN's autotuned algorithms are picked once.
+        torch.backends.cudnn.benchmark = True
     if config.channels_last:
         model.to(memory_format=torch.channels_last)
     if config.compile:
@@ -237,8 +242,24 @@ def batches_from(records: Tensor | RecordStream, labels: Tensor | None, model: G
     """(records per batch, the batches from `step` on) of in-memory records or of a stream."""
     if isinstance(records, RecordStream):
         return records.batch_size, streamed_batches(records, model, step)
-    schedule = BatchSchedule(len(records), config.batch_size, rank_seed(config.seed, rank))
+    schedule = BatchSchedule(len(records), config.batch_size, rank_seed(config.seed, rank), records.device)
     return schedule.batch_size, in_memory_batches(records, labels, schedule, step)
+
+
+# Records move to a GPU when they take at most this share of its free memory.
+RESIDENT_SHARE = 0.25
+
+
+def resident_on(device: torch.device, records: Tensor | RecordStream,
+                labels: Tensor | None) -> tuple[Tensor | RecordStream, Tensor | None]:
+    """On a GPU, in-memory records (and labels) that fit move to its memory once, so each
+    batch is gathered there: no copy from the host, no wait, per step. Elsewhere as they are."""
+    if device.type != "cuda" or not isinstance(records, Tensor) or records.is_cuda:
+        return records, labels
+    free, _total = torch.cuda.mem_get_info(device)
+    if records.nbytes > RESIDENT_SHARE * free:
+        return records, labels
+    return records.to(device), (labels.to(device) if labels is not None else None)
 
 
 def train_model(
@@ -283,6 +304,7 @@ def train_model(
         restore_from = latest.path if latest is not None else None
     step = restore_state(restore_from, model, optimizers, context, config, rank)
     resumed_from_step = step
+    records, labels = resident_on(device, records, labels)
     if checkpoint_dir is not None and on_checkpoint is None:
         remove_stale_staging(checkpoint_dir)  # what a killed run into this folder left behind
     batch_size, batches = batches_from(records, labels, model, config, rank, step)
