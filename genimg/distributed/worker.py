@@ -1,9 +1,10 @@
 """What every Ray Train worker runs: the plain-PyTorch loop of `genimg.training` on its share of
 the data, with gradients averaged across workers and progress pushed to the run's events actor.
 
-Data parallelism: every worker holds a full replica; after each backward pass the gradients are
-averaged with one all-reduce over the process group Ray Train sets up (gloo on CPU, NCCL on GPU)
-— what DDP does, without wrapping the model (a GAN has two networks and two optimisers).
+Data parallelism: every worker holds a full replica; its gradients are averaged over the process
+group Ray Train sets up (gloo on CPU, NCCL on GPU) by bucketed all-reduces that start during the
+backward pass (`gradients.OverlappedAllReduce`) — what DDP does, without wrapping the model (a
+GAN has two networks and two optimisers, each averaged in its own phase).
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from genimg.config import config_from_dict
 from genimg.data.handle import StoreShards
 from genimg.data.streaming import RecordStream
 from genimg.distributed.data import SharedInput, first_records, load_partition, stream_partition
+from genimg.distributed.gradients import OverlappedAllReduce
 from genimg.errors import TrainingDiverged
 from genimg.evaluation.grids import image_grid, to_pil, to_uint8
 from genimg.evaluation.validation import MAX_RECORDS, make_validator
@@ -31,6 +33,7 @@ from genimg.models.base import GenerativeModel, model_spec
 from genimg.training.checkpoint import checkpoint_step
 from genimg.training.config import TrainConfig
 from genimg.training.loop import THROUGHPUT_METRIC, seed_everything, train_model
+from genimg.training.steps import no_sync
 
 
 @dataclass(frozen=True)
@@ -53,23 +56,6 @@ class WorkerJob:
     threads: int
     samples: bool  # a sample grid per checkpoint
     validation: ValidationInput | None
-
-
-def allreduce_mean(parameters: Any) -> None:
-    """Average gradients across ranks with one flat all-reduce per parameter group."""
-    import torch.distributed as dist
-
-    grads = [p.grad for p in parameters if p.grad is not None]
-    if not grads:
-        return
-    flat = torch.cat([g.reshape(-1) for g in grads])
-    dist.all_reduce(flat)
-    flat /= dist.get_world_size()
-    offset = 0
-    for grad in grads:
-        count = grad.numel()
-        grad.copy_(flat[offset : offset + count].view_as(grad))
-        offset += count
 
 
 def all_ranks_finite(device: torch.device) -> Callable[[bool], bool]:
@@ -186,7 +172,7 @@ def train_worker(config: dict[str, Any]) -> None:
         result = train_model(
             model, records, train_config, device=device, restore_from=restore_dir,
             on_log=reports.on_log, on_checkpoint=reports.on_checkpoint,
-            gradient_sync=allreduce_mean if distributed else (lambda _: None), rank=rank,
+            gradient_sync=OverlappedAllReduce() if distributed else no_sync, rank=rank,
             finite_everywhere=all_ranks_finite(device) if distributed else (lambda finite: finite),
             labels=labels,
         )

@@ -1,17 +1,17 @@
 """One optimisation step per family, in plain PyTorch.
 
 A `StepContext` carries what differs between a local and a distributed, CPU and GPU run:
-`gradient_sync` is called on each group of parameters between backward and the optimiser step
-(a distributed runner passes an all-reduce, a local run nothing); `autocast` wraps the forward
+`gradient_sync` averages each group of parameters' gradients across ranks around the backward
+pass (a distributed runner passes an all-reduce, a local run nothing); `autocast` wraps the forward
 passes (bf16 / fp16 mixed precision); `scaler` scales fp16 losses.
 """
 
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 import torch
 from torch import Tensor, nn
@@ -26,12 +26,30 @@ from genimg.training.config import (
     TrainConfig,
 )
 
-GradientSync = Callable[[Iterable[nn.Parameter]], None]
 Optimizers = dict[str, Optimizer]
 
 
-def no_sync(parameters: Iterable[nn.Parameter]) -> None:
-    return None
+class GradientSync(Protocol):
+    """Averages gradients across data-parallel ranks: `start(parameters)` before a backward pass
+    that computes their gradients (an implementation may begin averaging while the pass runs),
+    `finish(parameters)` after it, when the gradients must be the ranks' mean."""
+
+    def start(self, parameters: Sequence[nn.Parameter]) -> None: ...
+
+    def finish(self, parameters: Sequence[nn.Parameter]) -> None: ...
+
+
+class NoSync:
+    """A single process: its gradients are the mean already."""
+
+    def start(self, parameters: Sequence[nn.Parameter]) -> None:
+        return None
+
+    def finish(self, parameters: Sequence[nn.Parameter]) -> None:
+        return None
+
+
+no_sync = NoSync()
 
 
 @dataclass
@@ -91,8 +109,9 @@ def apply_update(
 ) -> None:
     optimizer.zero_grad(set_to_none=True)
     scaler = context.scaler
+    context.gradient_sync.start(parameters)
     (scaler.scale(loss) if scaler is not None else loss).backward()
-    context.gradient_sync(parameters)
+    context.gradient_sync.finish(parameters)
     if scaler is not None:
         scaler.unscale_(optimizer)
     if config.grad_clip is not None:
