@@ -21,6 +21,16 @@ from torch import Tensor, nn
 BUCKET_BYTES = 25 * 1024 * 1024  # DDP's default bucket size
 
 
+def write_mean(grads: list[Tensor], summed: Tensor) -> None:
+    """Write the ranks' mean back into `grads` from their all-reduced sum, flattened in order."""
+    summed /= dist.get_world_size()
+    offset = 0
+    for grad in grads:
+        count = grad.numel()
+        grad.copy_(summed[offset : offset + count].view_as(grad))
+        offset += count
+
+
 def allreduce_mean(parameters: Sequence[nn.Parameter]) -> None:
     """Average gradients across ranks with one flat, blocking all-reduce (after backward)."""
     grads = [p.grad for p in parameters if p.grad is not None]
@@ -28,12 +38,7 @@ def allreduce_mean(parameters: Sequence[nn.Parameter]) -> None:
         return
     flat = torch.cat([g.reshape(-1) for g in grads])
     dist.all_reduce(flat)
-    flat /= dist.get_world_size()
-    offset = 0
-    for grad in grads:
-        count = grad.numel()
-        grad.copy_(flat[offset : offset + count].view_as(grad))
-        offset += count
+    write_mean(grads, flat)
 
 
 class BlockingAllReduce:
@@ -108,15 +113,9 @@ class OverlappedAllReduce:
         self.armed = False
         while self.next_bucket < len(self.buckets):
             self.launch(self.next_bucket)
-        world = dist.get_world_size()
         for grads, flat, work in self.pending:
             work.wait()
-            flat /= world
-            offset = 0
-            for grad in grads:
-                count = grad.numel()
-                grad.copy_(flat[offset : offset + count].view_as(grad))
-                offset += count
+            write_mean(grads, flat)
         self.pending = []
 
 
