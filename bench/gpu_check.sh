@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # One prepared GPU check (< 8 min on one H100): the training step's img/s for gan, gan-resnet and
-# vae beside the reference DCGAN of pytorch/examples (32, 64, 128 px; batch 256 and 1024; fp32 and
-# bf16) and the real loop beside the isolated step (bench/gpu_throughput.py, < 6 min), then a
+# vae, eager and as a CUDA graph, beside the reference DCGAN of pytorch/examples (32, 64, 128 px;
+# batch 256 and 1024; fp32 and bf16) and the real loop (graphed and eager) beside the isolated step (bench/gpu_throughput.py, < 6 min), then a
 # 2-minute training through genimg.training.train_model on CIFAR-10-sized random data
 # (bench/gpu_train_check.py). Prints one JSON summary last. Needs only python3 with torch (CUDA),
 # numpy, pillow, pyarrow, safetensors, pyyaml and scikit-learn: no install, no network.

@@ -12,12 +12,16 @@ For every image size (RGB, random pixels), batch size and precision, in one run:
   (its defaults) and `vae` (the CIFAR-10 preset's network): `recipe.step` of genimg.training,
   as the training loop calls it;
 each timed over `--seconds` after `--warmup` steps, on a batch already on the device (the step
-alone). bf16 runs use autocast + channels_last. Then the real loop (`train_model`, uint8 records
-on the host, batches made per step) for `gan` at 32 and 64 px, beside its isolated step.
+alone): `step` eager, `graph` the same step recorded once as a CUDA graph and replayed
+(genimg.training.graphs.GraphedStep, from a uint8 batch on the device). bf16 runs use autocast +
+channels_last. Then the real loop (`train_model`, uint8 records on the host, batches made per
+step) for `gan` at 32 and 64 px: `loop` as it runs by default (a CUDA graph on one GPU) and
+`loop-eager` (train.cuda_graph false), each beside its isolated step.
 
 Prints one line per measurement and, last, one JSON object: {"rows": […], "summary": {…}} with
-genimg gan / reference per size, batch and precision, bf16 / fp32 per model, and loop / step.
-Needs only torch (no Ray, MLflow or boto3). `--device cpu` runs the same code (a smoke test).
+genimg gan / reference per size, batch and precision (eager and graphed), graph / eager step per
+model, bf16 / fp32 per model, and loop / step. Needs only torch (no Ray, MLflow or boto3).
+`--device cpu` runs the same code but the CUDA graphs (a smoke test).
 """
 
 from __future__ import annotations
@@ -35,6 +39,7 @@ from torch import Tensor, nn
 from genimg.configs import CONFIGS_DIR
 from genimg.models import build_model
 from genimg.training.config import TrainConfig
+from genimg.training.graphs import GraphedStep
 from genimg.training.loop import prepare_model, to_pixels, train_model
 from genimg.training.run import load_config_file
 from genimg.training.steps import make_step_context, recipe_for
@@ -123,19 +128,29 @@ def genimg_model_config(name: str, size: int) -> dict[str, Any]:
     return {"image_shape": shape}
 
 
-def train_config(batch: int, precision: str, steps: int = 1) -> TrainConfig:
+def train_config(batch: int, precision: str, steps: int = 1, cuda_graph: bool | None = None) -> TrainConfig:
     return TrainConfig(steps=steps, batch_size=batch, precision=precision,  # type: ignore[arg-type]
-                       channels_last=precision != "fp32", log_every=max(1, steps), checkpoint_every=max(1, steps))
+                       channels_last=precision != "fp32", log_every=max(1, steps), checkpoint_every=max(1, steps),
+                       cuda_graph=cuda_graph)
 
 
-def genimg_step(name: str, size: int, batch: int, precision: str, device: torch.device) -> Callable[[Tensor], None]:
+def genimg_step(name: str, size: int, batch: int, precision: str, device: torch.device,
+                graphed: bool = False) -> Callable[[Tensor], None]:
+    """genimg's training step as a function of the batch: pixels (eager) or uint8 records (graphed)."""
     torch.manual_seed(0)
     model = build_model(name, genimg_model_config(name, size))
     config = train_config(batch, precision)
     prepare_model(model, config, device)
     recipe = recipe_for(model)
-    optimizers = recipe.make_optimizers(model, config)
-    context = make_step_context(precision, device)
+    optimizers = recipe.make_optimizers(model, config, capturable=graphed)
+    context = make_step_context(precision, device, graphed=graphed)
+    if graphed:
+        runner = GraphedStep(recipe.step, model, optimizers, config, context, device, required=True)
+
+        def replay(records: Tensor) -> None:
+            runner(records)
+
+        return replay
 
     def step(real: Tensor) -> None:
         recipe.step(model, optimizers, real, config, context)
@@ -162,12 +177,14 @@ def timed_rate(step: Callable[[Tensor], None], batch: Tensor, warmup: int, secon
                 return steps * len(batch) / elapsed
 
 
-def loop_rate(size: int, batch: int, precision: str, steps: int, device: torch.device) -> float:
+def loop_rate(size: int, batch: int, precision: str, steps: int, device: torch.device,
+              cuda_graph: bool | None = None) -> float:
     """img/s of the real loop (train_model): uint8 records on the host, a batch made per step."""
     torch.manual_seed(0)
     model = build_model("gan", genimg_model_config("gan", size))
     records = torch.randint(0, 256, (max(4 * batch, 2048), 3, size, size), dtype=torch.uint8)
-    return train_model(model, records, train_config(batch, precision, steps), device=device).images_per_second
+    config = train_config(batch, precision, steps, cuda_graph)
+    return train_model(model, records, config, device=device).images_per_second
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -207,14 +224,21 @@ def main(argv: list[str] | None = None) -> None:
                 record("reference", size, batch, precision, "step", lambda: timed_rate(
                     reference_step(size, batch, precision, device), layout, args.warmup, args.seconds, device))
                 for name in args.models.split(","):
-                    pixels = to_pixels(torch.randint(0, 256, (batch, 3, size, size), dtype=torch.uint8), device,
-                                       precision != "fp32")
+                    records = torch.randint(0, 256, (batch, 3, size, size), dtype=torch.uint8, device=device)
+                    pixels = to_pixels(records, device, precision != "fp32")
                     record(name, size, batch, precision, "step", lambda: timed_rate(
                         genimg_step(name, size, batch, precision, device), pixels, args.warmup, args.seconds, device))
+                    if device.type == "cuda":
+                        record(name, size, batch, precision, "graph", lambda: timed_rate(
+                            genimg_step(name, size, batch, precision, device, graphed=True), records, args.warmup,
+                            args.seconds, device))
     for size in [s for s in sizes if s <= 64]:
         for precision in precisions:
             record("gan", size, batches[0], precision, "loop",
                    lambda: loop_rate(size, batches[0], precision, args.loop_steps, device))
+            if device.type == "cuda":
+                record("gan", size, batches[0], precision, "loop-eager",
+                       lambda: loop_rate(size, batches[0], precision, args.loop_steps, device, cuda_graph=False))
     print(json.dumps({"device": torch.cuda.get_device_name() if device.type == "cuda" else str(device),
                       "torch": torch.__version__, "rows": rows, "summary": summarise(rows)}))
 
@@ -222,21 +246,31 @@ def main(argv: list[str] | None = None) -> None:
 def summarise(rows: list[dict[str, Any]]) -> dict[str, float]:
     rate = {(r["model"], r["size"], r["batch"], r["precision"], r["kind"]): r["img_s"] for r in rows}
     summary: dict[str, float] = {}
+
+    def ratio(name: str, value: float, baseline_key: tuple[Any, ...]) -> None:
+        baseline = rate.get(baseline_key)
+        if isinstance(baseline, (int, float)) and baseline > 0:
+            summary[name] = round(value / baseline, 3)
+
     for (model, size, batch, precision, kind), value in rate.items():
         if not isinstance(value, (int, float)) or value <= 0:
             continue
+        reference = ("reference", size, batch, precision, "step")
         if kind == "step" and model == "gan":
-            reference = rate.get(("reference", size, batch, precision, "step"))
-            if isinstance(reference, (int, float)) and reference > 0:
-                summary[f"gan_over_reference_{size}px_b{batch}_{precision}"] = round(value / reference, 3)
-        if kind == "step" and precision == "bf16":
-            fp32 = rate.get((model, size, batch, "fp32", "step"))
-            if isinstance(fp32, (int, float)) and fp32 > 0:
-                summary[f"bf16_over_fp32_{model}_{size}px_b{batch}"] = round(value / fp32, 3)
-        if kind == "loop":
-            step = rate.get((model, size, batch, precision, "step"))
-            if isinstance(step, (int, float)) and step > 0:
-                summary[f"loop_over_step_{model}_{size}px_b{batch}_{precision}"] = round(value / step, 3)
+            ratio(f"gan_over_reference_{size}px_b{batch}_{precision}", value, reference)
+        if kind == "graph" and model == "gan":
+            ratio(f"gan_graph_over_reference_{size}px_b{batch}_{precision}", value, reference)
+        if kind == "graph":
+            ratio(f"graph_over_step_{model}_{size}px_b{batch}_{precision}", value, (model, size, batch, precision, "step"))
+        if kind in ("step", "graph") and precision == "bf16":
+            suffix = "" if kind == "step" else "_graph"
+            ratio(f"bf16_over_fp32_{model}_{size}px_b{batch}{suffix}", value, (model, size, batch, "fp32", kind))
+        if kind == "loop":  # the default loop: graphed on a GPU, eager elsewhere
+            step_kind = "graph" if (model, size, batch, precision, "graph") in rate else "step"
+            ratio(f"loop_over_step_{model}_{size}px_b{batch}_{precision}", value, (model, size, batch, precision, step_kind))
+        if kind == "loop-eager":
+            ratio(f"eager_loop_over_step_{model}_{size}px_b{batch}_{precision}", value,
+                  (model, size, batch, precision, "step"))
     return summary
 
 

@@ -3,8 +3,9 @@
     PYTHONPATH=. python3 bench/gpu_train_check.py [--seconds 120] [--batch-size 256] [--device cuda]
 
 50,000 random 32×32 RGB uint8 records on the host (CIFAR-10's training-set size), the CIFAR-10
-preset's `gan` (genimg/configs/cifar10-gan.yaml) in bf16 + channels_last on the GPU, trained by
-`genimg.training.train_model` for about `--seconds` (the step count is set from a short probe run).
+preset's `gan` (genimg/configs/cifar10-gan.yaml) with `--gpu`'s defaults for 32 px (fp32; the step
+recorded as a CUDA graph), trained by `genimg.training.train_model` for about `--seconds` (the
+step count is set from a short probe run).
 Prints one JSON object: steps, seconds, the loop's steady-state img/s and the last losses
 (finite: the run trains). Needs only torch (no Ray, MLflow or boto3).
 """
@@ -20,7 +21,7 @@ import torch
 
 from genimg.configs import CONFIGS_DIR
 from genimg.models import build_model
-from genimg.training.config import TrainConfig
+from genimg.training.config import TrainConfig, gpu_defaults
 from genimg.training.loop import train_model
 from genimg.training.run import load_config_file
 
@@ -29,10 +30,10 @@ def train(records: torch.Tensor, steps: int, batch: int, device: torch.device) -
     torch.manual_seed(0)
     config = {**load_config_file(CONFIGS_DIR / "cifar10-gan.yaml").get("model", {}), "image_shape": [3, 32, 32]}
     model = build_model("gan", config)
-    precision = "bf16" if device.type == "cuda" else "fp32"
+    defaults = gpu_defaults(True, tuple(records.shape[1:])) if device.type == "cuda" else {}
     result = train_model(model, records, TrainConfig(
-        steps=steps, batch_size=batch, precision=precision, channels_last=device.type == "cuda",
-        log_every=max(1, steps // 10), checkpoint_every=steps), device=device)
+        steps=steps, batch_size=batch, log_every=max(1, steps // 10), checkpoint_every=steps, **defaults),
+        device=device)
     return result.images_per_second, result.metrics
 
 

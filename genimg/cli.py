@@ -23,7 +23,7 @@ def train(
     config: Annotated[Path | None, typer.Option("--config", "-c", help="YAML with model: and train: sections, or a packaged preset's name (e.g. cifar10-gan)")] = None,
     set_: Annotated[list[str] | None, typer.Option("--set", help="override, e.g. model.latent_dim=32 or train.lr=1e-3")] = None,
     workers: Annotated[str, typer.Option("--workers", "-w", help="Ray Train workers: N, or MIN-MAX (elastic); 0 = in this process, without Ray")] = "1",
-    gpu: Annotated[bool, typer.Option("--gpu", help="one GPU per worker, CUDA with bf16 autocast")] = False,
+    gpu: Annotated[bool, typer.Option("--gpu", help="one GPU per worker (CUDA; bf16 + channels_last for conv models from 64 px)")] = False,
     cpus_per_worker: Annotated[int | None, typer.Option("--cpus-per-worker", help="default: the cluster's CPUs / workers")] = None,
     steps: Annotated[int | None, typer.Option("--steps", help="total optimisation steps")] = None,
     epochs: Annotated[float | None, typer.Option("--epochs", help="passes over the data (instead of --steps)")] = None,

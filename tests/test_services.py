@@ -11,7 +11,9 @@ import genimg.data.handle as handle_module
 from genimg.cli import app
 from genimg.data.handle import resolve_dataset
 from genimg.errors import ConfigError
+from genimg.models import model_spec
 from genimg.services.train import TrainOutcome, TrainRequest, training_sections
+from genimg.training.config import gpu_defaults
 
 runner = CliRunner()
 TINY_VAE = {"model.width": 4, "model.latent_dim": 4}
@@ -30,14 +32,25 @@ def count_reads(monkeypatch) -> list[str]:
     return reads
 
 
-@pytest.mark.parametrize(("model", "channels_last"), [("gan", True), ("vae", True), ("gan-mlp", False)])
-def test_gpu_defaults_are_decided_once_for_every_entry_point(model, channels_last):
-    sections = training_sections(TrainRequest(model, "builtin:digits", {"train": {"steps": 2}}, gpu=True))
-    assert sections["train"]["precision"] == "bf16"
-    assert sections["train"].get("channels_last", False) is channels_last
-    explicit = training_sections(TrainRequest(model, "builtin:digits", {"train": {"precision": "fp32"}}, gpu=True))
+@pytest.mark.parametrize(("model", "shape", "expected"), [
+    ("gan", (3, 64, 64), {"precision": "bf16", "channels_last": True}),
+    ("vae", (3, 128, 96), {"precision": "bf16", "channels_last": True}),
+    ("rvae", (20, 1, 64, 64), {"precision": "bf16", "channels_last": True}),
+    ("gan", (3, 32, 32), {}),  # measured slower in bf16 below 64 px
+    ("vae", (1, 16, 16), {}),
+    ("gan-mlp", (3, 64, 64), {}),  # not convolutional
+])
+def test_gpu_defaults_are_decided_once_for_every_entry_point(model, shape, expected):
+    assert gpu_defaults(model_spec(model).convolutional, shape) == expected
+    sections = training_sections(TrainRequest(model, "builtin:digits", {"train": {"steps": 2}}, gpu=True), shape)
+    assert {key: sections["train"][key] for key in ("precision", "channels_last") if key in sections["train"]} \
+        == expected
+    explicit = training_sections(TrainRequest(model, "builtin:digits", {"train": {"precision": "fp32"}}, gpu=True),
+                                 shape)
     assert explicit["train"]["precision"] == "fp32"  # a config's own choice wins over the default
-    assert "precision" not in training_sections(TrainRequest(model, "builtin:digits"))["train"]
+    assert "precision" not in training_sections(TrainRequest(model, "builtin:digits"), shape)["train"]
+    # Before the dataset is resolved (a request checked, or sent on as a Ray Job) nothing is added.
+    assert "precision" not in training_sections(TrainRequest(model, "builtin:digits", gpu=True))["train"]
 
 
 def test_a_raw_source_is_read_once_by_training_and_its_evaluation(monkeypatch):

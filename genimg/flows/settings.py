@@ -48,7 +48,7 @@ class RetrainConfig:
     datasets: dict[str, DatasetPlan]
     families: tuple[FamilyPlan, ...]
     workers: int = 1
-    gpu: bool = False  # one GPU per Ray Train worker (CUDA, bf16 autocast)
+    gpu: bool = False  # one GPU per Ray Train worker (CUDA; bf16 autocast for conv models from 64 px)
     tune: bool = False  # on: each family is searched (its tune: budget), the best trial goes on
     evaluation: dict[str, Any] = field(default_factory=lambda: dict(EVALUATION_DEFAULTS))  # EvalConfig keys
     min_delta: float = 0.0

@@ -48,34 +48,57 @@ class AveragedWeights:
     """An exponential moving average of a network's weights (an EMA generator, a VAE's averaged
     copy), updated without a device sync: the update count lives in the owner's `ema_updates`
     buffer (saved with the model) and is mirrored on the host, read back once after the model is
-    built or a checkpoint is loaded."""
+    built or a checkpoint is loaded.
+
+    A step recorded as a CUDA graph (genimg.training.graphs) runs this update's kernels without
+    running this code: there the weight of each update is read from `replay_weight`, a device
+    tensor the graph's runner fills before every replay (`fill_replay_weight`)."""
 
     def __init__(self, owner: nn.Module, decay: float) -> None:
         self.decay = decay
         self.host_updates: int | None = None
+        self.replay_weight: Tensor | None = None
         owner.register_buffer("ema_updates", torch.zeros((), dtype=torch.long))
         owner.register_load_state_dict_post_hook(forget_ema_count)
 
     def forget_count(self) -> None:
         self.host_updates = None
 
-    @torch.no_grad()
-    def update(self, owner: nn.Module, average: nn.Module, live: nn.Module) -> None:
-        """Move `average`'s parameters towards `live`'s; copy its buffers (BatchNorm statistics).
+    def next_weight(self, owner: nn.Module) -> float:
+        """The interpolation weight of the next update (1 − decay_n), counting it on the host.
         Warm-up: the decay grows with the updates, decay_n = min(decay, (1 + n) / (10 + n)), so
         the random initial weights leave the average early whatever the decay."""
         if self.host_updates is None:
             self.host_updates = int(owner.ema_updates)  # once per build or checkpoint load
         updates = self.host_updates
-        decay = min(self.decay, (1.0 + updates) / (10.0 + updates))
-        owner.ema_updates += 1  # type: ignore[operator]
         self.host_updates = updates + 1
+        return 1.0 - min(self.decay, (1.0 + updates) / (10.0 + updates))
+
+    def fill_replay_weight(self, owner: nn.Module) -> None:
+        """Before a recorded update is replayed: its weight into `replay_weight` (a kernel, no sync)."""
+        assert self.replay_weight is not None
+        self.replay_weight.fill_(self.next_weight(owner))
+
+    @torch.no_grad()
+    def update(self, owner: nn.Module, average: nn.Module, live: nn.Module) -> None:
+        """Move `average`'s parameters towards `live`'s; copy its buffers (BatchNorm statistics)."""
+        owner.ema_updates += 1  # type: ignore[operator]
         live_parameters = dict(live.named_parameters())
         averaged = [(a, live_parameters[name]) for name, a in average.named_parameters()]
-        torch._foreach_lerp_([a for a, _ in averaged], [p for _, p in averaged], 1.0 - decay)
+        targets, sources = [a for a, _ in averaged], [p for _, p in averaged]
+        if self.replay_weight is None:
+            torch._foreach_lerp_(targets, sources, self.next_weight(owner))
+        else:
+            torch._foreach_lerp_(targets, sources, [self.replay_weight] * len(targets))
         live_buffers = dict(live.named_buffers())
         for name, buffer in average.named_buffers():
             buffer.copy_(live_buffers[name])
+
+
+def averaged_weights(model: nn.Module) -> list[tuple[AveragedWeights, nn.Module]]:
+    """Every weight average in `model`, with the module that owns its count."""
+    return [(module.ema, module) for module in model.modules() if isinstance(getattr(module, "ema", None),
+                                                                           AveragedWeights)]
 
 
 class GenerativeModel(nn.Module, abc.ABC):

@@ -172,14 +172,18 @@ class VAE(GenerativeModel):
     @torch.no_grad()
     def update_class_priors(self, mu: Tensor, labels: Tensor) -> None:
         """Move each class's prior mean 5 % towards the batch's mean posterior mean of that class."""
-        classes = self.class_prior_means.shape[0]
-        counts = torch.bincount(labels, minlength=classes).to(mu.dtype)
-        sums = torch.zeros_like(self.class_prior_means).index_add_(0, labels, mu.detach().to(self.class_prior_means.dtype))
+        means = self.class_prior_means
+        classes = means.shape[0]
+        # Counted with index_add_, not bincount: on a GPU bincount reads the largest label back to
+        # size its output (a device sync, which a CUDA graph cannot record).
+        counts = torch.zeros(classes, dtype=means.dtype, device=means.device).index_add_(
+            0, labels, torch.ones(labels.shape, dtype=means.dtype, device=means.device))
+        sums = torch.zeros_like(means).index_add_(0, labels, mu.detach().to(means.dtype))
         # Masked with torch.where, not by indexing with `counts > 0`: that would wait for the
         # device to say how many classes the batch holds.
         batch_means = sums / counts.clamp(min=1).unsqueeze(1)
-        step = PRIOR_MEAN_RATE * (batch_means - self.class_prior_means)
-        self.class_prior_means += torch.where((counts > 0).unsqueeze(1), step, torch.zeros_like(step))
+        step = PRIOR_MEAN_RATE * (batch_means - means)
+        means += torch.where((counts > 0).unsqueeze(1), step, torch.zeros_like(step))
 
     def update_average(self) -> None:
         """Move the averaged weights towards the live ones (buffers, e.g. BatchNorm statistics,

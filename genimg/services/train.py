@@ -25,7 +25,7 @@ from genimg.models.base import model_spec
 from genimg.names import check_run_name
 from genimg.services.evaluate import evaluate_after_training
 from genimg.services.train_in_process import train_in_process
-from genimg.training.config import TrainConfig
+from genimg.training.config import TrainConfig, gpu_defaults
 from genimg.training.run import merge_sections, resolve_run_config
 
 
@@ -95,14 +95,14 @@ def default_run_name(model: str) -> str:
     return f"{model}-{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:6]}"
 
 
-def training_sections(request: TrainRequest) -> dict[str, dict[str, Any]]:
-    """The request's sections with the GPU defaults: bf16 autocast, and channels_last for
-    convolutional models — the same wherever the request comes from."""
+def training_sections(request: TrainRequest, record_shape: tuple[int, ...] | None = None) -> dict[str, dict[str, Any]]:
+    """The request's sections with the GPU defaults for its records (`gpu_defaults`), the same
+    wherever the request comes from; a config's own settings win. Before the records' shape is
+    known (a request checked before its dataset is resolved) no default is added."""
     sections = merge_sections(request.sections)
-    if request.gpu:
-        sections["train"].setdefault("precision", "bf16")
-        if model_spec(request.model).convolutional:
-            sections["train"].setdefault("channels_last", True)
+    if request.gpu and record_shape is not None:
+        for key, value in gpu_defaults(model_spec(request.model).convolutional, record_shape).items():
+            sections["train"].setdefault(key, value)
     return sections
 
 
@@ -143,6 +143,7 @@ def train(request: TrainRequest, *, handle: DatasetHandle | None = None) -> Trai
     if request.ray_jobs is not None:
         return train_as_ray_job(request, sections, run_name)
     handle = handle or resolve_dataset(request.dataset, spec.data_kind)
+    sections = training_sections(request, handle.record_shape)
     steps = None if request.epochs is not None else int(sections["train"].get("steps", TrainConfig.steps))
     progress = TrainingProgress(steps)
     try:

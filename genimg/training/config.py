@@ -4,7 +4,7 @@ config). Batch sizes here are per process; a distributed run multiplies by its w
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
 
 from genimg.errors import ConfigError
 
@@ -12,6 +12,22 @@ from genimg.errors import ConfigError
 DEFAULT_LEARNING_RATES = {"gan": 2e-4, "vae": 1e-3, "rvae": 1e-3}
 DEFAULT_BETAS = {"gan": (0.5, 0.999), "vae": (0.9, 0.999), "rvae": (0.9, 0.999)}
 WGAN_GP_BETAS = (0.0, 0.9)
+
+# Where bf16 autocast + channels_last pays on a GPU, by the records' side (issue 16, one H200):
+# at 16 px every family ran slower in bf16 (gan-mlp ×0.90, gan ×0.89, vae ×0.77, rvae ×0.76),
+# at 32 px the `gan` too (×0.89: the step is bound by the host); from 64 px the arithmetic
+# dominates and bf16 + channels_last ran faster (`gan` 24.7k vs 24.3k img/s at batch 256; the
+# reference DCGAN 31.0k vs 27.5k).
+BF16_FROM_SIDE = 64
+
+
+def gpu_defaults(convolutional: bool, record_shape: tuple[int, ...]) -> dict[str, Any]:
+    """The train settings `--gpu` adds for a model on records of `record_shape`: bf16 autocast
+    and channels_last for a convolutional model on images of BF16_FROM_SIDE px or more; below,
+    or for a fully connected model, none (fp32, as measured faster there)."""
+    if convolutional and min(record_shape[-2:]) >= BF16_FROM_SIDE:
+        return {"precision": "bf16", "channels_last": True}
+    return {}
 
 
 @dataclass(frozen=True)
@@ -30,6 +46,9 @@ class TrainConfig:
     precision: Literal["fp32", "bf16", "fp16"] = "fp32"  # autocast dtype; fp16 adds a grad scaler
     channels_last: bool = False  # NHWC memory layout for conv models (faster on GPUs)
     compile: bool = False  # torch.compile each network (in place: checkpoints stay the same)
+    # Record the whole step as one CUDA graph and replay it (genimg.training.graphs). None: where it
+    # can (one CUDA process, fp32 or bf16, no compile); true: fail where it cannot; false: never.
+    cuda_graph: bool | None = None
     # How Ray Train workers get a store dataset's records: "memory" loads each worker's share before
     # the first step; "stream" reads shards as the steps need them (bounded memory); "auto" streams
     # a train split of STREAM_THRESHOLD_BYTES or more (genimg.data.handle).

@@ -28,7 +28,8 @@ from genimg.training.checkpoint import (
     write_rank_rng,
 )
 from genimg.training.config import TrainConfig
-from genimg.training.steps import GradientSync, make_step_context, mean_metrics, no_sync, recipe_for
+from genimg.training.graphs import GraphedStep, uses_cuda_graph
+from genimg.training.steps import GradientSync, make_step_context, mean_metrics, no_sync, recipe_for, to_pixels
 
 LogCallback = Callable[[int, dict[str, float]], None]
 # Data-parallel ranks must stop at the same step: each passes whether its own losses are finite
@@ -136,14 +137,6 @@ def seed_everything(seed: int) -> None:
 def rank_seed(seed: int, rank: int) -> int:
     """Each data-parallel rank draws its own noise and batches (rank 0 keeps `seed`)."""
     return seed + 1_000_003 * rank
-
-
-def to_pixels(records: Tensor, device: torch.device, channels_last: bool) -> Tensor:
-    """A batch of uint8 records → float pixels in [0, 1] on `device`."""
-    batch = records.to(device, non_blocking=True).float().div_(255.0)
-    if channels_last and batch.dim() == 4:
-        batch = batch.contiguous(memory_format=torch.channels_last)
-    return batch
 
 
 def to_batch(records: Tensor, indices: Tensor, device: torch.device, channels_last: bool) -> Tensor:
@@ -295,10 +288,11 @@ def train_model(
     device = torch.device(device)
     if not isinstance(records, RecordStream):
         labels = checked_labels(model, records, labels)  # before any state changes
+    graphed = uses_cuda_graph(config, device, gradient_sync)
     prepare_model(model, config, device)
     recipe = recipe_for(model)
-    optimizers = recipe.make_optimizers(model, config)
-    context = make_step_context(config.precision, device, gradient_sync)
+    optimizers = recipe.make_optimizers(model, config, capturable=graphed)
+    context = make_step_context(config.precision, device, gradient_sync, graphed=graphed)
     if restore_from is None and resume and checkpoint_dir is not None:
         latest = latest_checkpoint(checkpoint_dir)
         restore_from = latest.path if latest is not None else None
@@ -313,13 +307,18 @@ def train_model(
     metrics: dict[str, float] = {}
     checkpoint = restore_from
     throughput = Throughput(batch_size)  # records: sequences for a sequence model
+    graphed_step = (GraphedStep(recipe.step, model, optimizers, config, context, device,
+                                required=config.cuda_graph is True) if graphed else None)
     with closing(batches):  # a stream's reader thread ends with the loop
         while step < config.steps:
             batch_records, batch_labels = next(batches)
-            batch = to_pixels(batch_records, device, config.channels_last)
-            if batch_labels is not None:
-                batch_labels = batch_labels.to(device, non_blocking=True)
-            window.append(recipe.step(model, optimizers, batch, config, context, batch_labels))
+            if graphed_step is not None:
+                window.append(graphed_step(batch_records, batch_labels))
+            else:
+                batch = to_pixels(batch_records, device, config.channels_last)
+                if batch_labels is not None:
+                    batch_labels = batch_labels.to(device, non_blocking=True)
+                window.append(recipe.step(model, optimizers, batch, config, context, batch_labels))
             step += 1
             throughput.step_done(step)
             checkpoint_now = step % config.checkpoint_every == 0 or step == config.steps

@@ -60,44 +60,57 @@ class StepContext:
 
 
 def make_step_context(
-    precision: str, device: torch.device, gradient_sync: GradientSync = no_sync
+    precision: str, device: torch.device, gradient_sync: GradientSync = no_sync, *, graphed: bool = False
 ) -> StepContext:
+    """`graphed`: the step is recorded as a CUDA graph, whose autocast must not cache the weights'
+    low-precision copies (a cached copy would be made once, at recording, and never again)."""
     if precision == "fp32":
         return StepContext(gradient_sync)
     dtype = torch.bfloat16 if precision == "bf16" else torch.float16
 
     def autocast() -> Any:
-        return torch.autocast(device_type=device.type, dtype=dtype)
+        return torch.autocast(device_type=device.type, dtype=dtype, cache_enabled=not graphed)
 
     scaler = torch.amp.GradScaler(device.type) if precision == "fp16" else None
     return StepContext(gradient_sync, autocast, scaler)
 
 
 def adam(parameters: Iterable[nn.Parameter], config: TrainConfig, family: str,
-         default_betas: tuple[float, float] | None = None) -> Adam:
-    """Adam; on a GPU the fused kernel (one launch per step for every parameter, no host sync)."""
+         default_betas: tuple[float, float] | None = None, capturable: bool = False) -> Adam:
+    """Adam; on a GPU the fused kernel (one launch per step for every parameter, no host sync).
+    `capturable`: its step counts live on the GPU, so a CUDA graph can record its updates."""
     trained = [p for p in parameters if p.requires_grad]
+    on_gpu = bool(trained) and trained[0].is_cuda
     return Adam(
         trained,
         lr=config.lr if config.lr is not None else DEFAULT_LEARNING_RATES[family],
         betas=config.betas or default_betas or DEFAULT_BETAS[family],
         weight_decay=config.weight_decay,
-        fused=True if trained and trained[0].is_cuda else None,
+        fused=True if on_gpu else None,
+        capturable=capturable and on_gpu,
     )
 
 
-def gan_optimizers(model: GenerativeModel, config: TrainConfig) -> Optimizers:
+def gan_optimizers(model: GenerativeModel, config: TrainConfig, capturable: bool = False) -> Optimizers:
     assert isinstance(model, GAN)
     betas = WGAN_GP_BETAS if model.config.loss == "wgan-gp" else None
     return {
-        "generator": adam(model.generator.parameters(), config, "gan", betas),
-        "discriminator": adam(model.discriminator.parameters(), config, "gan", betas),
+        "generator": adam(model.generator.parameters(), config, "gan", betas, capturable),
+        "discriminator": adam(model.discriminator.parameters(), config, "gan", betas, capturable),
     }
 
 
-def likelihood_optimizers(model: GenerativeModel, config: TrainConfig) -> Optimizers:
+def likelihood_optimizers(model: GenerativeModel, config: TrainConfig, capturable: bool = False) -> Optimizers:
     family = model_spec(model.registry_name).family
-    return {"model": adam(model.parameters(), config, family)}
+    return {"model": adam(model.parameters(), config, family, capturable=capturable)}
+
+
+def to_pixels(records: Tensor, device: torch.device, channels_last: bool) -> Tensor:
+    """A batch of uint8 records → float pixels in [0, 1] on `device`."""
+    batch = records.to(device, non_blocking=True).float().div_(255.0)
+    if channels_last and batch.dim() == 4:
+        batch = batch.contiguous(memory_format=torch.channels_last)
+    return batch
 
 
 def apply_update(
@@ -174,7 +187,7 @@ def likelihood_step(
 
 @dataclass(frozen=True)
 class Recipe:
-    make_optimizers: Callable[[GenerativeModel, TrainConfig], Optimizers]
+    make_optimizers: Callable[..., Optimizers]  # (model, config, capturable=False)
     step: Callable[..., dict[str, Tensor]]
 
 

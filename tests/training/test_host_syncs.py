@@ -77,3 +77,45 @@ def test_the_count_catches_a_read_per_step(digits, reads, monkeypatch):
 
     monkeypatch.setitem(steps.RECIPES, "vae", steps.Recipe(steps.likelihood_optimizers, reading_step))
     assert train_and_count("vae", 9, digits, reads) - train_and_count("vae", 2, digits, reads) == 7
+
+
+# Operators whose output size depends on the data: on a GPU each reads a value back before it
+# can allocate (bincount its largest input, nonzero / masked_select / a boolean index their
+# count), a wait that a CUDA graph cannot record either. Seen at the dispatcher, below Python.
+SIZE_FROM_DATA = {"bincount", "nonzero", "masked_select", "unique_consecutive", "_unique", "_unique2",
+                  "unique_dim", "repeat_interleave", "histc"}
+
+
+class SizeFromDataOps(torch.utils._python_dispatch.TorchDispatchMode):
+    def __init__(self) -> None:
+        super().__init__()
+        self.seen: list[str] = []
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        name = func.overloadpacket.__name__
+        bool_index = name in ("index", "index_put_", "index_put") and any(
+            isinstance(index, torch.Tensor) and index.dtype == torch.bool for index in (args[1] or ()) )
+        if name in SIZE_FROM_DATA or bool_index:
+            self.seen.append(name)
+        return func(*args, **(kwargs or {}))
+
+
+@pytest.mark.parametrize("case", sorted(CASES))
+def test_no_step_calls_an_operator_whose_size_comes_from_the_data(case, digits, small_sequences):
+    name = case.split("-conditional")[0].split("-diffaugment")[0]
+    config = ({"image_shape": [1, 16, 16], **CASES[case]} if name == "gan-resnet"
+              else tiny_config(name, (1, 16, 16), **CASES[case]))
+    model = build_model(name, config)
+    records = torch.from_numpy(small_sequences if name == "rvae" else digits[:64])
+    labels = torch.arange(len(records)) % 10 if model.num_classes else None
+    with SizeFromDataOps() as mode:
+        train_model(model, records, TrainConfig(steps=2, batch_size=16, log_every=1000, checkpoint_every=1000),
+                    labels=labels)
+    assert mode.seen == []
+
+
+def test_the_operator_check_sees_a_bincount():
+    with SizeFromDataOps() as mode:
+        torch.bincount(torch.tensor([0, 2]), minlength=4)
+        torch.ones(3)[torch.tensor([True, False, True])]
+    assert mode.seen == ["bincount", "index"]
