@@ -43,13 +43,18 @@ def reads(monkeypatch):
     return made
 
 
-def train_and_count(case: str, steps: int, digits, reads: list[str], sequences=None) -> int:
+def case_training(case: str, digits, sequences, images: int = 128):
+    """(model, records, labels) of a case: 16 × 16 digits, or the sequences for the rvae."""
     name = case.split("-conditional")[0].split("-diffaugment")[0]
     config = ({"image_shape": [1, 16, 16], **CASES[case]} if name == "gan-resnet"
               else tiny_config(name, (1, 16, 16), **CASES[case]))
     model = build_model(name, config)
-    records = torch.from_numpy(sequences if name == "rvae" else digits[:128])
-    labels = torch.arange(len(records)) % 10 if model.num_classes else None
+    records = torch.from_numpy(sequences if name == "rvae" else digits[:images])
+    return model, records, torch.arange(len(records)) % 10 if model.num_classes else None
+
+
+def train_and_count(case: str, steps: int, digits, reads: list[str], sequences=None) -> int:
+    model, records, labels = case_training(case, digits, sequences)
     before = len(reads)
     # One log, at the last step; no checkpoint folder.
     train_model(model, records, TrainConfig(steps=steps, batch_size=16, log_every=1000, checkpoint_every=1000),
@@ -94,7 +99,7 @@ class SizeFromDataOps(torch.utils._python_dispatch.TorchDispatchMode):
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):
         name = func.overloadpacket.__name__
         bool_index = name in ("index", "index_put_", "index_put") and any(
-            isinstance(index, torch.Tensor) and index.dtype == torch.bool for index in (args[1] or ()) )
+            isinstance(index, torch.Tensor) and index.dtype == torch.bool for index in (args[1] or ()))
         if name in SIZE_FROM_DATA or bool_index:
             self.seen.append(name)
         return func(*args, **(kwargs or {}))
@@ -102,12 +107,7 @@ class SizeFromDataOps(torch.utils._python_dispatch.TorchDispatchMode):
 
 @pytest.mark.parametrize("case", sorted(CASES))
 def test_no_step_calls_an_operator_whose_size_comes_from_the_data(case, digits, small_sequences):
-    name = case.split("-conditional")[0].split("-diffaugment")[0]
-    config = ({"image_shape": [1, 16, 16], **CASES[case]} if name == "gan-resnet"
-              else tiny_config(name, (1, 16, 16), **CASES[case]))
-    model = build_model(name, config)
-    records = torch.from_numpy(small_sequences if name == "rvae" else digits[:64])
-    labels = torch.arange(len(records)) % 10 if model.num_classes else None
+    model, records, labels = case_training(case, digits, small_sequences, images=64)
     with SizeFromDataOps() as mode:
         train_model(model, records, TrainConfig(steps=2, batch_size=16, log_every=1000, checkpoint_every=1000),
                     labels=labels)
