@@ -85,3 +85,18 @@ def test_the_data_throughput_bench_runs_tiny(tmp_path):
     results = json.loads(out.stdout.strip().splitlines()[-1])
     assert results["train_gb"] >= 0.004 and results["stream"]["worker_peak_rss_gb"] > 0
     assert results["memory"]["images_per_second"] > 0 and "throughput_ratio_at_least_0.95" in results["goals"]
+
+
+def test_the_allreduce_bench_runs_tiny(tmp_path):
+    """2 gloo ranks, each way of averaging for 2 steps: the code path, not its figures."""
+    out = subprocess.run(
+        [sys.executable, str(ROOT / "bench" / "allreduce_overlap.py"), "--steps", "2", "--rounds", "1", "--batch", "4", "--size", "16",
+         "--width", "8"],
+        capture_output=True, text=True, cwd=tmp_path, timeout=300,
+        env={"PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin", "HOME": str(tmp_path)},
+    )
+    assert out.returncode == 0, out.stderr[-2000:]
+    results = json.loads(out.stdout.strip().splitlines()[-1])
+    assert set(results["steps_per_second"]) == {"none", "blocking", "overlapped", "ddp"}
+    assert all(rate > 0 for rate in results["steps_per_second"].values())
+    assert {"overlapped_over_ddp", "blocking_over_ddp", "none_over_ddp"} <= set(results)

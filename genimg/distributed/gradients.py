@@ -19,6 +19,9 @@ import torch.distributed as dist
 from torch import Tensor, nn
 
 BUCKET_BYTES = 25 * 1024 * 1024  # DDP's default bucket size
+# DDP's first bucket (the last layers, whose gradients come first): small, so the first
+# all-reduce starts early in backward, even for a network smaller than one full bucket.
+FIRST_BUCKET_BYTES = 1024 * 1024
 
 
 def write_mean(grads: list[Tensor], summed: Tensor) -> None:
@@ -54,8 +57,9 @@ class BlockingAllReduce:
 class OverlappedAllReduce:
     """A GradientSync whose all-reduces run during the backward pass (bucketed, in order)."""
 
-    def __init__(self, bucket_bytes: int = BUCKET_BYTES) -> None:
+    def __init__(self, bucket_bytes: int = BUCKET_BYTES, first_bucket_bytes: int = FIRST_BUCKET_BYTES) -> None:
         self.bucket_bytes = bucket_bytes
+        self.first_bucket_bytes = min(first_bucket_bytes, bucket_bytes)
         self.plans: dict[tuple[int, ...], list[list[nn.Parameter]]] = {}
         self.hooked: set[int] = set()
         self.buckets: list[list[nn.Parameter]] = []
@@ -72,7 +76,7 @@ class OverlappedAllReduce:
             buckets: list[list[nn.Parameter]] = [[]]
             size = 0
             for parameter in reversed(parameters):
-                if size >= self.bucket_bytes:
+                if size >= (self.first_bucket_bytes if len(buckets) == 1 else self.bucket_bytes):
                     buckets.append([])
                     size = 0
                 buckets[-1].append(parameter)

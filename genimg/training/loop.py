@@ -29,7 +29,17 @@ from genimg.training.checkpoint import (
 )
 from genimg.training.config import TrainConfig
 from genimg.training.graphs import GraphedStep, uses_cuda_graph
-from genimg.training.steps import GradientSync, make_step_context, mean_metrics, no_sync, recipe_for, to_pixels
+from genimg.training.steps import (
+    GradientSync,
+    Optimizers,
+    Recipe,
+    StepContext,
+    make_step_context,
+    mean_metrics,
+    no_sync,
+    recipe_for,
+    to_pixels,
+)
 
 LogCallback = Callable[[int, dict[str, float]], None]
 # Data-parallel ranks must stop at the same step: each passes whether its own losses are finite
@@ -255,6 +265,24 @@ def resident_on(device: torch.device, records: Tensor | RecordStream,
     return records.to(device), (labels.to(device) if labels is not None else None)
 
 
+StepRunner = Callable[[Tensor, Tensor | None], dict[str, Tensor]]
+
+
+def step_runner(recipe: Recipe, model: GenerativeModel, optimizers: Optimizers, config: TrainConfig,
+                context: StepContext, device: torch.device, graphed: bool) -> StepRunner:
+    """One training step as a function of a batch of uint8 records (and labels): replayed from a
+    CUDA graph when `graphed` (genimg.training.graphs), else eager."""
+    if graphed:
+        return GraphedStep(recipe.step, model, optimizers, config, context, device, required=config.cuda_graph is True)
+
+    def eager_step(records: Tensor, labels: Tensor | None) -> dict[str, Tensor]:
+        batch = to_pixels(records, device, config.channels_last)
+        labels = labels.to(device, non_blocking=True) if labels is not None else None
+        return recipe.step(model, optimizers, batch, config, context, labels)
+
+    return eager_step
+
+
 def train_model(
     model: GenerativeModel,
     records: Tensor | RecordStream,
@@ -307,18 +335,10 @@ def train_model(
     metrics: dict[str, float] = {}
     checkpoint = restore_from
     throughput = Throughput(batch_size)  # records: sequences for a sequence model
-    graphed_step = (GraphedStep(recipe.step, model, optimizers, config, context, device,
-                                required=config.cuda_graph is True) if graphed else None)
+    run_step = step_runner(recipe, model, optimizers, config, context, device, graphed)
     with closing(batches):  # a stream's reader thread ends with the loop
         while step < config.steps:
-            batch_records, batch_labels = next(batches)
-            if graphed_step is not None:
-                window.append(graphed_step(batch_records, batch_labels))
-            else:
-                batch = to_pixels(batch_records, device, config.channels_last)
-                if batch_labels is not None:
-                    batch_labels = batch_labels.to(device, non_blocking=True)
-                window.append(recipe.step(model, optimizers, batch, config, context, batch_labels))
+            window.append(run_step(*next(batches)))
             step += 1
             throughput.step_done(step)
             checkpoint_now = step % config.checkpoint_every == 0 or step == config.steps

@@ -102,3 +102,14 @@ def test_averaged_gradients_equal_one_process_on_the_global_batch(tmp_path):
     for out in on_two_ranks(averaged_against_one_process, tmp_path):
         for ranks, single in zip(out["ranks"], out["one_process"], strict=True):
             assert torch.allclose(ranks, single, atol=1e-6, rtol=0), (ranks - single).abs().max()
+
+
+def test_the_first_bucket_is_small_so_averaging_starts_early_in_backward():
+    """Like DDP: the last layers (their gradients come first) fill a small first bucket."""
+    network = nn.Sequential(nn.Linear(100, 100), nn.Linear(100, 100), nn.Linear(100, 10))
+    parameters = list(network.parameters())
+    buckets = OverlappedAllReduce(bucket_bytes=100_000, first_bucket_bytes=1_000).plan(parameters)
+    assert buckets[0] == [parameters[-1], parameters[-2]]  # 40 + 4,000 bytes: past 1,000
+    assert [len(bucket) for bucket in buckets] == [2, 4]  # then up to 100,000 bytes a bucket
+    assert OverlappedAllReduce(bucket_bytes=100_000, first_bucket_bytes=100_000).plan(parameters) == [
+        parameters[::-1]]
