@@ -30,6 +30,9 @@ $(STAMP): pyproject.toml constraints.txt
 	  $(PY) -m pip install --quiet "$(TORCH_PIN)"; \
 	fi
 	$(PY) -m pip install --quiet -c constraints.txt -e ".[dev,postgres]"
+# A torch-fidelity copy outside site-packages, for the Inception agreement test: installed, it
+# would make torchmetrics import it and torchvision, whose PyPI wheel fails beside the CPU torch.
+	$(PY) -m pip install --quiet --no-deps --target $(VENV)/reference torch-fidelity==0.4.0
 	touch $@
 
 # The main job on the embedded default: the Prefect retrain flow (genimg/configs/retrain.yaml: ingest the

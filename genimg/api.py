@@ -85,9 +85,11 @@ def evaluate(target: str, dataset: str | None = None, *, split: str = "test", **
     return evaluate_target(target, dataset, config_from_dict(EvalConfig, settings, where="eval"), split=split)
 
 
-def register(run_id: str, name: str | None = None) -> dict[str, Any]:
-    """A finished training run's model as a new registered version (evaluated on test first)."""
-    return register_run(run_id, name)
+def register(run_id: str, name: str | None = None, **evaluation: Any) -> dict[str, Any]:
+    """A finished training run's model as a new registered version, evaluated on test first
+    unless that is recorded; `evaluation` overrides the run's eval settings (samples, seed,
+    nll_k, best_of, features, extractor_steps)."""
+    return register_run(run_id, name, evaluation=evaluation)
 
 
 def promote(name: str, version: int | None = None, *, min_delta: float = 0.0, force: bool = False,

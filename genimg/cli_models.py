@@ -28,7 +28,7 @@ def evaluate(
     features: Annotated[str, typer.Option("--features", help="auto, inception or classifier")] = "auto",
     extractor_steps: Annotated[int | None, typer.Option(
         "--extractor-steps", help="training steps of the dataset's own feature network, when it is not cached "
-                                  "yet (default 1,000 for grey, 4,000 for colour images)")] = None,
+                                  "yet (default: a budget from the train split's size, stopping early)")] = None,
     out: Annotated[Path | None, typer.Option("--out", help="also write the report files here")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="print one JSON object")] = False,
 ) -> None:
@@ -51,14 +51,26 @@ def evaluate(
 def register(
     run_id: Annotated[str, typer.Argument(help="the MLflow run id of a finished genimg training run")],
     name: Annotated[str | None, typer.Option("--name", help="registered model name (default genimg-<dataset>-<model>)")] = None,
+    samples: Annotated[int | None, typer.Option("--samples", "-n", help="generated images for the test evaluation (default: the run's eval.samples, else 1000)")] = None,
+    seed: Annotated[int | None, typer.Option("--seed")] = None,
+    nll_k: Annotated[int | None, typer.Option("--nll-k", help="importance samples per image for the VAE's NLL")] = None,
+    best_of: Annotated[int | None, typer.Option("--best-of", help="continuations per test sequence (rvae)")] = None,
+    features: Annotated[str | None, typer.Option("--features", help="auto, inception or classifier")] = None,
+    extractor_steps: Annotated[int | None, typer.Option(
+        "--extractor-steps", help="training steps of the dataset's own feature network, when it is not cached "
+                                  "yet (default: a budget from the train split's size, stopping early)")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="print one JSON object")] = False,
 ) -> None:
-    """Register a training run's model as a new MLflow model version (pyfunc, with lineage tags)."""
+    """Register a training run's model as a new MLflow model version (pyfunc, with lineage tags).
+    Its test evaluation follows the run's eval: section and these options; one already recorded
+    with the same settings is reused."""
     from genimg.feedback import format_losses
     from genimg.services.register import register as register_run
     from genimg.tracking import tags
 
-    payload = register_run(run_id, name)
+    payload = register_run(run_id, name, evaluation={
+        "samples": samples, "seed": seed, "nll_k": nll_k, "best_of": best_of, "features": features,
+        "extractor_steps": extractor_steps})
     prefix = tags.EVAL_PREFIX + "metric."
     metrics = {k[len(prefix):]: float(v) for k, v in payload["tags"].items() if k.startswith(prefix)}
     emit(as_json, payload, f"registered {payload['model_uri']} from run {run_id} "

@@ -64,6 +64,20 @@ def seconds(value: float) -> str:
     return f"{value:.1f} s" if value < 120 else f"{value / 60:.1f} min"
 
 
+def rate(per_second: float, unit: str) -> str:
+    """'1234 img/s', '12.5 steps/s', '0.4 img/s', '0.03 img/s': slow rates keep two figures."""
+    text = f"{per_second:.0f}" if per_second >= 100 else f"{per_second:.3g}" if per_second >= 0.01 else f"{per_second:.1g}"
+    return f"{text} {unit}/s"
+
+
+def rate_and_time_left(done: int, total: int, elapsed: float, unit: str) -> str:
+    """'3.2 steps/s, 1.5 min left' from the units done so far in `elapsed` seconds."""
+    if done <= 0 or elapsed <= 0:
+        return "starting"
+    per_second = done / elapsed
+    return f"{rate(per_second, unit or 'it')}, {seconds((total - done) / per_second)} left"
+
+
 @contextmanager
 def phase(what: str) -> Iterator[None]:
     """A step that may take a while: says what it starts, and when it is done, how long it took."""
@@ -82,10 +96,13 @@ def progress(what: str, total: int, unit: str = "") -> Iterator[ProgressUpdate]:
         from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
         bar = Progress(TextColumn("genimg: {task.description}"), BarColumn(), MofNCompleteColumn(),
-                       TimeRemainingColumn(), console=Console(stderr=True), transient=True)
+                       TextColumn("{task.fields[rate]}"), TimeRemainingColumn(), console=Console(stderr=True),
+                       transient=True)
+        bar_started = time.perf_counter()
         with bar:
-            task = bar.add_task(what, total=total)
-            yield lambda done: bar.update(task, completed=done)
+            task = bar.add_task(what, total=total, rate="")
+            yield lambda done: bar.update(task, completed=done, rate=rate(
+                done / max(time.perf_counter() - bar_started, 1e-9), unit or "it") if done else "")
         return
     started = last = time.perf_counter()
     suffix = f" {unit}" if unit else ""
@@ -95,7 +112,8 @@ def progress(what: str, total: int, unit: str = "") -> Iterator[ProgressUpdate]:
         now = time.perf_counter()
         if now - last >= PROGRESS_EVERY_SECONDS and done < total:
             last = now
-            say("%s: %d/%d%s (%s)", what, done, total, suffix, seconds(now - started))
+            say("%s: %d/%d%s (%s; %s)", what, done, total, suffix, seconds(now - started),
+                rate_and_time_left(done, total, now - started, unit))
 
     yield update
 
@@ -130,9 +148,9 @@ class TrainingProgress:
         self.last_line = time.perf_counter()
 
     def update(self, step: int, metrics: dict[str, float]) -> None:
-        rate = metrics.get("images_per_second")
+        images_per_second = metrics.get("images_per_second")
         text = (f"step {step}{f'/{self.total_steps}' if self.total_steps else ''}"
-                + (f"  {rate:.0f} img/s" if rate else "") + f"  {format_losses(metrics)}")
+                + (f"  {rate(images_per_second, 'img')}" if images_per_second else "") + f"  {format_losses(metrics)}")
         if self.live:
             sys.stderr.write(f"\r\033[K{text}")
             sys.stderr.flush()

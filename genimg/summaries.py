@@ -7,6 +7,7 @@ import json
 from collections.abc import Mapping
 from typing import Any
 
+from genimg.evaluation.reliability import SPREADS
 from genimg.feedback import format_losses
 
 
@@ -67,16 +68,38 @@ def retraining(payload: Mapping[str, Any]) -> str:
 
 
 def evaluation(payload: Mapping[str, Any], target: str, split: str, seed: int) -> str:
+    """Headline metrics with their spread and n, UNRELIABLE below their floor; the rest plain."""
     note = payload["features"].get("note")
+    verdicts = payload.get("reliability") or {}
+    metrics = payload["metrics"]
+    spreads = {verdict_spread_name(name) for name in verdicts}
+    lines = []
+    for name, value in metrics.items():
+        if "_frame_" in name or name in spreads:
+            continue
+        line = f"  {name:<28} {value:.5g}"
+        verdict = verdicts.get(name)
+        if verdict is not None:
+            spread = verdict.get("spread")
+            counts = (f"{verdict['n_real']} real / {verdict['n_generated']} generated"
+                      if verdict["n_generated"] is not None else f"{verdict['n_real']} records")
+            line += (f" ± {spread:.2g}" if spread is not None else "") + f"  (n={counts})"
+            if not verdict["reliable"]:
+                line += f"  UNRELIABLE: below the floor of {verdict['floor']}"
+        lines.append(line)
     return (
-        f"evaluated {payload['model']} ({target}) on {payload['dataset']} {split} split: "
+        f"{'reused the recorded evaluation of' if payload.get('reused') else 'evaluated'} {payload['model']} "
+        f"({target}) on {payload['dataset']} {split} split: "
         f"{payload['num_samples']} generated vs {payload['num_real']} real, seed {seed}\n"
-        + "\n".join(f"  {name:<28} {value:.5g}" for name, value in payload["metrics"].items()
-                    if "_frame_" not in name)
+        + "\n".join(lines)
         + f"\nfeatures: {payload['features']['name']} ({payload['features']['weights_sha256'][:12]})"
         + (f"\nnote: {note}" if note else "")
         + f"\nreport:   {payload['report']} (MLflow run {payload['run_id']})"
     )
+
+
+def verdict_spread_name(metric: str) -> str:
+    return SPREADS.get(metric, "")
 
 
 def ingestion(result: Any, resolution: int | None, mode: str) -> str:

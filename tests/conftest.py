@@ -9,6 +9,9 @@ import torch
 os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
 os.environ.setdefault("DO_NOT_TRACK", "1")
 os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+# Tests never fetch the FID Inception weights (its own tests fetch from a local server): every
+# evaluation uses the dataset's network unless a test provides weights.
+os.environ.setdefault("GENIMG_INCEPTION_URL", "")
 
 # Tiny networks keep every model test to a fraction of a second on 2 CPU cores.
 TINY = {

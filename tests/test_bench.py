@@ -100,3 +100,28 @@ def test_the_allreduce_bench_runs_tiny(tmp_path):
     assert set(results["steps_per_second"]) == {"none", "blocking", "overlapped", "ddp"}
     assert all(rate > 0 for rate in results["steps_per_second"].values())
     assert {"overlapped_over_ddp", "blocking_over_ddp", "none_over_ddp"} <= set(results)
+
+
+def test_the_eval_overhead_bench_splits_a_flows_time_by_its_tasks():
+    """bench/eval_overhead.py's split of `genimg retrain`'s timed stderr (the flow itself is what
+    `make run` runs; tests/pipelines runs it)."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("eval_overhead", ROOT / "bench" / "eval_overhead.py")
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    lines = [
+        (10.0, "12:00:10.000 | INFO    | Task run 'ingest-a1' - Finished in state Completed()"),
+        (50.0, "12:00:50.000 | INFO    | Task run 'train-b2' - Finished in state Completed()"),
+        (51.0, "genimg: training d@1's own classifier feature network for FID/KID (at most 200 steps) …"),
+        (61.0, "genimg: training d@1's own classifier feature network for FID/KID (at most 200 steps): done in 10.0 s"),
+        (62.0, "12:01:02.000 | INFO    | Task run 'evaluate-c3' - Finished in state Completed()"),
+        (63.0, "genimg: test evaluation of run r on d@1 for its registration (200 samples) …"),
+        (70.0, "genimg: test evaluation of run r on d@1 for its registration (200 samples): done in 7.0 s"),
+        (72.0, "12:01:12.000 | INFO    | Task run 'register-d4' - Finished in state Completed()"),
+        (73.0, "12:01:13.000 | INFO    | Task run 'promote-e5' - Finished in state Completed()"),
+        (75.0, "<exit>"),
+    ]
+    split = bench.split_time(lines)
+    assert split == {"training": 40.0, "evaluation": 19.0, "orchestration": 16.0, "total": 75.0,
+                     "training_share": round(40 / 75, 3)}

@@ -49,6 +49,18 @@ def test_progress_lines_come_periodically_and_a_quick_loop_prints_none(monkeypat
     assert messages[:2] and messages[0].startswith("slow: 1/3 items (") and messages[1].startswith("slow: 2/3 items (")
 
 
+def test_progress_lines_carry_the_rate_and_the_time_left_and_slow_rates_keep_their_figures(monkeypatch, caplog):
+    caplog.set_level("INFO", logger="genimg")
+    monkeypatch.setattr(feedback, "PROGRESS_EVERY_SECONDS", 0.0)
+    with feedback.progress("features", 4, "img") as update:
+        update(1)
+    assert " img/s, " in caplog.records[0].getMessage() and caplog.records[0].getMessage().endswith(" left)")
+    assert feedback.rate(0.4, "img") == "0.4 img/s" and feedback.rate(0.0312, "img") == "0.0312 img/s"
+    assert feedback.rate(12.34, "steps") == "12.3 steps/s" and feedback.rate(4321.6, "img") == "4322 img/s"
+    assert feedback.rate_and_time_left(10, 100, 25.0, "img") == "0.4 img/s, 3.8 min left"
+    assert feedback.rate_and_time_left(1, 1000, 5.0, "img") == "0.2 img/s, 83.2 min left"
+
+
 def test_phases_say_when_they_start_and_how_long_they_took(caplog):
     caplog.set_level("INFO", logger="genimg")
     with feedback.phase("doing a thing"):

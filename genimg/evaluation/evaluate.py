@@ -35,7 +35,9 @@ from genimg.evaluation.metrics import (
     frame_ssim,
     frechet_and_kernel_distances,
     precision_recall_density_coverage,
+    standard_error,
 )
+from genimg.evaluation.reliability import reliability, unreliable_note
 from genimg.feedback import progress
 from genimg.models.base import GenerativeModel, discrete_nll_offset, evaluating, model_spec
 from genimg.store import ObjectStore, open_store
@@ -56,7 +58,9 @@ class Evaluation:
     features: dict[str, Any]
     settings: dict[str, Any]
     seconds: float
-    samples: Tensor = field(repr=False)  # a few generated images (N, C, H, W) for the grid
+    samples: Tensor = field(repr=False)
+    # Per headline metric: reliable or not, n real / generated, floor, spread (see reliability.py)
+    reliability: dict[str, Any] = field(default_factory=dict)  # a few generated images (N, C, H, W) for the grid
     continuations: Tensor | None = field(default=None, repr=False)  # (N, T, …) best continuations
     ground_truth: Tensor | None = field(default=None, repr=False)  # the sequences they continue
 
@@ -64,7 +68,8 @@ class Evaluation:
         return {
             "model": self.model, "dataset": self.dataset, "split": self.split, "seed": self.seed,
             "num_samples": self.num_samples, "num_real": self.num_real, "metrics": self.metrics,
-            "features": self.features, "settings": self.settings, "seconds": round(self.seconds, 2),
+            "features": self.features, "settings": self.settings, "reliability": self.reliability,
+            "seconds": round(self.seconds, 2),
         }
 
 
@@ -84,7 +89,7 @@ def generate(
     conditional model's classes from `labels`, one per sample); refused when not finite (a
     diverged model's NaNs would crash FID's linear algebra)."""
     batches = []
-    with progress(f"generating {count} samples", count) as update:
+    with progress(f"generating {count} samples", count, "samples") as update:
         for number, start in enumerate(range(0, count, batch_size)):
             size = min(batch_size, count - start)
             batch_seed = seed * 1_000_003 + number
@@ -133,7 +138,7 @@ def image_nll(
     """Mean IWAE estimate of −log p(x) in nats over `images` (−log p(x | y) for a conditional
     model, given each image's class in `labels`), and the same in bits per dimension."""
     generator = torch.Generator().manual_seed(config.seed)
-    total = 0.0
+    per_image: list[Tensor] = []
     with progress(f"NLL of {len(images)} images (IWAE, k={config.nll_k})", len(images), "images") as update:
         for start in range(0, len(images), 100):
             batch = images[start : start + 100].float().div(255.0).to(model.device)
@@ -142,11 +147,12 @@ def image_nll(
             else:
                 batch_labels = labels[start : start + 100].to(model.device)
                 nll = model.nll(batch, k=config.nll_k, labels=batch_labels, generator=generator)  # type: ignore[operator]
-            total += float(nll.sum())
+            per_image.append(nll.detach().double().cpu())
             update(start + len(batch))
-    nll = total / len(images)
-    dimensions = math.prod(images.shape[1:])
-    return {"nll": nll, "bits_per_dim": nll / (dimensions * math.log(2))}
+    values = torch.cat(per_image)
+    nll, nll_se = float(values.mean()), standard_error(values)
+    to_bits = 1 / (math.prod(images.shape[1:]) * math.log(2))
+    return {"nll": nll, "nll_se": nll_se, "bits_per_dim": nll * to_bits, "bits_per_dim_se": nll_se * to_bits}
 
 
 # Class names that stand as they are in a metric name (MLflow's rules, and no surprises in a
@@ -269,6 +275,7 @@ def sequence_metrics(
         best = stacked[best_draw, torch.arange(stacked.shape[1])]  # (sequences, frames)
         for suffix, values in (("", stacked.mean(0)), ("_best_of_k", best), ("_copy_last_baseline", baseline[name])):
             metrics[f"{name}{suffix}"] = float(values.mean())
+            metrics[f"{name}{suffix}_se"] = standard_error(values.mean(1))  # over sequences
             for offset in range(predicted_frames):
                 # 1-based position in the sequence: with 10 context frames, frame_11 is the first predicted
                 metrics[f"{name}{suffix}_frame_{context + offset + 1:02d}"] = float(values[:, offset].mean())
@@ -297,7 +304,12 @@ def evaluate_model(
     *,
     store: ObjectStore | None = None,
     extractor: FeatureExtractor | None = None,
+    extractor_step_limit: int | None = None,
 ) -> Evaluation:
+    """Score `model` on `split` of `source`. `extractor_step_limit`: when the dataset's own
+    feature network is not cached and would train for more steps than this, the distances (FID,
+    KID, precision / recall) are left out with a note instead: the end of a short run must not
+    pay for a network many times its own cost."""
     config = config or EvalConfig()
     store = store or open_store()
     started = time.perf_counter()
@@ -305,63 +317,99 @@ def evaluate_model(
     real = seeded_subset(source.load(split), config.max_real, config.seed)
     if len(real) < 2:
         raise GenimgError(f"{source.ref}: split {split!r} holds {len(real)} record(s); evaluation needs ≥ 2")
-    extractor = extractor or choose_extractor(source, config, store)
+    notes: list[str] = []
+    if extractor is None:
+        extractor, skipped = choose_extractor(source, config, store, step_limit=extractor_step_limit)
+        notes += [skipped] if skipped else []
     model.eval()
     settings: dict[str, Any] = {"k_nearest": NEAREST_K, "max_real": config.max_real}
-    notes: list[str] = []
-    continuations = ground_truth = None
     # A conditional image model draws every class equally often: the classes can then be
     # scored one by one, and the samples as a whole match a class-balanced split.
     conditional = source.kind == "images" and model.num_classes > 0
     sample_labels = balanced_labels(config.samples, model.num_classes) if conditional else None
     with torch.no_grad():
         generated = generate(model, config.samples, config.seed, config.batch_size, sample_labels)
-    if source.kind == "sequences":
-        real_sequences = torch.from_numpy(real.data)
-        continued_count = min(len(real_sequences), config.samples)
-        with torch.no_grad():
-            metrics, best = sequence_metrics(model, real_sequences[:continued_count], config)
-        real_frames, _ = as_frames(real)
-        real_frames = real_frames[torch.randperm(len(real_frames), generator=torch.Generator().manual_seed(config.seed))[: config.max_real]]
-        metrics |= distances(extractor, real_frames, generated.flatten(0, 1), config)
-        settings |= {"best_of": config.best_of, "context_frames": config.context_frames or real.data.shape[1] // 2,
-                     "continued_sequences": continued_count, "sequence_metrics": SEQUENCE_PROTOCOL}
-        continuations, ground_truth = best[:GIF_SEQUENCES], real_sequences[:GIF_SEQUENCES].float() / 255.0
-        samples = generated[:GRID_SAMPLES // real.data.shape[1] or 1]
-    else:
-        real_images = torch.from_numpy(real.data)
-        metrics = distances(extractor, real_images, generated, config)
-        if sample_labels is not None:
-            settings["classes"] = model.num_classes
-            if extractor.classifier is None:
-                notes.append(f"class consistency needs the dataset's classifier; the {extractor.name} "
-                             "features have no classifier head (use eval.features=classifier for it)")
-            else:
-                consistency, skipped = class_consistency(model, extractor, generated, sample_labels, config.batch_size)
-                metrics |= consistency
-                notes += skipped
-        if hasattr(model, "nll"):
-            nll_images, nll_labels = real_images, None
-            if model.num_classes:
-                # −log p(x | y) needs each image's class: the records that carry one.
-                nll_images, nll_labels = labelled_for(model, real)
-                settings["nll_records"] = len(nll_images)
-            if len(nll_images):
-                with torch.no_grad():
-                    metrics |= image_nll(model, nll_images, config, nll_labels)
-                settings["nll_k"] = config.nll_k
-            else:
-                notes.append(f"no NLL: no record of split {split!r} carries one of the model's classes")
-        samples = generated[:GRID_SAMPLES]
-    features = extractor.describe()
+    scored = (score_sequences if source.kind == "sequences" else score_images)(
+        model, extractor, real, generated, sample_labels, config, split)
+    settings |= scored.settings
+    notes += scored.notes
+    verdicts = reliability(scored.metrics, scored.real_count, scored.generated_count, scored.scored_records)
+    if unreliable := unreliable_note(verdicts):
+        notes.append(unreliable)
+    features = extractor.describe() if extractor is not None else {"name": "none", "weights_sha256": ""}
     if notes:
         features["note"] = "; ".join(([features["note"]] if features.get("note") else []) + notes)
     return Evaluation(
         model=model.registry_name, dataset=source.ref, split=split, seed=config.seed,
-        num_samples=config.samples, num_real=len(real), metrics=metrics,
+        num_samples=config.samples, num_real=len(real), metrics=scored.metrics,
         features=features, settings=settings, seconds=time.perf_counter() - started,
-        samples=samples, continuations=continuations, ground_truth=ground_truth,
+        samples=scored.samples, continuations=scored.continuations, ground_truth=scored.ground_truth,
+        reliability=verdicts,
     )
+
+
+@dataclass
+class Scored:
+    metrics: dict[str, float]
+    samples: Tensor
+    real_count: int  # real images behind the distances (frames, for sequences)
+    generated_count: int
+    scored_records: int | None = None  # the records NLL or the sequence scores average over
+    settings: dict[str, Any] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)
+    continuations: Tensor | None = None
+    ground_truth: Tensor | None = None
+
+
+def score_sequences(model: GenerativeModel, extractor: FeatureExtractor | None, real: Dataset, generated: Tensor,
+                    sample_labels: Tensor | None, config: EvalConfig, split: str) -> Scored:
+    real_sequences = torch.from_numpy(real.data)
+    continued_count = min(len(real_sequences), config.samples)
+    with torch.no_grad():
+        metrics, best = sequence_metrics(model, real_sequences[:continued_count], config)
+    real_frames, _ = as_frames(real)
+    real_frames = real_frames[torch.randperm(len(real_frames), generator=torch.Generator().manual_seed(config.seed))[: config.max_real]]
+    generated_frames = generated.flatten(0, 1)
+    if extractor is not None:
+        metrics |= distances(extractor, real_frames, generated_frames, config)
+    settings = {"best_of": config.best_of, "context_frames": config.context_frames or real.data.shape[1] // 2,
+                "continued_sequences": continued_count, "sequence_metrics": SEQUENCE_PROTOCOL}
+    return Scored(metrics, generated[:GRID_SAMPLES // real.data.shape[1] or 1], len(real_frames),
+                  len(generated_frames), continued_count, settings, continuations=best[:GIF_SEQUENCES],
+                  ground_truth=real_sequences[:GIF_SEQUENCES].float() / 255.0)
+
+
+def score_images(model: GenerativeModel, extractor: FeatureExtractor | None, real: Dataset, generated: Tensor,
+                 sample_labels: Tensor | None, config: EvalConfig, split: str) -> Scored:
+    real_images = torch.from_numpy(real.data)
+    metrics = distances(extractor, real_images, generated, config) if extractor is not None else {}
+    settings: dict[str, Any] = {}
+    notes: list[str] = []
+    if sample_labels is not None:
+        settings["classes"] = model.num_classes
+    if sample_labels is not None and extractor is not None:  # without one, the skip note says why
+        if extractor.classifier is None:
+            notes.append(f"class consistency needs the dataset's classifier; the {extractor.name} "
+                         "features have no classifier head (use eval.features=classifier for it)")
+        else:
+            consistency, skipped = class_consistency(model, extractor, generated, sample_labels, config.batch_size)
+            metrics |= consistency
+            notes += skipped
+    nll_images = real_images[:0]
+    if hasattr(model, "nll"):
+        nll_images, nll_labels = real_images, None
+        if model.num_classes:
+            # −log p(x | y) needs each image's class: the records that carry one.
+            nll_images, nll_labels = labelled_for(model, real)
+            settings["nll_records"] = len(nll_images)
+        if len(nll_images):
+            with torch.no_grad():
+                metrics |= image_nll(model, nll_images, config, nll_labels)
+            settings["nll_k"] = config.nll_k
+        else:
+            notes.append(f"no NLL: no record of split {split!r} carries one of the model's classes")
+    return Scored(metrics, generated[:GRID_SAMPLES], len(real_images), len(generated), len(nll_images), settings,
+                  notes)
 
 
 __all__ = ["Evaluation", "evaluate_model"]

@@ -1,9 +1,13 @@
 """Feature spaces for Fréchet / kernel distances and k-NN precision-recall.
 
-`inception`: the FID InceptionV3, only when its weights file is on disk (never downloaded).
-Otherwise the dataset's own network, trained once per dataset version and recipe and cached in
-the store: a small residual CNN classifier on the labelled train split, or an autoencoder around
-the same encoder when the data has no labels. Distances are comparable only within one extractor
+`inception`: the FID InceptionV3 with the standard weights, fetched once (checksum-verified) into
+$GENIMG_HOME/weights: the field's FID. Where they cannot be had (offline), the dataset's own
+network, trained once per dataset *content* (the train and val records, whatever version or
+source they were read as) and recipe and cached in the store: a small residual CNN classifier on
+the labelled train split, or an autoencoder around the same encoder when the data has no labels.
+Its budget follows the data (about EXTRACTOR_EPOCHS passes over the train split, within
+[MIN_EXTRACTOR_STEPS, the cap for grey or colour]) and it stops early once its val score stops
+improving. Distances are comparable only within one extractor
 (name + weights hash), which is why every result names it. The classifier's head also labels
 generated images, which is how a conditional model's class consistency is measured.
 """
@@ -25,20 +29,19 @@ from torch import Tensor, nn
 from genimg.data.dataset import UNLABELLED, Dataset
 from genimg.data.handle import DatasetHandle
 from genimg.errors import GenimgError
-from genimg.evaluation.config import EvalConfig, default_extractor_steps
-from genimg.evaluation.inception import (
-    WEIGHTS_FILE_NAME,
-    inception_weights_path,
-    load_fid_inception,
-)
-from genimg.feedback import phase, progress
+from genimg.evaluation.config import EXTRACTOR_EPOCHS, EvalConfig, extractor_budget
+from genimg.evaluation.inception import find_inception_weights, load_fid_inception
+from genimg.feedback import phase, progress, say
 from genimg.store import ObjectStore, sha256_file, sha256_hex
 
-# /2: the residual network, augmentation and one-cycle SGD (caches of /1 are not reused).
-RECIPE_FORMAT = "genimg.features/2"
+# /3: keyed by content, budget from the data, early stop (caches of /2 are not reused).
+RECIPE_FORMAT = "genimg.features/3"
 FEATURE_DIM = 128
 WIDTHS = (32, 64, 128)  # channels of the three residual stages
 STANDARDIZE_RECORDS = 10_000
+EARLY_STOP_CHECKS = 10  # val checks over a budget; training stops after PATIENCE without gain
+EARLY_STOP_PATIENCE = 3
+EARLY_STOP_RECORDS = 1000  # val records a check scores at most (a seeded subset)
 LABELLED_FRACTION = 0.9  # below this share of labelled train records, train an autoencoder
 
 
@@ -179,9 +182,11 @@ class FeatureExtractor:
         self.network.eval()
         device = self.device
         chunks = []
-        for start in range(0, len(images), batch_size):
-            batch = as_unit_floats(images[start : start + batch_size]).to(device)
-            chunks.append(self.network(batch).double().cpu())
+        with progress(f"{self.name} features of {len(images)} images", len(images), "img") as update:
+            for start in range(0, len(images), batch_size):
+                batch = as_unit_floats(images[start : start + batch_size]).to(device)
+                chunks.append(self.network(batch).double().cpu())
+                update(start + len(batch))
         return torch.cat(chunks) if chunks else torch.zeros(0, self.dim, dtype=torch.float64)
 
     @torch.no_grad()
@@ -214,13 +219,16 @@ def as_frames(dataset: Dataset) -> tuple[Tensor, np.ndarray | None]:
 
 
 def recipe_for(
-    kind: str, image_shape: tuple[int, int, int], config: EvalConfig, label_values: tuple[int, ...] = ()
+    kind: str, image_shape: tuple[int, int, int], config: EvalConfig, label_values: tuple[int, ...] = (),
+    train_records: int = 0,
 ) -> dict[str, Any]:
-    """Everything that decides the trained weights; its hash names the cache folder."""
+    """Everything that decides the trained weights; its hash names the cache folder. Steps: the
+    config's `extractor_steps` exactly, else the data's budget with early stopping."""
     channels, height, width = image_shape
     recipe: dict[str, Any] = {
         "format": RECIPE_FORMAT, "kind": kind, "image_shape": list(image_shape), "feature_dim": FEATURE_DIM,
-        "widths": list(WIDTHS), "steps": config.extractor_steps or default_extractor_steps(channels), "seed": 0,
+        "widths": list(WIDTHS), "steps": config.extractor_steps or extractor_budget(train_records, channels),
+        "early_stop": config.extractor_steps is None, "seed": 0,
     }
     if kind == "autoencoder":
         return recipe | {"batch_size": 64, "optimizer": "adam", "lr": 2e-3}
@@ -269,11 +277,14 @@ def augment(images: Tensor, recipe: dict[str, Any], generator: torch.Generator) 
 
 
 def train_feature_network(
-    kind: str, images: Tensor, labels: Tensor | None, recipe: dict[str, Any]
-) -> nn.Module:
+    kind: str, images: Tensor, labels: Tensor | None, recipe: dict[str, Any],
+    val_images: Tensor | None = None, val_labels: Tensor | None = None,
+) -> tuple[nn.Module, int]:
     """Mini-batches drawn with the recipe's seed (deterministic on CPU). The classifier: SGD
     with Nesterov momentum and weight decay on a one-cycle schedule, on randomly cropped (and
-    for colour, flipped) images, with label smoothing; the autoencoder: plain Adam."""
+    for colour, flipped) images, with label smoothing; the autoencoder: plain Adam. With the
+    recipe's `early_stop` and val records, it stops once EARLY_STOP_PATIENCE checks in a row did
+    not improve the val score. Returns the network and the steps it ran."""
     torch.manual_seed(recipe["seed"])
     network = build_network(kind, recipe)
     steps = recipe["steps"]
@@ -288,6 +299,7 @@ def train_feature_network(
         optimizer = torch.optim.Adam(network.parameters(), lr=recipe["lr"])
         schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 1.0)  # a constant rate
     generator = torch.Generator().manual_seed(recipe["seed"])
+    stopper = EarlyStop(kind, val_images, val_labels, steps) if recipe.get("early_stop") else None
     network.train()
     with progress(f"training the {kind} feature network", steps, "steps") as update:
         for step in range(steps):
@@ -308,7 +320,43 @@ def train_feature_network(
             optimizer.step()
             schedule.step()
             update(step + 1)
-    return network.eval()
+            if stopper is not None and stopper.should_stop(step + 1, network):
+                say("the %s feature network stopped early at step %d of %d: its val score stopped improving (%s)",
+                    kind, step + 1, steps, stopper.history())
+                return network.eval(), step + 1
+    return network.eval(), steps
+
+
+class EarlyStop:
+    """Scores the network on (a seeded subset of) the val records every steps/EARLY_STOP_CHECKS
+    steps: the classifier by accuracy, the autoencoder by reconstruction error."""
+
+    def __init__(self, kind: str, images: Tensor | None, labels: Tensor | None, steps: int) -> None:
+        self.kind, self.labels = kind, labels
+        self.images = images
+        if images is not None and len(images) > EARLY_STOP_RECORDS:
+            chosen = torch.randperm(len(images), generator=torch.Generator().manual_seed(0))[:EARLY_STOP_RECORDS]
+            self.images = images[chosen]
+            self.labels = labels[chosen] if labels is not None else None
+        self.every = max(25, steps // EARLY_STOP_CHECKS)
+        self.scores: list[float] = []
+
+    def should_stop(self, step: int, network: nn.Module) -> bool:
+        if self.images is None or len(self.images) == 0 or step % self.every:
+            return False
+        scored = held_out_score(self.kind, network, self.images, self.labels)
+        network.train()
+        # Higher is better: accuracy, or the negated error.
+        self.scores.append(scored["accuracy"] if "accuracy" in scored else -scored["reconstruction_mse"])
+        if len(self.scores) <= EARLY_STOP_PATIENCE:
+            return False
+        best_before = max(self.scores[:-EARLY_STOP_PATIENCE])
+        tolerance = 0.002 if self.kind == "classifier" else 0.01 * abs(best_before)
+        return max(self.scores[-EARLY_STOP_PATIENCE:]) <= best_before + tolerance
+
+    def history(self) -> str:
+        name = "accuracy" if self.kind == "classifier" else "val reconstruction error"
+        return f"{name} " + ", ".join(f"{abs(score):.4g}" for score in self.scores)
 
 
 @torch.no_grad()
@@ -343,52 +391,99 @@ def labelled_images(dataset: Dataset) -> tuple[Tensor, Tensor | None, tuple[int,
     return images[torch.from_numpy(known)], torch.from_numpy(mapped.astype(np.int64)), tuple(int(v) for v in values)
 
 
-def dataset_extractor(source: DatasetHandle, config: EvalConfig, store: ObjectStore) -> FeatureExtractor:
-    """The dataset version's own feature network: loaded from the store cache, else trained
-    on its train split, scored on its val split and published to the cache."""
+def content_key(train: Dataset, val: Dataset) -> str:
+    """A digest of the records (and labels) a feature network is trained and checked on: two
+    versions, names or raw reads of the same content share one network."""
+    digest = hashlib.sha256()
+    for dataset in (train, val):
+        digest.update(json.dumps([dataset.kind, list(dataset.data.shape), str(dataset.data.dtype)]).encode())
+        digest.update(np.ascontiguousarray(dataset.data).tobytes())
+        if dataset.labels is not None:
+            digest.update(np.ascontiguousarray(dataset.labels).astype(np.int64).tobytes())
+    return digest.hexdigest()[:16]
+
+
+@dataclass
+class ExtractorPlan:
+    """What the dataset's own feature network is for one dataset and config: its recipe, the
+    records it learns from and is checked on, and where the store keeps it."""
+
+    kind: str
+    recipe: dict[str, Any]
+    prefix: str
+    images: Tensor
+    labels: Tensor | None
+    val_images: Tensor
+    val_labels: Tensor | None
+    train_records: int  # images, or sequences (whose frames are `images`)
+
+
+def plan_extractor(source: DatasetHandle, config: EvalConfig) -> ExtractorPlan:
     shape = source.record_shape[-3:]
     image_shape = (int(shape[0]), int(shape[1]), int(shape[2]))
-    train = source.load("train")
+    train, val = source.load("train"), source.load("val")
     images, labels, label_values = labelled_images(train)
     kind = "classifier" if labels is not None else "autoencoder"
-    recipe = recipe_for(kind, image_shape, config, label_values)
-    prefix = f"extractors/{source.version}/{kind}-{recipe_hash(recipe)}/"
-    if store.exists(prefix + "extractor.json"):
-        info = json.loads(store.get_bytes(prefix + "extractor.json"))
-        weights = store.get_bytes(prefix + "model.safetensors", sha256=info["weights_sha256"])
-        network = build_network(kind, recipe)
-        network.load_state_dict(load(weights))
-        return extractor_of(kind, network, info["weights_sha256"], recipe,
-                            {**info["held_out"], "uri": store.uri_for(prefix.rstrip("/")), "reused": True})
-    if len(images) < 2:
-        raise GenimgError(f"{source.ref}: its train split holds {len(images)} record(s), too few to train a feature network")
-    started = time.perf_counter()
-    with phase(f"training {source.ref}'s own {kind} feature network for FID/KID ({recipe['steps']} steps, "
-               "once per dataset version: cached in the store)"):
-        network = train_feature_network(kind, images, labels, recipe)
-        network.features.standardize(images)  # type: ignore[operator]
-    seconds = time.perf_counter() - started
-    val = source.load("val")
+    # The budget counts records: a sequence's frames are near-copies of each other, so passes
+    # over a sequence dataset are counted in sequences, not frames.
+    recipe = recipe_for(kind, image_shape, config, label_values, len(train))
     val_images, val_labels = as_frames(val)[0], None
     if kind == "classifier" and val.labels is not None:
         # Score with the train split's label set (the val split may lack a class).
         keep = np.isin(val.labels, label_values)
         val_images = torch.from_numpy(val.data[keep])
         val_labels = torch.from_numpy(np.searchsorted(label_values, val.labels[keep]).astype(np.int64))
-    held_out = held_out_score(kind, network, val_images, val_labels)
+    prefix = f"extractors/content-{content_key(train, val)}/{kind}-{recipe_hash(recipe)}/"
+    return ExtractorPlan(kind, recipe, prefix, images, labels, val_images, val_labels, len(train))
+
+
+def cached_extractor(plan: ExtractorPlan, store: ObjectStore) -> FeatureExtractor | None:
+    if not store.exists(plan.prefix + "extractor.json"):
+        return None
+    info = json.loads(store.get_bytes(plan.prefix + "extractor.json"))
+    weights = store.get_bytes(plan.prefix + "model.safetensors", sha256=info["weights_sha256"])
+    network = build_network(plan.kind, plan.recipe)
+    network.load_state_dict(load(weights))
+    return extractor_of(plan.kind, network, info["weights_sha256"], plan.recipe,
+                        {**info["held_out"], "uri": store.uri_for(plan.prefix.rstrip("/")), "reused": True,
+                         "steps_run": info.get("steps_run")})
+
+
+def dataset_extractor(source: DatasetHandle, config: EvalConfig, store: ObjectStore,
+                      plan: ExtractorPlan | None = None) -> FeatureExtractor:
+    """The dataset's own feature network: loaded from the store cache (keyed by content and
+    recipe), else trained on its train split, scored on its val split and published there."""
+    plan = plan or plan_extractor(source, config)
+    cached = cached_extractor(plan, store)
+    if cached is not None:
+        return cached
+    if len(plan.images) < 2:
+        raise GenimgError(f"{source.ref}: its train split holds {len(plan.images)} record(s), too few to train a feature network")
+    started = time.perf_counter()
+    budget = (f"at most {plan.recipe['steps']} steps, {EXTRACTOR_EPOCHS} passes' worth of its {plan.train_records} "
+              "train records, stopping early on its val score" if plan.recipe["early_stop"]
+              else f"{plan.recipe['steps']} steps, as eval.extractor_steps says")
+    with phase(f"training {source.ref}'s own {plan.kind} feature network for FID/KID ({budget}; once per "
+               "dataset content: cached in the store)"):
+        network, steps_run = train_feature_network(plan.kind, plan.images, plan.labels, plan.recipe,
+                                                   plan.val_images, plan.val_labels)
+        network.features.standardize(plan.images)  # type: ignore[operator]
+    seconds = time.perf_counter() - started
+    held_out = held_out_score(plan.kind, network, plan.val_images, plan.val_labels)
     payload = save({key: value.contiguous() for key, value in network.state_dict().items()})
     digest = sha256_hex(payload)
-    store.put_bytes(prefix + "model.safetensors", payload)
-    info = {"name": kind, "recipe": recipe, "dataset": source.ref, "weights_sha256": digest,
-            "held_out": held_out, "train_records": len(images), "val_records": len(val_images),
-            "seconds": round(seconds, 1)}
-    store.publish(prefix + "extractor.json", json.dumps(info, indent=1).encode())
+    store.put_bytes(plan.prefix + "model.safetensors", payload)
+    info = {"name": plan.kind, "recipe": plan.recipe, "dataset": source.ref, "weights_sha256": digest,
+            "held_out": held_out, "train_records": len(plan.images), "val_records": len(plan.val_images),
+            "steps_run": steps_run, "seconds": round(seconds, 1)}
+    store.publish(plan.prefix + "extractor.json", json.dumps(info, indent=1).encode())
     # A concurrent evaluation may have published first: use what the cache holds, so every
-    # evaluation of this version names the same weights.
-    if json.loads(store.get_bytes(prefix + "extractor.json"))["weights_sha256"] != digest:
-        return dataset_extractor(source, config, store)
-    return extractor_of(kind, network, digest, recipe,
-                        {**held_out, "uri": store.uri_for(prefix.rstrip("/")), "reused": False})
+    # evaluation of this content names the same weights.
+    if json.loads(store.get_bytes(plan.prefix + "extractor.json"))["weights_sha256"] != digest:
+        return dataset_extractor(source, config, store, plan)
+    return extractor_of(plan.kind, network, digest, plan.recipe,
+                        {**held_out, "uri": store.uri_for(plan.prefix.rstrip("/")), "reused": False,
+                         "steps_run": steps_run})
 
 
 def build_network(kind: str, recipe: dict[str, Any]) -> nn.Module:
@@ -416,30 +511,44 @@ def extractor_of(
                             classifier=network.eval(), label_values=label_values)
 
 
-def inception_extractor() -> FeatureExtractor | None:
-    path = inception_weights_path()
+def inception_extractor() -> tuple[FeatureExtractor | None, str | None]:
+    """The field's FID network (its weights fetched on first use), or None and why not."""
+    path, reason = find_inception_weights()
     if path is None:
-        return None
-    return FeatureExtractor("inception", load_fid_inception(path), sha256_file(path), {"weights": str(path)})
+        return None, reason
+    return FeatureExtractor("inception", load_fid_inception(path), sha256_file(path), {"weights": str(path)}), None
 
 
-def choose_extractor(source: DatasetHandle, config: EvalConfig, store: ObjectStore) -> FeatureExtractor:
+def choose_extractor(
+    source: DatasetHandle, config: EvalConfig, store: ObjectStore, *, step_limit: int | None = None
+) -> tuple[FeatureExtractor | None, str | None]:
+    """The feature network of `config.features`, and a note when there is none. `auto`: the
+    field's Inception where its weights can be had, else the dataset's own network (with a
+    one-line notice of why). `step_limit`: a dataset network not cached yet whose budget is
+    larger is not trained, unless eval.features=classifier or eval.extractor_steps asks for it;
+    (None, why) instead."""
+    notice = None
     if config.features in ("auto", "inception"):
-        extractor = inception_extractor()
+        extractor, reason = inception_extractor()
         if extractor is not None:
-            return extractor
+            return extractor, None
         if config.features == "inception":
-            raise GenimgError(
-                f"features=inception: no weights file; put {WEIGHTS_FILE_NAME} in $GENIMG_HOME/weights "
-                "or set GENIMG_INCEPTION_WEIGHTS (genimg never downloads it)"
-            )
-    extractor = dataset_extractor(source, config, store)
-    if config.features == "auto":
-        extractor.details["note"] = (
-            f"inception weights not found ({WEIGHTS_FILE_NAME} in $GENIMG_HOME/weights or "
-            f"GENIMG_INCEPTION_WEIGHTS): using the dataset's own {extractor.name}"
-        )
-    return extractor
+            raise GenimgError(f"features=inception: {reason}")
+        notice = f"Inception weights unavailable ({reason}): FID/KID use the dataset's own network, " \
+                 "comparable within genimg only"
+        say("note: %s", notice)
+    plan = plan_extractor(source, config)
+    asked = config.features == "classifier" or config.extractor_steps is not None
+    too_long = step_limit is not None and plan.recipe["steps"] > step_limit
+    if too_long and not asked and cached_extractor(plan, store) is None:
+        return None, (f"FID/KID/precision/recall skipped: {source.ref}'s own {plan.kind} feature network is not "
+                      f"trained yet, and its up to {plan.recipe['steps']} steps are more than this run's "
+                      f"{step_limit}; `genimg evaluate` trains it once (cached), or eval.features=classifier "
+                      "or eval.extractor_steps trains it here")
+    extractor = dataset_extractor(source, config, store, plan)
+    if notice:
+        extractor.details["note"] = notice
+    return extractor, None
 
 
-__all__ = ["FeatureExtractor", "choose_extractor", "dataset_extractor"]
+__all__ = ["FeatureExtractor", "choose_extractor", "dataset_extractor", "plan_extractor"]

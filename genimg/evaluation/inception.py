@@ -2,23 +2,50 @@
 
 Module and parameter names match torchvision's `Inception3(num_classes=1008, aux_logits=False)`
 as patched by pytorch-fid, so its weights file loads with strict key matching.
+
+`forward` preprocesses as torch-fidelity does (the extractor behind torchmetrics' FID, and so
+the field's numbers): uint8 levels, TensorFlow 1.x bilinear resizing to 299×299, then
+(x - 128) / 128. pytorch-fid's own preprocessing (PyTorch's half-pixel bilinear, 2x - 1) gives
+slightly different features, hence different FIDs.
+
+The weights are the standard file, fetched from pytorch-fid's release on first use into
+$GENIMG_HOME/weights and accepted only with its known sha256 (see `find_inception_weights`).
 """
 
 from __future__ import annotations
 
+import hashlib
+import http.client
+import json
 import os
+import tempfile
+import time
+import urllib.error
+import urllib.request
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
 from genimg.errors import GenimgError
+from genimg.feedback import phase
 from genimg.settings import genimg_home
 
 WEIGHTS_FILE_NAME = "pt_inception-2015-12-05-6726825d.pth"
 WEIGHTS_ENV = "GENIMG_INCEPTION_WEIGHTS"
+# The same bytes as torch-fidelity's weights-inception-2015-12-05-6726825d.pth (95,628,359 bytes).
+WEIGHTS_SHA256 = "6726825d0af5f729cebd5821db510b11b1cfad8faad88a03f1befd49fb9129b2"
+WEIGHTS_MEGABYTES = 91
+WEIGHTS_URL = ("https://github.com/mseitzer/pytorch-fid/releases/download/fid_weights/"
+               "pt_inception-2015-12-05-6726825d.pth")
+URL_ENV = "GENIMG_INCEPTION_URL"  # the empty string turns fetching off
+FETCH_TIMEOUT_SECONDS = 30.0
+FETCH_CHUNK_BYTES = 1 << 20
+# An offline machine would otherwise wait on the network at every evaluation.
+FAILED_FETCH_MEMORY_SECONDS = 3600.0
+FAILED_FETCH_MARKER = "inception-fetch-failed.json"
 INPUT_SIZE = 299
 
 
@@ -167,14 +194,27 @@ class FIDInceptionV3(nn.Module):
         self.fc = nn.Linear(2048, 1008)
 
     def forward(self, images: Tensor) -> Tensor:
-        """(N, 1|3, H, W) in [0, 1] → (N, 2048) pool3 features, preprocessed as pytorch-fid does."""
+        """(N, 1|3, H, W) images → (N, 2048) pool3 features, preprocessed as torch-fidelity does.
+
+        uint8 images are taken as they are. Float images in [0, 1] are first quantised to the
+        uint8 levels, round(x * 255) clamped to [0, 255], as saving them to PNG would: a
+        generated image and its saved copy then give the same features. Grey images are
+        repeated to three channels. The levels are resized to 299×299 with TensorFlow 1.x's
+        bilinear rule and mapped to [-1, 1) by (x - 128) / 128.
+        """
         if images.ndim != 4 or images.shape[1] not in (1, 3):
             raise ValueError(f"expected (N, 1|3, H, W) images, got shape {tuple(images.shape)}")
-        x = images.float()
+        if images.dtype == torch.uint8:
+            x = images.float()
+        elif images.is_floating_point():
+            x = images.mul(255).round().clamp(0, 255).float()
+        else:
+            raise ValueError(f"expected uint8 or float images, got {images.dtype}")
         if x.shape[1] == 1:
-            x = x.repeat(1, 3, 1, 1)
-        x = F.interpolate(x, size=(INPUT_SIZE, INPUT_SIZE), mode="bilinear", align_corners=False)
-        x = 2 * x - 1
+            x = x.expand(-1, 3, -1, -1)
+        rows = tensorflow1_resize_weights(x.shape[2], INPUT_SIZE).to(x.device)
+        columns = tensorflow1_resize_weights(x.shape[3], INPUT_SIZE).to(x.device)
+        x = (rows @ x @ columns.T - 128) / 128
         x = self.Conv2d_2b_3x3(self.Conv2d_2a_3x3(self.Conv2d_1a_3x3(x)))
         x = F.max_pool2d(x, kernel_size=3, stride=2)
         x = self.Conv2d_4a_3x3(self.Conv2d_3b_1x1(x))
@@ -186,10 +226,35 @@ class FIDInceptionV3(nn.Module):
         return torch.flatten(F.adaptive_avg_pool2d(x, (1, 1)), 1)
 
 
-def inception_weights_path() -> Path | None:
-    """$GENIMG_INCEPTION_WEIGHTS, else $GENIMG_HOME/weights/<WEIGHTS_FILE_NAME> if it exists.
+def tensorflow1_resize_weights(in_size: int, out_size: int) -> Tensor:
+    """(out_size, in_size) weights of TensorFlow 1.x bilinear resizing along one axis.
 
-    Never downloads; None when no weights file is available.
+    TF1 (align_corners=False) samples output pixel i at source coordinate i * in/out, without
+    the half-pixel offset of F.interpolate; the Inception graph's statistics were taken through
+    that rule. The coordinate is computed in float32 as TF does, so the weights are TF's.
+    """
+    scale = torch.tensor(in_size / out_size, dtype=torch.float32)
+    source = torch.arange(out_size, dtype=torch.float32) * scale
+    low = source.floor().long()
+    high = (low + 1).clamp(max=in_size - 1)
+    fraction = source - low.float()
+    weights = torch.zeros(out_size, in_size)
+    output = torch.arange(out_size)
+    # accumulate: at the last source pixel low == high, and the two weights must add up to 1.
+    weights.index_put_((output, low), 1 - fraction, accumulate=True)
+    weights.index_put_((output, high), fraction, accumulate=True)
+    return weights
+
+
+def cached_weights_path() -> Path:
+    """Where fetched weights live: $GENIMG_HOME/weights/<WEIGHTS_FILE_NAME>."""
+    return genimg_home() / "weights" / WEIGHTS_FILE_NAME
+
+
+def inception_weights_path() -> Path | None:
+    """$GENIMG_INCEPTION_WEIGHTS, else the cached weights file if it exists.
+
+    Never downloads (`find_inception_weights` does); None when no weights file is on disk.
     """
     configured = os.environ.get(WEIGHTS_ENV)
     if configured:
@@ -197,8 +262,113 @@ def inception_weights_path() -> Path | None:
         if not path.is_file():
             raise GenimgError(f"{WEIGHTS_ENV} names {path}, which does not exist")
         return path
-    default = genimg_home() / "weights" / WEIGHTS_FILE_NAME
-    return default if default.is_file() else None
+    cached = cached_weights_path()
+    return cached if cached.is_file() else None
+
+
+def find_inception_weights() -> tuple[Path | None, str | None]:
+    """(weights file, None), or (None, why there is none) in one line.
+
+    In order: $GENIMG_INCEPTION_WEIGHTS (used as given, unchecked, so that users can bring
+    their own weights; a missing file raises GenimgError); the cached file; else the standard
+    file fetched from $GENIMG_INCEPTION_URL (default pytorch-fid's release; empty: never fetch)
+    and kept only if its sha256 is WEIGHTS_SHA256. A failed fetch is remembered for an hour:
+    until then the same URL is not tried again and the remembered reason is returned.
+    """
+    path = inception_weights_path()
+    if path is not None:
+        return path, None
+    destination = cached_weights_path()
+    url = os.environ.get(URL_ENV, WEIGHTS_URL)
+    if not url:
+        return None, (f"fetching the FID Inception weights is off ({URL_ENV} is empty): put "
+                      f"{WEIGHTS_FILE_NAME} at {destination} or set {WEIGHTS_ENV} to its path")
+    marker = destination.parent / FAILED_FETCH_MARKER
+    remembered = remembered_failure(marker, url)
+    if remembered is not None:
+        return None, remembered
+    try:
+        with phase(f"fetching the FID Inception weights ({WEIGHTS_MEGABYTES} MB) from {url} "
+                   f"into {destination}"):
+            fetched = fetch_weights(url, destination, WEIGHTS_SHA256)
+    except GenimgError as error:
+        remember_failure(marker, url, str(error))
+        return None, str(error)
+    marker.unlink(missing_ok=True)
+    return fetched, None
+
+
+def remembered_failure(marker: Path, url: str) -> str | None:
+    """The reason a fetch of `url` failed less than an hour ago, from `marker`; else None."""
+    try:
+        record = json.loads(marker.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    if not isinstance(record, dict) or record.get("url") != url:
+        return None
+    when, reason = record.get("time"), record.get("reason")
+    if not isinstance(when, (int, float)) or not isinstance(reason, str):
+        return None
+    age = time.time() - when
+    if not 0 <= age < FAILED_FETCH_MEMORY_SECONDS:
+        return None
+    return (f"{reason} (remembered from {age / 60:.0f} min ago: genimg tries again "
+            f"{FAILED_FETCH_MEMORY_SECONDS / 60:.0f} min after a failure, or once {marker} "
+            "is deleted)")
+
+
+def remember_failure(marker: Path, url: str, reason: str) -> None:
+    record = {"url": url, "time": time.time(), "reason": reason}
+    try:
+        marker.parent.mkdir(parents=True, exist_ok=True)
+        marker.write_text(json.dumps(record), encoding="utf-8")
+    except OSError:
+        pass  # an unwritable home only costs the memory: the next evaluation tries again
+
+
+def fetch_weights(url: str, destination: Path, sha256: str) -> Path:
+    """Download `url` to `destination` if its bytes have the sha256 `sha256`, else GenimgError.
+
+    The bytes go to a temporary file beside `destination`, hashed as they arrive, and are
+    renamed into place only once the digest matches: an interrupted or altered download never
+    takes the place of the weights.
+    """
+    destination = Path(destination)
+    try:
+        destination.parent.mkdir(parents=True, exist_ok=True)
+        handle, name = tempfile.mkstemp(prefix=f".{destination.name}.", suffix=".part",
+                                        dir=destination.parent)
+    except OSError as error:
+        raise GenimgError(f"cannot write the download into {destination.parent}: {error}") \
+            from error
+    partial = Path(name)
+    try:
+        with os.fdopen(handle, "wb") as out:
+            digest = download(url, out)
+        if digest != sha256:
+            raise GenimgError(f"checksum mismatch: {url} gave sha256 {digest}, expected {sha256}; "
+                              "the download was discarded")
+        os.replace(partial, destination)
+    finally:
+        partial.unlink(missing_ok=True)
+    return destination
+
+
+def download(url: str, out: BinaryIO) -> str:
+    """Stream `url` into `out`; the sha256 hex digest of the bytes."""
+    digest = hashlib.sha256()
+    try:
+        with urllib.request.urlopen(url, timeout=FETCH_TIMEOUT_SECONDS) as response:
+            while chunk := response.read(FETCH_CHUNK_BYTES):
+                digest.update(chunk)
+                out.write(chunk)
+    except (urllib.error.HTTPError, ValueError) as error:
+        # The server answered with an error, or the URL is malformed: not a network problem.
+        raise GenimgError(f"cannot fetch {url}: {error}") from error
+    except (OSError, http.client.HTTPException) as error:
+        # URLError and timeouts are OSErrors; HTTPException covers a connection cut mid-file.
+        raise GenimgError(f"offline? cannot fetch {url}: {error}") from error
+    return digest.hexdigest()
 
 
 def load_fid_inception(path: Path) -> FIDInceptionV3:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import html
 import json
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -48,6 +49,19 @@ def format_value(value: float) -> str:
     return f"{value:.4g}" if abs(value) < 1e5 else f"{value:.3e}"
 
 
+def trust(verdict: dict[str, Any] | None) -> str:
+    """'± spread, n = real / generated' and, below the floor, UNRELIABLE with the floor."""
+    if verdict is None:
+        return ""
+    spread = f"± {verdict['spread']:.3g}, " if verdict.get("spread") is not None else ""
+    counts = (f"{verdict['n_real']} real / {verdict['n_generated']} generated" if verdict["n_generated"] is not None
+              else f"{verdict['n_real']} records")
+    text = f"{spread}n = {counts}"
+    if not verdict["reliable"]:
+        text += f"; UNRELIABLE: below the floor of {verdict['floor']}"
+    return text
+
+
 def write_report(
     evaluation: Evaluation, folder: Path, *, title: str, history: LossHistory | None = None
 ) -> list[Path]:
@@ -68,7 +82,8 @@ def write_report(
         images.append(("Training curves", curves))
     summary = evaluation.as_dict()
     (folder / "metrics.json").write_text(json.dumps(summary, indent=2) + "\n")
-    rows = [(name, format_value(value)) for name, value in sorted(evaluation.metrics.items())]
+    rows = [(name, format_value(value), trust(evaluation.reliability.get(name)))
+            for name, value in sorted(evaluation.metrics.items())]
     facts = [
         ("model", evaluation.model), ("dataset", f"{evaluation.dataset} ({evaluation.split} split)"),
         ("generated samples", str(evaluation.num_samples)), ("real records", str(evaluation.num_real)),
@@ -79,8 +94,8 @@ def write_report(
     note = evaluation.features.get("note")
     markdown = [f"# {title}", ""]
     markdown += [f"- **{key}**: {value}" for key, value in facts]
-    markdown += ([f"- **note**: {note}"] if note else []) + ["", "| metric | value |", "| --- | ---: |"]
-    markdown += [f"| {name} | {value} |" for name, value in rows] + [""]
+    markdown += ([f"- **note**: {note}"] if note else []) + ["", "| metric | value | spread, n, reliability |", "| --- | ---: | --- |"]
+    markdown += [f"| {name} | {value} | {note} |" for name, value, note in rows] + [""]
     for caption, path in images:
         markdown += [f"## {caption}", "", f"![{caption}]({path.name})", ""]
     report = folder / "report.md"
@@ -89,7 +104,8 @@ def write_report(
             f"<h1>{html.escape(title)}</h1><ul>"]
     page += [f"<li><b>{html.escape(key)}</b>: {html.escape(value)}</li>" for key, value in facts]
     page += ([f"<li><b>note</b>: {html.escape(note)}</li>"] if note else []) + ["</ul><table>"]
-    page += [f"<tr><td>{html.escape(name)}</td><td align=right>{value}</td></tr>" for name, value in rows]
+    page += [f"<tr><td>{html.escape(name)}</td><td align=right>{value}</td><td>{html.escape(note)}</td></tr>"
+             for name, value, note in rows]
     page.append("</table>")
     for caption, path in images:
         page.append(f"<h2>{html.escape(caption)}</h2><img src='{path.name}' alt='{html.escape(caption)}'>")

@@ -25,6 +25,7 @@ from genimg.models.base import model_spec
 from genimg.names import check_run_name
 from genimg.services.evaluate import evaluate_after_training
 from genimg.services.train_in_process import train_in_process
+from genimg.tracking.runs import TrainingRun
 from genimg.training.config import TrainConfig, gpu_defaults
 from genimg.training.run import merge_sections, resolve_run_config
 
@@ -150,9 +151,12 @@ def train(request: TrainRequest, *, handle: DatasetHandle | None = None) -> Trai
         outcome = train_here(request, sections, run_name, handle, progress.update)
     finally:
         progress.close()
+    if sections["eval"]:  # what `register` evaluates the run's model with, unless told otherwise
+        TrainingRun.existing(outcome.run_id).log_params({"eval": dict(sections["eval"])})
     if request.evaluate and eval_config.at_end_of_training:
+        run_steps = int(outcome.metrics.get("step", 0)) if outcome.metrics else 0
         outcome = replace(outcome, evaluation=evaluate_after_training(
-            outcome.run_id, outcome.run_name, outcome.checkpoint, handle, eval_config))
+            outcome.run_id, outcome.run_name, outcome.checkpoint, handle, eval_config, run_steps))
     return outcome
 
 

@@ -9,6 +9,8 @@ were measured on, so later comparisons can check they measured the same thing.
 
 from __future__ import annotations
 
+import hashlib
+import json
 import re
 import tempfile
 import time
@@ -19,9 +21,10 @@ from typing import Any
 from genimg.data.sources import pinned_version
 from genimg.errors import GenimgError
 from genimg.evaluation.evaluate import Evaluation
+from genimg.evaluation.reliability import below_floor
 from genimg.evaluation.report import LossHistory, write_report
 from genimg.tracking import tags as tag_names
-from genimg.tracking.runs import TrainingRun, client, tracking_uri
+from genimg.tracking.runs import TrainingRun, client, experiment_id, tracking_uri
 
 RUN_ID_PATTERN = re.compile(r"[0-9a-f]{32}")
 MODEL_URI_PATTERN = re.compile(r"models:/(?P<name>[^/@\s]+)(?:/(?P<version>\d+)|@(?P<alias>[\w-]+))")
@@ -93,8 +96,10 @@ def record_evaluation(
     title: str,
     out_dir: Path | None = None,
     tags: dict[str, str] | None = None,
+    key: str | None = None,
 ) -> dict[str, Any]:
-    """Write the report, log metrics, tags and report files; returns the JSON payload."""
+    """Write the report, log metrics, tags and report files; returns the JSON payload. `key`:
+    what the evaluation measured (`evaluation_key`), recorded so it is not computed twice."""
     run = TrainingRun.existing(log_run_id) if log_run_id else TrainingRun(
         f"evaluate-{evaluation.model}-{time.strftime('%Y%m%d-%H%M%S')}",
         tags={tag_names.MODEL: evaluation.model, tag_names.DATASET: evaluation.dataset,
@@ -116,15 +121,80 @@ def record_evaluation(
             tag_names.eval_tag(split, "num_samples"): str(evaluation.num_samples),
             tag_names.eval_tag(split, "seed"): str(evaluation.seed),
             tag_names.eval_tag(split, "settings"): ",".join(f"{k}={v}" for k, v in sorted(evaluation.settings.items())),
+            tag_names.eval_tag(split, "num_real"): str(evaluation.num_real),
+            tag_names.eval_tag(split, "reliability"): compact_reliability(evaluation.reliability),
+            **({tag_names.eval_tag(split, "key"): key} if key else {}),
         })
         run.log_folder(folder, artifact_path)
         if not log_run_id:
             run.finish()
     artifacts = run.client.get_run(run.run_id).info.artifact_uri.rstrip("/") + "/" + artifact_path
     return evaluation.as_dict() | {
-        "run_id": run.run_id, "artifacts": artifacts,
+        "run_id": run.run_id, "artifacts": artifacts, "reused": False, "key": key,
         "report": str(out_dir / files[0].name) if out_dir else f"{artifacts}/{files[0].name}",
     }
 
 
-__all__ = ["EvalTarget", "loss_history", "record_evaluation", "resolve_target", "run_checkpoint"]
+def evaluation_key(weights: str, dataset: str, split: str, settings: dict[str, Any]) -> str:
+    """What makes two evaluations the same: the weights (their digest: a run's final model and
+    its registered version are one), the dataset version, the split and every setting that
+    changes a number."""
+    payload = {"weights": weights, "dataset": dataset, "split": split, "settings": settings}
+    return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def compact_reliability(verdicts: dict[str, dict[str, Any]]) -> str:
+    """The reliability verdicts as a tag value: {metric: [reliable 0/1, n_real, n_generated,
+    floor, spread]} (a tag holds at most a few thousand characters)."""
+    return json.dumps({name: [int(v["reliable"]), v["n_real"], v["n_generated"], v["floor"], v["spread"]]
+                       for name, v in verdicts.items()}, separators=(",", ":"))
+
+
+def expand_reliability(value: str | None) -> dict[str, dict[str, Any]]:
+    if not value:
+        return {}
+    verdicts = {name: {"reliable": bool(entry[0]), "n_real": entry[1], "n_generated": entry[2], "floor": entry[3],
+                       "spread": entry[4]} for name, entry in json.loads(value).items()}
+    for name, verdict in verdicts.items():
+        if not verdict["reliable"]:
+            verdict["reason"] = below_floor(name, verdict)
+    return verdicts
+
+
+def recorded_evaluation(key: str, split: str, run_id: str | None = None) -> dict[str, Any] | None:
+    """The payload of an evaluation recorded with `key` (on `run_id`, or any run of the
+    experiment), as `record_evaluation` returned it, with `reused: true`; None if there is none."""
+    mlflow = client()
+    tag = tag_names.eval_tag(split, "key")
+    if run_id is not None:
+        run = mlflow.get_run(run_id)
+        if run.data.tags.get(tag) != key:
+            return None
+    else:
+        runs = mlflow.search_runs([experiment_id(mlflow)], filter_string=f"tags.`{tag}` = '{key}'", max_results=1)
+        if not runs:
+            return None
+        run = runs[0]
+    run_tags = run.data.tags
+
+    def recorded(what: str) -> str:
+        return run_tags.get(tag_names.eval_tag(split, what), "")
+
+    dataset = recorded("dataset")
+    version = pinned_version(dataset) or dataset
+    artifacts = run.info.artifact_uri.rstrip("/") + f"/evaluation/{split}-{version}"
+    return {
+        "model": run_tags.get(tag_names.MODEL, ""), "dataset": dataset, "split": split,
+        "seed": int(recorded("seed") or 0), "num_samples": int(recorded("num_samples") or 0),
+        "num_real": int(recorded("num_real") or 0),
+        "metrics": {name[len(split) + 1:]: float(value) for name, value in run.data.metrics.items()
+                    if name.startswith(f"{split}/")},
+        "features": {"name": recorded("features"), "weights_sha256": recorded("features_sha256")},
+        "settings": dict(item.split("=", 1) for item in recorded("settings").split(",") if "=" in item),
+        "reliability": expand_reliability(recorded("reliability")), "seconds": 0.0,
+        "run_id": run.info.run_id, "artifacts": artifacts, "report": f"{artifacts}/report.md",
+        "reused": True, "key": key,
+    }
+
+
+__all__ = ["EvalTarget", "evaluation_key", "recorded_evaluation", "loss_history", "record_evaluation", "resolve_target", "run_checkpoint"]

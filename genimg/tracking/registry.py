@@ -42,12 +42,13 @@ from genimg.data.sources import is_store_ref
 from genimg.errors import GenimgError
 from genimg.evaluation.config import EvalConfig
 from genimg.evaluation.evaluate import evaluate_model
+from genimg.evaluation.reliability import SPREADS, below_floor
 from genimg.feedback import phase
 from genimg.models.base import MODEL_REGISTRY, GenerativeModel, model_spec, save_model
 from genimg.names import check_run_name
 from genimg.store import ObjectStore, open_store
 from genimg.tracking import tags as tag_names
-from genimg.tracking.evaluations import run_checkpoint
+from genimg.tracking.evaluations import expand_reliability, run_checkpoint
 from genimg.tracking.models import load_model_at, load_registered_model
 from genimg.tracking.runs import client, fluent_tracking, tracking_uri
 
@@ -59,10 +60,41 @@ EVAL_PREFIX = tag_names.EVAL_PREFIX
 INPUT_EXAMPLE = {"num_samples": 2, "seed": 0}
 
 
+NOISE_SIGMAS = 2.0  # a challenger must win by more than this many spreads of the difference
+# What promotion compares, in order of preference: the family's primary metric, then one that
+# stays reliable on fewer images (KID for GANs, see genimg.evaluation.reliability).
+FALLBACK_METRICS: dict[str, list[tuple[str, str]]] = {"gan": [("kid_mean", "min")]}
+
+
 def primary_metric(model_name: str) -> tuple[str, str]:
     """(metric, mode) promotion compares for a model: its family's (FID for every GAN)."""
     spec = MODEL_REGISTRY.get(model_name)
     return spec.primary_metric if spec else ("fid", "min")
+
+
+def candidate_metrics(model_name: str) -> list[tuple[str, str]]:
+    spec = MODEL_REGISTRY.get(model_name)
+    return [primary_metric(model_name), *FALLBACK_METRICS.get(spec.family if spec else "gan", [])]
+
+
+def reliability_of(version: Any) -> dict[str, dict[str, Any]]:
+    """The reliability verdicts of a version's evaluation ({} for one registered before they
+    were recorded: those are taken as they are)."""
+    return expand_reliability(version.tags.get(EVAL_PREFIX + "reliability"))
+
+
+def comparable_metric(name: str, challenger: Any, metric: str | None, mode: str | None
+                      ) -> tuple[str, str] | str:
+    """The metric (and mode) to compare on: the one asked for, else the first candidate that is
+    reliable at the evaluation's n; or, when none is, why promotion cannot decide."""
+    verdicts = reliability_of(challenger)
+    candidates = [(metric, mode or "min")] if metric else candidate_metrics(challenger.tags.get(tag_names.MODEL, ""))
+    for candidate, candidate_mode in candidates:
+        if verdicts.get(candidate, {}).get("reliable", True):
+            return candidate, candidate_mode
+    reasons = "; ".join(below_floor(candidate, verdicts[candidate]) for candidate, _ in candidates)
+    return (f"refused: version {challenger.version} of {name} cannot be compared on an unreliable evaluation: "
+            f"{reasons}. Evaluate on a larger split (more real records) and more samples, or --force")
 
 
 def dataset_slug(dataset: str) -> str:
@@ -358,6 +390,7 @@ class Decision:
     champion_evaluation: str | None = None  # own | reevaluated | reused (see champion_metrics)
     evaluation: dict[str, str] | None = None  # what both were scored on, when compared
     forced: bool = False
+    noise: float | None = None  # the margin the spreads ask for (see comparison_noise)
 
     @property
     def reevaluated(self) -> bool:
@@ -373,7 +406,7 @@ class Decision:
                 "challenger": self.challenger, "champion_before": self.champion, "champion": self.champion_after,
                 "metric": self.metric, "challenger_value": self.challenger_value,
                 "champion_value": self.champion_value, "champion_reevaluated": self.reevaluated,
-                "champion_evaluation": self.champion_evaluation}
+                "champion_evaluation": self.champion_evaluation, "noise": self.noise}
 
     def record(self, decision_id: str, stamp: str) -> str:
         """The decision as kept on both versions: compact JSON, one tag per decision."""
@@ -384,7 +417,7 @@ class Decision:
             "champion_before": self.champion, "champion": self.champion_after, "metric": self.metric,
             "mode": self.mode, "min_delta": self.min_delta, "challenger_value": self.challenger_value,
             "champion_value": self.champion_value, "champion_evaluation": self.champion_evaluation,
-            "evaluation": evaluation,
+            "noise": self.noise, "evaluation": evaluation,
         }, separators=(",", ":"))
 
 
@@ -509,13 +542,20 @@ def decide(name: str, challenger: Any, champion: Any, *, force: bool, min_delta:
            metric: str | None, mode: str | None) -> Decision:
     number = int(challenger.version)
     if champion is None:
-        return Decision(True, f"first champion of {name}: version {number}", number, None, min_delta=min_delta)
+        unreliable = [metric for metric, verdict in reliability_of(challenger).items() if not verdict["reliable"]]
+        caveat = f" (nothing compared; its {', '.join(unreliable)} are unreliable at this n)" if unreliable else ""
+        return Decision(True, f"first champion of {name}: version {number}{caveat}", number, None, min_delta=min_delta)
     if int(champion.version) == number:
         return Decision(False, f"version {number} is already the champion", number, number, min_delta=min_delta)
-    metric, mode = (metric, mode or "min") if metric else primary_metric(challenger.tags.get(tag_names.MODEL, ""))
     if force:
+        metric, mode = (metric, mode or "min") if metric else primary_metric(challenger.tags.get(tag_names.MODEL, ""))
         return Decision(True, f"forced: version {number} replaces version {champion.version} without comparison "
                         f"(--force)", number, int(champion.version), metric, mode, min_delta, forced=True)
+    chosen = comparable_metric(name, challenger, metric, mode)
+    if isinstance(chosen, str):
+        return Decision(False, chosen, number, int(champion.version), metric, mode, min_delta,
+                        evaluation=evaluation_of(challenger))
+    metric, mode = chosen
     champion_scores, source = champion_metrics(name, champion, challenger)
     key = f"{EVAL_PREFIX}metric.{metric}"
     if key not in challenger.tags or metric not in champion_scores:
@@ -523,22 +563,36 @@ def decide(name: str, challenger: Any, champion: Any, *, force: bool, min_delta:
                           f"{number if key not in challenger.tags else champion.version}")
     new, old = float(challenger.tags[key]), champion_scores[metric]
     gain = old - new if mode == "min" else new - old
+    noise = comparison_noise(metric, metrics_of(challenger.tags), champion_scores)
+    needed = max(min_delta, noise)
     where = (f"on {challenger.tags.get(EVAL_PREFIX + 'dataset')} test split, "
              f"{challenger.tags.get(EVAL_PREFIX + 'num_samples')} samples, "
              f"{challenger.tags.get(EVAL_PREFIX + 'features')} features"
              + {"own": "", "reevaluated": ", champion re-evaluated",
                 "reused": ", champion's earlier re-evaluation reused"}[source])
     compared = {"metric": metric, "mode": mode, "min_delta": min_delta, "challenger_value": new,
-                "champion_value": old, "champion_evaluation": source, "evaluation": evaluation_of(challenger)}
-    if gain > min_delta:
+                "champion_value": old, "champion_evaluation": source, "evaluation": evaluation_of(challenger),
+                "noise": noise}
+    margin = (f"min_delta {min_delta:g}" if needed == min_delta else
+              f"the noise {noise:.4g} ({NOISE_SIGMAS:g} spreads of the difference)")
+    if gain > needed:
         reason = (f"version {number} {metric}={new:.5g} beats champion version {champion.version} "
                   f"{metric}={old:.5g} ({'lower' if mode == 'min' else 'higher'} is better, by {gain:.4g} > "
-                  f"min_delta {min_delta:g}) {where}")
+                  f"{margin}) {where}")
         return Decision(True, reason, number, int(champion.version), **compared)
     reason = (f"version {number} {metric}={new:.5g} does not beat champion version {champion.version} "
-              f"{metric}={old:.5g} by more than min_delta {min_delta:g} "
+              f"{metric}={old:.5g} by more than {margin} "
               f"({'lower' if mode == 'min' else 'higher'} is better) {where}")
     return Decision(False, reason, number, int(champion.version), **compared)
+
+
+def comparison_noise(metric: str, challenger: dict[str, float], champion: dict[str, float]) -> float:
+    """NOISE_SIGMAS × the spread of the difference of two independent evaluations, from each
+    one's spread of `metric` (0 where a metric has no recorded spread)."""
+    spread = SPREADS.get(metric)
+    if spread is None:
+        return 0.0
+    return NOISE_SIGMAS * (challenger.get(spread, 0.0) ** 2 + champion.get(spread, 0.0) ** 2) ** 0.5
 
 
 __all__ = ["decisions_of", "load_registered_model", "promote", "register_run", "registered_name"]

@@ -13,7 +13,8 @@ from genimg.training.config import TrainConfig
 from genimg.training.loop import train_model
 
 QUICK = EvalConfig(samples=150, nll_k=10, best_of=2, extractor_steps=150)
-DISTANCES = {"fid", "kid_mean", "kid_std", "precision", "recall", "density", "coverage"}
+DISTANCES = {"fid", "fid_std", "kid_mean", "kid_std", "precision", "recall", "density", "coverage",
+             "precision_se", "recall_se", "density_se", "coverage_se"}
 
 
 @pytest.fixture(scope="module")
@@ -34,7 +35,7 @@ def trained(name, source, steps, **model):
 def test_a_vae_trained_longer_has_a_lower_test_nll(digits_splits):
     short = evaluate_model(trained("vae", digits_splits, 5, latent_dim=8, width=16), digits_splits, "test", QUICK)
     longer = evaluate_model(trained("vae", digits_splits, 600, latent_dim=8, width=16), digits_splits, "test", QUICK)
-    assert set(longer.metrics) == DISTANCES | {"nll", "bits_per_dim"}
+    assert set(longer.metrics) == DISTANCES | {"nll", "nll_se", "bits_per_dim", "bits_per_dim_se"}
     assert longer.metrics["nll"] < short.metrics["nll"] - 20, (short.metrics["nll"], longer.metrics["nll"])
     assert longer.metrics["fid"] < short.metrics["fid"]
     assert longer.metrics["bits_per_dim"] == pytest.approx(longer.metrics["nll"] / (256 * math.log(2)))
@@ -82,7 +83,8 @@ def test_sequence_metrics_baseline_and_report(small_sequences, tmp_path):
     predicted = [f"frame_{t:02d}" for t in range(context + 1, frames + 1)]
     scored = [f"{metric}{kind}" for metric in ("mse", "mae", "ssim", "psnr")
               for kind in ("", "_best_of_k", "_copy_last_baseline")]
-    expected = DISTANCES | {"nll_bound_per_frame", *scored} | {f"{name}_{frame}" for frame in predicted for name in scored}
+    expected = (DISTANCES | {"nll_bound_per_frame", *scored} | {f"{name}_se" for name in scored}
+                | {f"{name}_{frame}" for frame in predicted for name in scored})
     assert set(evaluation.metrics) == expected
     assert evaluation.settings["best_of"] == 2 and evaluation.settings["context_frames"] == context
     assert "mean over the K" in evaluation.settings["sequence_metrics"]

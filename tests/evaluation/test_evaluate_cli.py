@@ -50,16 +50,25 @@ def test_evaluate_a_run_by_id_on_its_test_split(trained_run, tmp_path):
                   "--out", str(tmp_path / "report"), "--json")
     assert payload["dataset"] == trained_run["evaluation"]["dataset"]  # the run's own dataset
     assert payload["split"] == "test" and payload["seed"] == 3 and payload["num_samples"] == 60
-    assert {"fid", "kid_mean", "kid_std", "precision", "recall", "density", "coverage", "nll", "bits_per_dim"} == set(payload["metrics"])
+    assert {"fid", "fid_std", "kid_mean", "kid_std", "precision", "precision_se", "recall", "recall_se", "density",
+            "density_se", "coverage", "coverage_se", "nll", "nll_se", "bits_per_dim", "bits_per_dim_se"} == set(payload["metrics"])
+    assert payload["reliability"]["fid"] == {"reliable": False, "n_real": payload["num_real"], "n_generated": 60,
+                                             "floor": 2000, "spread": payload["metrics"]["fid_std"],
+                                             "reason": payload["reliability"]["fid"]["reason"]}
+    assert payload["reliability"]["nll"]["reliable"] and payload["reliability"]["nll"]["floor"] is None
     assert payload["features"]["name"] == "classifier" and "note" in payload["features"]
     assert payload["run_id"] == trained_run["run_id"]
     assert {p.name for p in (tmp_path / "report").iterdir()} >= {"report.md", "report.html", "samples.png", "loss_curves.png", "metrics.json"}
     metrics = mlflow_client().get_run(trained_run["run_id"]).data.metrics
     assert metrics["test/fid"] == pytest.approx(payload["metrics"]["fid"])
     again = cli("evaluate", trained_run["run_id"], "--samples", "60", "--nll-k", "5", "--seed", "3", "--json")
-    assert again["metrics"] == payload["metrics"] and again["features"]["reused"] is True
+    # The same key (weights, dataset version, split, settings): the recorded result, not a new one.
+    assert again["reused"] is True and again["key"] == payload["key"] and not payload["reused"]
+    assert again["metrics"] == pytest.approx(payload["metrics"]) and again["reliability"] == payload["reliability"]
     human = cli("evaluate", trained_run["run_id"], "--samples", "60", "--nll-k", "5")
-    assert "fid" in human.stdout and "note: inception weights not found" in human.stdout
+    assert "note: Inception weights unavailable" in human.stdout
+    fid_line = next(line for line in human.stdout.splitlines() if line.split()[0] == "fid")
+    assert "±" in fid_line and "real /" in fid_line and "UNRELIABLE: below the floor of 2000" in fid_line
 
 
 def test_evaluate_registry_uris_and_folders_in_new_evaluation_runs(trained_run, tmp_path):
@@ -67,14 +76,20 @@ def test_evaluate_registry_uris_and_folders_in_new_evaluation_runs(trained_run, 
     cli("evaluate", trained_run["run_id"], "--samples", "50", "--nll-k", "3", "--json")
     version = cli("register", trained_run["run_id"], "--json")["version"]
     client.set_registered_model_alias("genimg-digits-vae", "champion", str(version))
-    by_version = cli("evaluate", f"models:/genimg-digits-vae/{version}", "--samples", "50", "--nll-k", "3", "--json")
-    by_alias = cli("evaluate", "models:/genimg-digits-vae@champion", "--samples", "50", "--nll-k", "3", "--json")
-    assert by_version["metrics"] == by_alias["metrics"]
-    assert by_version["run_id"] != trained_run["run_id"] != by_alias["run_id"]
-    tags = client.get_run(by_alias["run_id"]).data.tags
+    # The version, its alias and the exported folder hold the run's final weights: with the same
+    # settings, the run's recorded evaluation is theirs.
+    for target in (f"models:/genimg-digits-vae/{version}", "models:/genimg-digits-vae@champion", str(tmp_path / "export")):
+        same = cli("evaluate", target, "--dataset", "digits", "--samples", "50", "--nll-k", "3", "--json")
+        assert same["reused"] and same["run_id"] == trained_run["run_id"]
+    by_version = cli("evaluate", f"models:/genimg-digits-vae/{version}", "--samples", "40", "--nll-k", "3", "--json")
+    by_alias = cli("evaluate", "models:/genimg-digits-vae@champion", "--samples", "40", "--nll-k", "3", "--json")
+    assert not by_version["reused"] and by_alias["reused"] and by_version["metrics"] == by_alias["metrics"]
+    assert by_version["run_id"] != trained_run["run_id"] and by_alias["run_id"] == by_version["run_id"]
+    tags = client.get_run(by_version["run_id"]).data.tags
     assert tags["genimg.kind"] == "evaluation" and tags["genimg.model_version"] == f"genimg-digits-vae/{version}"
-    folder = cli("evaluate", str(tmp_path / "export"), "--dataset", "digits", "--samples", "50", "--nll-k", "3", "--json")
-    assert folder["metrics"] == by_version["metrics"]  # the export holds the same final weights
+    folder = cli("evaluate", str(tmp_path / "export"), "--dataset", "digits", "--samples", "40", "--nll-k", "3",
+                 "--out", str(tmp_path / "folder-report"), "--json")  # --out: computed again, for its files
+    assert not folder["reused"] and folder["metrics"] == by_version["metrics"]
 
 
 @pytest.mark.parametrize(

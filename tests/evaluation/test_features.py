@@ -7,7 +7,7 @@ from genimg.data.handle import resolve_dataset
 from genimg.data.versions import ingest_dataset
 from genimg.errors import ConfigError, GenimgError
 from genimg.evaluation import features as features_module
-from genimg.evaluation.config import EvalConfig
+from genimg.evaluation.config import MIN_EXTRACTOR_STEPS, EvalConfig, extractor_budget
 from genimg.evaluation.features import Classifier, augment, choose_extractor, recipe_for, train_feature_network
 from genimg.store import sha256_file
 
@@ -17,18 +17,19 @@ QUICK = EvalConfig(extractor_steps=150)
 def test_labelled_data_trains_a_classifier_once_and_later_evaluations_reuse_it(store, monkeypatch):
     ingest_dataset(Dataset("images", *load_digits()), "digits", store=store)
     source = resolve_dataset("digits", store=store)
-    first = choose_extractor(source, QUICK, store)
+    first, skipped = choose_extractor(source, QUICK, store)
+    assert first is not None and skipped is None
     assert first.name == "classifier" and first.details["reused"] is False
     assert first.details["accuracy"] > 0.9  # held out: the val split, after 150 steps
-    assert "inception weights not found" in first.details["note"]
+    assert "Inception weights unavailable" in first.details["note"]
     assert first.label_values == tuple(range(10)) and first.details["label_values"] == list(range(10))
 
     def no_training(*args, **kwargs):
         raise AssertionError("the cached feature network was trained again")
 
     monkeypatch.setattr(features_module, "train_feature_network", no_training)
-    second = choose_extractor(resolve_dataset("digits", store=store), QUICK, store)
-    assert second.details["reused"] is True and second.weights_sha256 == first.weights_sha256
+    second, _ = choose_extractor(resolve_dataset("digits", store=store), QUICK, store)
+    assert second is not None and second.details["reused"] is True and second.weights_sha256 == first.weights_sha256
     images = torch.from_numpy(source.load("test").data[:20])
     assert torch.equal(first(images), second(images))
     assert first(images).shape == (20, 128)
@@ -53,8 +54,8 @@ def test_unlabelled_or_partly_labelled_data_trains_an_autoencoder(tmp_path):
     labels[: len(labels) // 4] = -1  # a quarter without labels: not a classification set
     dataset = Dataset("images", data, "partly-labelled", labels=labels)
     ingest_dataset(dataset, "partly", store=store)
-    extractor = choose_extractor(resolve_dataset("partly", store=store), QUICK, store)
-    assert extractor.name == "autoencoder" and extractor.details["reconstruction_mse"] < 0.2
+    extractor, _ = choose_extractor(resolve_dataset("partly", store=store), QUICK, store)
+    assert extractor is not None and extractor.name == "autoencoder" and extractor.details["reconstruction_mse"] < 0.2
 
 
 def test_the_inception_network_is_used_when_its_weights_file_is_present(tmp_path, monkeypatch):
@@ -64,14 +65,15 @@ def test_the_inception_network_is_used_when_its_weights_file_is_present(tmp_path
     torch.save(FIDInceptionV3().state_dict(), weights)
     monkeypatch.setenv("GENIMG_INCEPTION_WEIGHTS", str(weights))
     source = resolve_dataset("builtin:digits")
-    extractor = choose_extractor(source, EvalConfig(features="auto"), None)  # type: ignore[arg-type]
-    assert extractor.name == "inception" and extractor.weights_sha256 == sha256_file(weights)
+    extractor, _ = choose_extractor(source, EvalConfig(features="auto"), None)  # type: ignore[arg-type]
+    assert extractor is not None and extractor.name == "inception" and extractor.weights_sha256 == sha256_file(weights)
     assert extractor(torch.from_numpy(source.load("test").data[:2])).shape == (2, 2048)
 
 
-def test_asking_for_inception_without_its_weights_says_where_to_put_them(monkeypatch):
+def test_asking_for_inception_without_its_weights_says_why_there_are_none(monkeypatch):
     monkeypatch.delenv("GENIMG_INCEPTION_WEIGHTS", raising=False)
-    with pytest.raises(GenimgError, match="GENIMG_INCEPTION_WEIGHTS.*never downloads"):
+    monkeypatch.setenv("GENIMG_INCEPTION_URL", "")
+    with pytest.raises(GenimgError, match="features=inception: .*GENIMG_INCEPTION_URL"):
         choose_extractor(resolve_dataset("builtin:digits"), EvalConfig(features="inception"), None)  # type: ignore[arg-type]
 
 
@@ -97,7 +99,8 @@ def test_the_same_recipe_trains_the_same_weights():
     recipe = recipe_for("classifier", (1, 16, 16), EvalConfig(extractor_steps=20), values)
 
     def weights_hash() -> str:
-        network = train_feature_network("classifier", images, labels, recipe)
+        network, steps = train_feature_network("classifier", images, labels, recipe)
+        assert steps == 20
         return sha256_hex(save({key: value.contiguous() for key, value in network.state_dict().items()}))
 
     assert weights_hash() == weights_hash()
@@ -130,10 +133,59 @@ def test_standardizing_the_features_leaves_the_classifier_predictions_alone():
     assert torch.allclose(network(images.float() / 255.0), before)
 
 
-def test_colour_data_gets_more_feature_network_steps_by_default():
+def test_the_feature_network_budget_follows_the_train_split_within_the_caps():
     default = EvalConfig()
-    assert recipe_for("classifier", (1, 16, 16), default, (0, 1))["steps"] == 1000
-    assert recipe_for("classifier", (3, 32, 32), default, (0, 1))["steps"] == 4000
-    assert recipe_for("classifier", (3, 32, 32), QUICK, (0, 1))["steps"] == 150
+    assert extractor_budget(300, 3) == MIN_EXTRACTOR_STEPS  # a 300-image subset: no 4,000 steps
+    assert extractor_budget(1437, 1) == 225  # ten passes over the builtin digits' train split
+    assert extractor_budget(42_000, 3) == 4000 and extractor_budget(42_000, 1) == 1000
+    assert recipe_for("classifier", (1, 16, 16), default, (0, 1), train_records=1437)["steps"] == 225
+    assert recipe_for("classifier", (3, 32, 32), default, (0, 1), train_records=42_000)["steps"] == 4000
+    assert recipe_for("classifier", (3, 32, 32), default, (0, 1), train_records=42_000)["early_stop"]
+    exact = recipe_for("classifier", (3, 32, 32), QUICK, (0, 1), train_records=42_000)
+    assert exact["steps"] == 150 and not exact["early_stop"]  # asked for: exactly that many
     with pytest.raises(ConfigError, match="extractor_steps must be ≥ 1"):
         EvalConfig(extractor_steps=0)
+
+
+def test_training_stops_early_once_the_val_score_stops_improving():
+    from genimg.evaluation.features import labelled_images
+
+    source = resolve_dataset("builtin:digits")
+    images, labels, values = labelled_images(source.load("train"))
+    val = source.load("val")
+    recipe = recipe_for("classifier", (1, 16, 16), EvalConfig(), values, train_records=len(images)) | {"steps": 1000}
+    network, steps = train_feature_network("classifier", images, labels, recipe, torch.from_numpy(val.data),
+                                           torch.from_numpy(val.labels.astype("int64")))
+    assert steps < 1000 and steps % 100 == 0  # checks every 100 steps; digits plateau within a few
+    no_stop, all_steps = train_feature_network("classifier", images[:200], labels[:200],
+                                               recipe | {"steps": 60, "early_stop": False})
+    assert all_steps == 60
+
+
+def test_one_feature_network_per_dataset_content_whatever_its_name_or_version(store, monkeypatch):
+    data, _, labels = load_digits()
+    ingest_dataset(Dataset("images", data, "builtin:digits", labels), "digits", store=store)
+    ingest_dataset(Dataset("images", data, "another-copy", labels), "copy", store=store)
+    first, _ = choose_extractor(resolve_dataset("digits", store=store), QUICK, store)
+    trainings = []
+    monkeypatch.setattr(features_module, "train_feature_network",
+                        lambda *args, **kwargs: trainings.append(args) or (_ for _ in ()).throw(AssertionError))
+    second, _ = choose_extractor(resolve_dataset("copy", store=store), QUICK, store)
+    raw, _ = choose_extractor(resolve_dataset("builtin:digits"), QUICK, store)
+    assert first is not None and second is not None and raw is not None and not trainings
+    assert second.details["reused"] and raw.details["reused"]
+    assert first.weights_sha256 == second.weights_sha256 == raw.weights_sha256
+    assert len([key for key in store.list("extractors/") if key.endswith("extractor.json")]) == 1
+
+
+def test_a_short_run_does_not_train_the_feature_network_but_says_so(tmp_path):
+    from genimg.store import open_store
+
+    store = open_store(tmp_path.as_uri())
+    ingest_dataset(Dataset("images", *load_digits()), "digits", store=store)
+    source = resolve_dataset("digits", store=store)
+    extractor, skipped = choose_extractor(source, EvalConfig(), store, step_limit=5)
+    assert extractor is None and skipped is not None
+    assert "FID/KID/precision/recall skipped" in skipped and "this run's 5" in skipped
+    asked, _ = choose_extractor(source, EvalConfig(features="classifier", extractor_steps=30), store, step_limit=5)
+    assert asked is not None and asked.name == "classifier"  # eval.features=classifier asks for it

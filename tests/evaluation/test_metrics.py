@@ -3,11 +3,14 @@ import torch
 
 from genimg.evaluation.metrics import (
     PSNR_CAP_DB,
+    PrecomputedFeatures,
     frame_mae,
     frame_mse,
     frame_psnr,
     frame_ssim,
+    fid_bootstrap_std,
     frechet_and_kernel_distances,
+    frechet_distance,
     precision_recall_density_coverage,
 )
 
@@ -35,10 +38,33 @@ def test_knn_metrics_are_one_for_the_same_distribution_and_zero_for_a_distant_on
     same = precision_recall_density_coverage(real, real.clone())
     assert same["precision"] == same["recall"] == same["coverage"] == 1.0
     distant = precision_recall_density_coverage(real, features(400, 50.0, seed=1))
-    assert distant == {"precision": 0.0, "recall": 0.0, "density": 0.0, "coverage": 0.0}
+    assert distant == {name: 0.0 for name in ("precision", "recall", "density", "coverage", "precision_se",
+                                               "recall_se", "density_se", "coverage_se")}
     # Generated samples collapsed onto one real point: precise, but recall and coverage collapse.
     collapsed = precision_recall_density_coverage(real, real[:1].repeat(400, 1) + 1e-6 * features(400, seed=2))
     assert collapsed["precision"] == 1.0 and collapsed["recall"] < 0.05 and collapsed["coverage"] < 0.05
+
+
+def test_our_frechet_distance_is_torchmetrics_in_either_form():
+    from torchmetrics.image.fid import FrechetInceptionDistance
+
+    for count, dim in ((300, 8), (40, 64)):  # more samples than dimensions, and fewer
+        real = torch.randn(count, dim, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+        fake = 1.5 * torch.randn(count, dim, generator=torch.Generator().manual_seed(1), dtype=torch.float64) + 0.3
+        torchmetrics_fid = FrechetInceptionDistance(feature=PrecomputedFeatures(dim))
+        torchmetrics_fid.update(real, real=True)
+        torchmetrics_fid.update(fake, real=False)
+        assert frechet_distance(real, fake) == pytest.approx(float(torchmetrics_fid.compute()), rel=1e-6)
+        assert frechet_and_kernel_distances(real, fake, seed=0)["fid"] == frechet_distance(real, fake)
+
+
+def test_the_fid_spread_shrinks_with_more_samples_and_repeats_with_the_seed():
+    few = fid_bootstrap_std(features(50), features(50, 0.5, seed=1), seed=0)
+    many = fid_bootstrap_std(features(2000), features(2000, 0.5, seed=1), seed=0)
+    assert 0 < many < few / 3  # ∝ 1/√n: 40× the samples, about a sixth of the spread
+    assert fid_bootstrap_std(features(50), features(50, 0.5, seed=1), seed=0) == few
+    spreads = precision_recall_density_coverage(features(400), features(400, 0.5, seed=1))
+    assert 0 < spreads["precision_se"] <= (0.25 / 400) ** 0.5  # a binomial standard error
 
 
 def test_knn_metrics_refuse_too_few_samples():

@@ -202,7 +202,8 @@ def test_the_champion_loads_as_a_pyfunc_in_a_fresh_process_and_samples(digits_in
     sample = cli("sample", "models:/genimg-digits-vae@champion", "-n", "4", "-o", str(tmp_path / "s.png"), "--json")
     assert sample["shape"] == [4, 1, 16, 16] and (tmp_path / "s.png").is_file()
     evaluated = cli("evaluate", "models:/genimg-digits-vae@champion", *EVAL, "--json")
-    assert evaluated["dataset"].startswith("digits@") and evaluated["run_id"] != run_id
+    # The version holds the run's weights, evaluated with these settings already: reused.
+    assert evaluated["dataset"].startswith("digits@") and evaluated["reused"] and evaluated["run_id"] == run_id
 
 
 def test_register_and_a_pyfunc_load_print_no_mlflow_warnings(digits_in_store, tmp_path):
@@ -225,22 +226,18 @@ def test_register_and_a_pyfunc_load_print_no_mlflow_warnings(digits_in_store, tm
     assert "mlflow" not in registered.stderr, registered.stderr
 
 
-def test_register_says_it_evaluates_a_run_without_a_test_evaluation_first(digits_in_store, monkeypatch):
-    import genimg.services.register as evaluations
-    from genimg.evaluation.config import EvalConfig
-
-    real = evaluations.evaluate_target
-    small = EvalConfig(samples=60, nll_k=4, extractor_steps=100)  # the default is 1,000 samples
-    monkeypatch.setattr(evaluations, "evaluate_target",
-                        lambda target, dataset, config, **kwargs: real(target, dataset, small, **kwargs))
+def test_register_says_it_evaluates_a_run_without_a_test_evaluation_first(digits_in_store):
     run_id = cli("train", *VAE, "--dataset", "digits", "--steps", "2", "--json")["run_id"]
-    result = runner.invoke(app, ["register", run_id])
+    small = ["--samples", "60", "--nll-k", "4", "--extractor-steps", "100"]  # the default is 1,000 samples
+    result = runner.invoke(app, ["register", run_id, *small])
     assert result.exit_code == 0, result.output
     lines = result.stderr.splitlines()
-    assert any(line.startswith(f"genimg: evaluating run {run_id} on the test split of digits@") and
+    assert any(line.startswith(f"genimg: test evaluation of run {run_id} on digits@") and
                line.endswith(" …") for line in lines), result.stderr
-    assert any(f"evaluating run {run_id}" in line and ": done in" in line for line in lines)
+    assert any(f"test evaluation of run {run_id}" in line and ": done in" in line for line in lines)
     assert any(line.startswith("genimg: logging the vae generator to MLflow") for line in lines)
+    again = runner.invoke(app, ["register", run_id, *small])  # the same settings: reused, not recomputed
+    assert again.exit_code == 0 and "already recorded: reused, not recomputed" in again.stderr, again.output
 
 
 def mlflow_download(uri, destination):
