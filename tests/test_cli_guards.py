@@ -108,8 +108,10 @@ def test_evaluating_a_model_with_nan_weights_is_a_clear_error_not_a_crash(tmp_pa
     assert done.stderr.strip().splitlines()[-1].startswith("error: model vae generates non-finite values")
 
 
-def test_fid_refuses_features_that_are_not_finite():
+def test_fid_refuses_features_that_are_not_finite(tmp_path):
     import torch
+
+    from genimg.store import open_store
 
     from genimg.errors import GenimgError
     from genimg.evaluation.config import EvalConfig
@@ -125,7 +127,7 @@ def test_fid_refuses_features_that_are_not_finite():
     extractor = FeatureExtractor("broken", Broken(), "0" * 64)
     images = torch.zeros(20, 1, 8, 8, dtype=torch.uint8)
     with pytest.raises(GenimgError, match="features of the real images are not finite"):
-        distances(extractor, images, images.float(), EvalConfig())
+        distances(extractor, images, images.float(), EvalConfig(), open_store(tmp_path.as_uri()))
 
 
 # --- the dataset a run trains on is pinned ------------------------------------------------------

@@ -27,6 +27,7 @@ from genimg.data.handle import DatasetHandle
 from genimg.errors import GenimgError
 from genimg.evaluation.config import EvalConfig
 from genimg.evaluation.features import FeatureExtractor, as_frames, choose_extractor
+from genimg.evaluation.features import real_features as real_features_of
 from genimg.evaluation.metrics import (
     NEAREST_K,
     frame_mae,
@@ -119,8 +120,9 @@ def check_shapes(model: GenerativeModel, source: DatasetHandle) -> None:
         raise GenimgError(f"model {model.registry_name} works on {kind} but {source.ref} holds {source.kind}")
 
 
-def distances(extractor: FeatureExtractor, real: Tensor, fake: Tensor, config: EvalConfig) -> dict[str, float]:
-    real_features = extractor(real, config.batch_size)
+def distances(extractor: FeatureExtractor, real: Tensor, fake: Tensor, config: EvalConfig,
+              store: ObjectStore) -> dict[str, float]:
+    real_features = real_features_of(extractor, real, config.batch_size, store)
     fake_features = extractor(fake, config.batch_size)
     for which, features in (("real", real_features), ("generated", fake_features)):
         if not torch.isfinite(features).all():
@@ -330,7 +332,7 @@ def evaluate_model(
     with torch.no_grad():
         generated = generate(model, config.samples, config.seed, config.batch_size, sample_labels)
     scored = (score_sequences if source.kind == "sequences" else score_images)(
-        model, extractor, real, generated, sample_labels, config, split)
+        model, extractor, real, generated, sample_labels, config, split, store)
     settings |= scored.settings
     notes += scored.notes
     verdicts = reliability(scored.metrics, scored.real_count, scored.generated_count, scored.scored_records)
@@ -362,7 +364,7 @@ class Scored:
 
 
 def score_sequences(model: GenerativeModel, extractor: FeatureExtractor | None, real: Dataset, generated: Tensor,
-                    sample_labels: Tensor | None, config: EvalConfig, split: str) -> Scored:
+                    sample_labels: Tensor | None, config: EvalConfig, split: str, store: ObjectStore) -> Scored:
     real_sequences = torch.from_numpy(real.data)
     continued_count = min(len(real_sequences), config.samples)
     with torch.no_grad():
@@ -371,7 +373,7 @@ def score_sequences(model: GenerativeModel, extractor: FeatureExtractor | None, 
     real_frames = real_frames[torch.randperm(len(real_frames), generator=torch.Generator().manual_seed(config.seed))[: config.max_real]]
     generated_frames = generated.flatten(0, 1)
     if extractor is not None:
-        metrics |= distances(extractor, real_frames, generated_frames, config)
+        metrics |= distances(extractor, real_frames, generated_frames, config, store)
     settings = {"best_of": config.best_of, "context_frames": config.context_frames or real.data.shape[1] // 2,
                 "continued_sequences": continued_count, "sequence_metrics": SEQUENCE_PROTOCOL}
     return Scored(metrics, generated[:GRID_SAMPLES // real.data.shape[1] or 1], len(real_frames),
@@ -380,9 +382,9 @@ def score_sequences(model: GenerativeModel, extractor: FeatureExtractor | None, 
 
 
 def score_images(model: GenerativeModel, extractor: FeatureExtractor | None, real: Dataset, generated: Tensor,
-                 sample_labels: Tensor | None, config: EvalConfig, split: str) -> Scored:
+                 sample_labels: Tensor | None, config: EvalConfig, split: str, store: ObjectStore) -> Scored:
     real_images = torch.from_numpy(real.data)
-    metrics = distances(extractor, real_images, generated, config) if extractor is not None else {}
+    metrics = distances(extractor, real_images, generated, config, store) if extractor is not None else {}
     settings: dict[str, Any] = {}
     notes: list[str] = []
     if sample_labels is not None:

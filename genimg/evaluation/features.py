@@ -205,6 +205,23 @@ class FeatureExtractor:
         return torch.tensor(self.label_values, dtype=torch.long)[index]
 
 
+def real_features(extractor: FeatureExtractor, images: Tensor, batch_size: int, store: ObjectStore) -> Tensor:
+    """`extractor(images)` for real records, cached in the store by (extractor weights, the
+    images' bytes): a split's features are computed once, however many models are scored on
+    it (Inception on 10,000 images is ~25 minutes of 2 CPU cores). Kept as float32, which is
+    what the networks compute in."""
+    digest = hashlib.sha256(json.dumps([list(images.shape), str(images.dtype)]).encode())
+    digest.update(images.contiguous().view(-1).view(torch.uint8).numpy().tobytes())
+    key = f"features/{extractor.weights_sha256[:16]}/{digest.hexdigest()[:24]}.safetensors"
+    if store.exists(key):
+        cached = load(store.get_bytes(key))["features"]
+        if cached.shape == (len(images), extractor.dim):
+            return cached.double()
+    features = extractor(images, batch_size)
+    store.put_bytes(key, save({"features": features.float().contiguous()}))
+    return features.float().double()
+
+
 def as_unit_floats(images: Tensor) -> Tensor:
     """uint8 images → float in [0, 1]; float images as they are."""
     return images.float() / 255.0 if images.dtype == torch.uint8 else images.float()

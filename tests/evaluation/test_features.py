@@ -189,3 +189,29 @@ def test_a_short_run_does_not_train_the_feature_network_but_says_so(tmp_path):
     assert "FID/KID/precision/recall skipped" in skipped and "this run's 5" in skipped
     asked, _ = choose_extractor(source, EvalConfig(features="classifier", extractor_steps=30), store, step_limit=5)
     assert asked is not None and asked.name == "classifier"  # eval.features=classifier asks for it
+
+
+def test_the_features_of_real_records_are_computed_once_per_network_and_records(tmp_path):
+    from genimg.evaluation.features import FeatureExtractor, real_features
+    from genimg.store import open_store
+
+    class Counting(torch.nn.Module):
+        num_features = 3
+
+        def __init__(self):
+            super().__init__()
+            self.images_seen = 0
+
+        def forward(self, images):
+            self.images_seen += len(images)
+            return images.flatten(1)[:, :3] * 2
+
+    store, network = open_store(tmp_path.as_uri()), Counting()
+    extractor = FeatureExtractor("counting", network, "a" * 64)
+    images = torch.randint(0, 256, (30, 1, 4, 4), dtype=torch.uint8)
+    first = real_features(extractor, images, 8, store)
+    again = real_features(extractor, images, 8, store)
+    assert torch.equal(first, again) and first.dtype == torch.float64 and network.images_seen == 30
+    real_features(extractor, images[:20], 8, store)  # other records: computed
+    real_features(FeatureExtractor("counting", network, "b" * 64), images, 8, store)  # another network
+    assert network.images_seen == 30 + 20 + 30 and len(store.list("features/")) == 3
