@@ -59,6 +59,10 @@ def test_evaluate_a_run_by_id_on_its_test_split(trained_run, tmp_path):
     assert payload["features"]["name"] == "classifier" and "note" in payload["features"]
     assert payload["run_id"] == trained_run["run_id"]
     assert {p.name for p in (tmp_path / "report").iterdir()} >= {"report.md", "report.html", "samples.png", "loss_curves.png", "metrics.json"}
+    report = (tmp_path / "report" / "report.md").read_text()
+    fid_row = next(line for line in report.splitlines() if line.startswith("| fid |"))
+    assert "UNRELIABLE: below the floor of 2000" in fid_row and "60 generated" in fid_row
+    assert "UNRELIABLE" not in next(line for line in report.splitlines() if line.startswith("| nll |"))
     metrics = mlflow_client().get_run(trained_run["run_id"]).data.metrics
     assert metrics["test/fid"] == pytest.approx(payload["metrics"]["fid"])
     again = cli("evaluate", trained_run["run_id"], "--samples", "60", "--nll-k", "5", "--seed", "3", "--json")

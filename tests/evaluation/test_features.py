@@ -215,3 +215,19 @@ def test_the_features_of_real_records_are_computed_once_per_network_and_records(
     real_features(extractor, images[:20], 8, store)  # other records: computed
     real_features(FeatureExtractor("counting", network, "b" * 64), images, 8, store)  # another network
     assert network.images_seen == 30 + 20 + 30 and len(store.list("features/")) == 3
+
+
+def test_offline_the_field_s_inception_gives_way_to_the_dataset_network_with_one_notice(store, monkeypatch, caplog):
+    import socket
+
+    with socket.socket() as probe:  # a local port nothing listens on: a refused connection
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    monkeypatch.setenv("GENIMG_INCEPTION_URL", f"http://127.0.0.1:{port}/weights.pth")
+    caplog.set_level("INFO", logger="genimg")
+    ingest_dataset(Dataset("images", *load_digits()), "digits", store=store)
+    extractor, _ = choose_extractor(resolve_dataset("digits", store=store), QUICK, store)
+    assert extractor is not None and extractor.name == "classifier"
+    assert "offline? cannot fetch" in extractor.details["note"]
+    notices = [r.getMessage() for r in caplog.records if r.getMessage().startswith("note: Inception weights unavailable")]
+    assert len(notices) == 1 and "\n" not in notices[0]
