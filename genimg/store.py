@@ -28,7 +28,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlparse
+from urllib.parse import unquote, urlparse
 
 from genimg.errors import GenimgError
 from genimg.settings import genimg_home
@@ -527,16 +527,30 @@ def default_store_uri() -> str:
     return os.environ.get("GENIMG_STORE") or (genimg_home() / "store").as_uri()
 
 
+def local_path(uri: str) -> Path:
+    """The folder or file a file:// URI names, percent-decoded (`Path.as_uri` encodes a space as
+    %20 and ü as %C3%BC; read back undecoded, they would name a sibling folder)."""
+    parsed = urlparse(uri)
+    if parsed.scheme != "file":
+        raise StoreError(f"not a file:// URI: {uri!r}")
+    return Path(unquote(parsed.path))
+
+
 def open_store(uri: str | None = None) -> ObjectStore:
     """The store at `uri` (default: `GENIMG_STORE`, else `file://$GENIMG_HOME/store`)."""
     uri = uri or default_store_uri()
     parsed = urlparse(uri)
     if parsed.scheme == "s3":
+        if "@" in parsed.netloc:
+            # The URI is not repeated: it holds a secret.
+            raise StoreError("the store URI carries credentials (s3://KEY:SECRET@bucket/…): give the bucket "
+                             "alone (s3://bucket/prefix) and the keys in AWS_ACCESS_KEY_ID / "
+                             "AWS_SECRET_ACCESS_KEY (or any source boto3 reads)")
         if not parsed.netloc:
             raise StoreError(f"invalid store URI {uri!r}: expected s3://bucket[/prefix]")
         return S3Store(parsed.netloc, parsed.path)
     if parsed.scheme == "file":
-        return LocalStore(Path(parsed.path))
+        return LocalStore(local_path(uri))
     if parsed.scheme == "" and uri:
         return LocalStore(Path(uri).expanduser())
     raise StoreError(f"unsupported store URI {uri!r} (expected file://… or s3://…)")

@@ -109,7 +109,8 @@ def ingestion(result: Any, resolution: int | None, mode: str) -> str:
         f"  {result.uri}",
         f"  every image {resolution}x{resolution} px ({mode})" if resolution
         else f"  records {'x'.join(map(str, result.record_shape))}",
-        "  unchanged: this version already exists, nothing uploaded" if result.reused
+        f"  unchanged: this version already exists, nothing uploaded; {result.name} now means this version"
+        if result.reused
         else f"  uploaded {result.uploaded_objects} objects, {result.uploaded_bytes / 1e6:.2f} MB",
     ]
     if result.duplicates:

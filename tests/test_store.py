@@ -77,3 +77,47 @@ def test_default_store_is_under_genimg_home(monkeypatch, tmp_path):
     assert open_store().uri == (tmp_path / "store").as_uri()
     with pytest.raises(StoreError, match="unsupported store URI"):
         open_store("gs://bucket/x")
+
+
+def test_credentials_in_the_store_uri_are_refused_without_repeating_them(monkeypatch):
+    from typer.testing import CliRunner
+
+    from genimg.cli import app
+
+    with pytest.raises(StoreError, match="AWS_ACCESS_KEY_ID") as refused:
+        open_store("s3://AKIAEXAMPLE:very-secret-key@bucket/prefix")
+    assert "very-secret-key" not in str(refused.value)
+    monkeypatch.setenv("GENIMG_STORE", "s3://AKIAEXAMPLE:very-secret-key@bucket/prefix")
+    result = CliRunner().invoke(app, ["ingest", "builtin:digits", "--name", "digits"])
+    assert result.exit_code == 1 and "carries credentials" in result.stderr
+    assert "very-secret-key" not in result.output and len(result.stderr.strip().splitlines()) == 1
+
+
+def test_a_home_with_a_space_and_a_non_ascii_letter_keeps_everything_in_it(tmp_path, monkeypatch):
+    """`Path.as_uri()` percent-encodes: every file:// URI genimg writes is read back decoded."""
+    import json
+
+    from typer.testing import CliRunner
+
+    from genimg.cli import app
+
+    home = tmp_path / "my home ü"
+    monkeypatch.setenv("GENIMG_HOME", str(home))
+    runner = CliRunner()
+
+    def cli(*args):
+        result = runner.invoke(app, [*args, "--json"])
+        assert result.exit_code == 0, (result.output, result.exception)
+        return json.loads(result.stdout)
+
+    cli("ingest", "builtin:digits", "--name", "digits")
+    run = cli("train", "--model", "vae", "--dataset", "digits", "--workers", "0", "--steps", "2", "--set",
+              "model.width=4", "--set", "model.latent_dim=4", "--set", "eval.at_end_of_training=false")
+    assert run["checkpoint"].startswith(home.as_uri())
+    evaluated = cli("evaluate", run["run_id"], "--samples", "20", "--nll-k", "2", "--extractor-steps", "20")
+    assert "nll" in evaluated["metrics"]
+    registered = cli("register", run["run_id"])
+    cli("promote", registered["name"])
+    cli("sample", f"models:/{registered['name']}@champion", "-n", "4", "-o", str(home / "s.png"))
+    assert (home / "store" / "datasets" / "digits").is_dir() and (home / "s.png").is_file()
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["my home ü"]  # no %20 sibling

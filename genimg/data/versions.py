@@ -33,6 +33,9 @@ from genimg.store import ObjectStore, StoreError, open_store, sha256_hex
 
 MANIFEST_FORMAT = "genimg.dataset/1"
 MANIFEST_FILE = "manifest.json"
+# datasets/<name>/CURRENT.json: the version `NAME` alone means, set by each ingest (a re-ingest of
+# an older version's content makes that version current again); without it, the newest version.
+CURRENT_FILE = "CURRENT.json"
 SPLIT_FRACTIONS = {"train": 0.85, "val": 0.05, "test": 0.10}
 SHARD_BYTES = 64 * 1024 * 1024
 NAME_PATTERN = re.compile(r"[a-z0-9][a-z0-9_-]{0,62}")
@@ -219,6 +222,7 @@ def ingest_dataset(
     result = IngestResult(name, version, store.uri_for(prefix.rstrip("/")), counts,
                           list(dataset.rejected), duplicates, reused=True, record_shape=dataset.record_shape)
     if store.exists(prefix + MANIFEST_FILE):
+        make_current(store, name, version)
         return result
     result.reused = False
     record_size = int(np.prod(dataset.record_shape))
@@ -266,7 +270,25 @@ def ingest_dataset(
     if store.publish(prefix + MANIFEST_FILE, payload):
         result.uploaded_objects += 1
         result.uploaded_bytes += len(payload)
+    make_current(store, name, version)
     return result
+
+
+def make_current(store: ObjectStore, name: str, version: str) -> None:
+    """Point `name` (without @VERSION) at `version`: the one ingested last."""
+    record = {"version": version, "time": datetime.now(timezone.utc).isoformat(timespec="microseconds")}
+    store.put_bytes(f"datasets/{name}/{CURRENT_FILE}", json.dumps(record).encode())
+
+
+def current_version(store: ObjectStore, name: str) -> str | None:
+    """The version `name` alone means, when an ingest has recorded one that still exists."""
+    key = f"datasets/{name}/{CURRENT_FILE}"
+    if not store.exists(key):
+        return None
+    version = json.loads(store.get_bytes(key)).get("version")
+    if not isinstance(version, str) or not store.exists(version_prefix(name, version) + MANIFEST_FILE):
+        return None
+    return version
 
 
 @dataclass
@@ -412,7 +434,7 @@ def list_versions(store: ObjectStore | None = None, name: str | None = None) -> 
 
 
 def resolve_version(ref: str, store: ObjectStore | None = None) -> DatasetVersion:
-    """`name@version`, or `name` alone for its latest version."""
+    """`name@version`, or `name` alone for its current version (the one ingested last)."""
     store = store or open_store()
     name, version = parse_ref(ref)
     if version is not None:
@@ -420,6 +442,9 @@ def resolve_version(ref: str, store: ObjectStore | None = None) -> DatasetVersio
         if not store.exists(key):
             raise DataError(f"dataset {name}@{version} not found in {store.uri}")
         return DatasetVersion(read_manifest(store, key), store)
+    current = current_version(store, name)
+    if current is not None:
+        return DatasetVersion(read_manifest(store, version_prefix(name, current) + MANIFEST_FILE), store)
     versions = list_versions(store, name)
     if not versions:
         raise DataError(f"dataset {name!r} not found in {store.uri} (ingest it first: genimg ingest SOURCE --name {name})")

@@ -11,14 +11,14 @@ from typing import Any
 from urllib.parse import urlparse
 
 from genimg.models.base import load_model, save_model
-from genimg.store import ObjectStore
+from genimg.store import ObjectStore, local_path
 
 
 def run_storage(store: ObjectStore) -> tuple[str, Any]:
     """(storage_path, storage_filesystem) for RunConfig: checkpoints live in the store."""
     parsed = urlparse(store.uri)
     if parsed.scheme == "file":
-        return str(Path(parsed.path) / "runs"), None
+        return str(local_path(store.uri) / "runs"), None
     import pyarrow.fs
 
     endpoint = os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL")

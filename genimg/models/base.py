@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import abc
 import contextlib
+import hashlib
 import json
 import math
 from collections.abc import Callable, Iterator
@@ -174,15 +175,16 @@ def sample_labels(model: GenerativeModel, n: int, seed: int | None, labels: Tens
 
 
 def class_index(model: GenerativeModel, value: str) -> int:
-    """A class given as its index or its name (the dataset's class folder names)."""
+    """A class given as its name (the dataset's class folder names) or else its index."""
     classes = require_classes(model) if model.num_classes else 0
     if classes == 0:
         raise GenimgError(f"model {model.registry_name} is not class-conditional: --class needs a model "
                           "trained with model.conditional=true")
-    if value.isdigit() and int(value) < classes:
-        return int(value)
+    # A name wins over an index: with class folders "1", "2", "3", "2" is the folder "2".
     if value in model.class_names:
         return model.class_names.index(value)
+    if value.isascii() and value.isdigit() and int(value) < classes:  # "²" is a digit to isdigit
+        return int(value)
     known = ", ".join(model.class_names) if model.class_names else f"0–{classes - 1}"
     raise GenimgError(f"unknown class {value!r} for model {model.registry_name} (classes: {known})")
 
@@ -407,8 +409,18 @@ def save_model(model: GenerativeModel, directory: str | Path) -> Path:
     }
     weights = {key: value.detach().cpu().contiguous() for key, value in model.state_dict().items()}
     save_file(weights, str(directory / MODEL_WEIGHTS_FILE))
+    # Checked on every load: weights swapped or altered beside their config are refused.
+    description["weights_sha256"] = file_sha256(directory / MODEL_WEIGHTS_FILE)
     (directory / MODEL_CONFIG_FILE).write_text(json.dumps(description, indent=2) + "\n")
     return directory
+
+
+def file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as stream:
+        for chunk in iter(lambda: stream.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
 
 
 def read_model_description(directory: str | Path) -> dict[str, Any]:
@@ -427,13 +439,32 @@ def read_model_description(directory: str | Path) -> dict[str, Any]:
     return description
 
 
-def load_model(directory: str | Path, device: str | torch.device = "cpu") -> GenerativeModel:
+def check_weights(weights_path: Path, description: dict[str, Any], expected_sha256: str | None = None) -> None:
+    """Refuse weights whose sha256 is not the one their model.json records (or `expected_sha256`)."""
+    recorded = description.get("weights_sha256")
+    if not recorded and not expected_sha256:
+        return
+    actual = file_sha256(weights_path)
+    if recorded and actual != recorded:
+        raise GenimgError(f"weights {weights_path} do not match the sha256 their {MODEL_CONFIG_FILE} records "
+                          f"({recorded[:12]}…, the file has {actual[:12]}…): corrupt or replaced; not loaded")
+    if expected_sha256 and actual != expected_sha256:
+        raise GenimgError(f"weights {weights_path} are not the ones registered (sha256 {expected_sha256[:12]}… "
+                          f"recorded at registration, the file has {actual[:12]}…); not loaded")
+
+
+def load_model(directory: str | Path, device: str | torch.device = "cpu",
+               expected_sha256: str | None = None) -> GenerativeModel:
+    """The model of a folder, its weights checked against the sha256 its model.json records
+    (folders written before that was recorded load unchecked) and against `expected_sha256`
+    (what a registry recorded for them) when given."""
     directory = Path(directory)
     description = read_model_description(directory)
     model = build_model(description["model"], description["config"])
     weights_path = directory / MODEL_WEIGHTS_FILE
     if not weights_path.is_file():
         raise GenimgError(f"missing weights {weights_path}")
+    check_weights(weights_path, description, expected_sha256)
     try:
         weights = load_file(str(weights_path), device=str(device))
         model.load_state_dict(weights, strict=True)

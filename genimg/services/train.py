@@ -27,6 +27,7 @@ from genimg.services.evaluate import evaluate_after_training
 from genimg.services.train_in_process import train_in_process
 from genimg.tracking.runs import TrainingRun
 from genimg.training.config import TrainConfig, gpu_defaults
+from genimg.training.graphs import check_required_graph
 from genimg.training.run import merge_sections, resolve_run_config
 
 
@@ -131,12 +132,30 @@ def train_as_ray_job(request: TrainRequest, sections: Mapping[str, Mapping[str, 
     return TrainOutcome.from_dict(job.payload, ray_job=job.submission_id)
 
 
+def check_workers(workers: Any) -> None:
+    """`workers`: 0 (this process), N ≥ 1, or (min, max) with 1 ≤ min ≤ max; anything else is
+    refused before a run or a Ray exists."""
+    def whole(value: Any) -> bool:
+        return isinstance(value, int) and not isinstance(value, bool)
+
+    if whole(workers) and workers >= 0:
+        return
+    if isinstance(workers, tuple) and len(workers) == 2 and all(whole(n) for n in workers) \
+            and 1 <= workers[0] <= workers[1]:
+        return
+    raise GenimgError(f"workers must be 0 (train in this process), a count N ≥ 1 or (min, max) with "
+                      f"1 ≤ min ≤ max, got {workers!r}")
+
+
 def train(request: TrainRequest, *, handle: DatasetHandle | None = None) -> TrainOutcome:
     """Check the request (before any data is read or any run exists), then train where it says.
     `handle`: the dataset already resolved by the caller (it is not read again)."""
+    check_workers(request.workers)
     spec = model_spec(request.model)
     sections = training_sections(request)
-    resolve_run_config(request.model, sections)  # bad keys and values fail before anything starts
+    run_config = resolve_run_config(request.model, sections)  # bad keys and values fail before anything starts
+    one_process = request.workers in (0, 1) or request.workers == (1, 1)
+    check_required_graph(run_config.train, "cuda" if request.gpu else "cpu", one_process)
     eval_config = end_of_training_eval_config(sections["eval"])
     run_name = check_run_name(request.run_name or default_run_name(request.model), "--run-name")
     if request.epochs is not None and request.epochs <= 0:

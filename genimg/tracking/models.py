@@ -3,18 +3,40 @@
 
 from __future__ import annotations
 
+import re
 import tempfile
 from pathlib import Path
 from urllib.parse import urlparse
 
 from genimg.errors import GenimgError
 from genimg.models.base import GenerativeModel, load_model
-from genimg.store import download_s3_source
+from genimg.store import download_s3_source, local_path
 from genimg.tracking.runs import fluent_tracking, tracking_uri
 
 
+WEIGHTS_TAG = "genimg.weights_sha256"  # on a model version: the sha256 of its registered weights
+
+
+def registered_weights_sha256(uri: str) -> str | None:
+    """What the registry recorded for the weights of `models:/NAME/VERSION` or `@ALIAS`."""
+    from mlflow.exceptions import MlflowException
+    from mlflow.tracking import MlflowClient
+
+    match = re.fullmatch(r"models:/(?P<name>[^/@\s]+)(?:/(?P<version>\d+)|@(?P<alias>[\w-]+))", uri)
+    if match is None:
+        return None
+    registry = MlflowClient(tracking_uri())
+    try:
+        version = (registry.get_model_version(match["name"], match["version"]) if match["version"]
+                   else registry.get_model_version_by_alias(match["name"], match["alias"]))
+    except MlflowException:
+        return None  # the download below names what is missing
+    return version.tags.get(WEIGHTS_TAG)
+
+
 def load_registered_model(uri: str) -> GenerativeModel:
-    """The generator of `models:/NAME/VERSION` or `models:/NAME@ALIAS` (its safetensors + JSON)."""
+    """The generator of `models:/NAME/VERSION` or `models:/NAME@ALIAS` (its safetensors + JSON),
+    its weights checked against the sha256 the registry recorded at registration."""
     import mlflow.artifacts
     from mlflow.exceptions import MlflowException
 
@@ -27,7 +49,10 @@ def load_registered_model(uri: str) -> GenerativeModel:
         weights = Path(local) / "artifacts" / "weights"
         if not weights.is_dir():
             raise GenimgError(f"{uri} is not a genimg generator (no artifacts/weights)")
-        return load_model(weights)
+        try:
+            return load_model(weights, expected_sha256=registered_weights_sha256(uri))
+        except GenimgError as exc:
+            raise GenimgError(f"{uri}: {exc}") from exc
 
 
 def load_model_at(location: str) -> GenerativeModel:
@@ -42,4 +67,4 @@ def load_model_at(location: str) -> GenerativeModel:
             return load_model(downloaded.local_path)
         finally:
             downloaded.cleanup()
-    return load_model(Path(parsed.path) if parsed.scheme == "file" else Path(location))
+    return load_model(local_path(location) if parsed.scheme == "file" else Path(location))

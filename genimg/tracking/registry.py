@@ -19,6 +19,7 @@ import datetime
 import hashlib
 import json
 import logging
+import math
 import os
 import re
 import shutil
@@ -49,7 +50,7 @@ from genimg.names import check_run_name
 from genimg.store import ObjectStore, open_store
 from genimg.tracking import tags as tag_names
 from genimg.tracking.evaluations import expand_reliability, run_checkpoint
-from genimg.tracking.models import load_model_at, load_registered_model
+from genimg.tracking.models import WEIGHTS_TAG, load_model_at, load_registered_model
 from genimg.tracking.runs import client, fluent_tracking, tracking_uri
 
 CHAMPION = "champion"
@@ -227,6 +228,7 @@ def register_run(run_id: str, name: str | None = None, *, flow_run_id: str | Non
         tags[tag_names.FLOW_RUN_ID] = flow_run_id
     with tempfile.TemporaryDirectory(prefix="genimg-register-") as scratch:
         weights = save_model(model, Path(scratch) / "weights")
+        tags[WEIGHTS_TAG] = json.loads((weights / "model.json").read_text())["weights_sha256"]
         code = model_code(Path(scratch) / "code")
         with phase(f"logging the {model.registry_name} generator to MLflow as a pyfunc model"), \
                 fluent_tracking(), quiet_logger("mlflow.pyfunc"), mlflow.start_run(run_id=run_id):
@@ -509,6 +511,7 @@ def promote(name: str, version: int | None = None, *, force: bool = False, min_d
             metric: str | None = None, mode: str | None = None) -> dict[str, Any]:
     from mlflow.exceptions import MlflowException
 
+    check_promotion_options(min_delta, metric, mode)
     mlflow_client = client()
     try:
         versions = mlflow_client.search_model_versions(f"name = '{name}'")
@@ -536,6 +539,18 @@ def promote(name: str, version: int | None = None, *, force: bool = False, min_d
             mlflow_client.set_registered_model_alias(name, CHAMPION, str(decision.challenger))
         record_decision(mlflow_client, name, decision, decision_id, now.strftime("%Y-%m-%dT%H:%M:%SZ"))
     return decision.as_dict(name, decision_id)
+
+
+def check_promotion_options(min_delta: Any, metric: Any, mode: Any) -> None:
+    """What every caller (CLI, flow, Python API) may ask of a promotion, checked before it reads
+    anything: a worse version must never win through a bad option."""
+    if mode is not None and mode not in ("min", "max"):
+        raise GenimgError(f"mode must be min or max, got {mode!r}")
+    if isinstance(min_delta, bool) or not isinstance(min_delta, (int, float)) or not math.isfinite(min_delta) \
+            or min_delta < 0:
+        raise GenimgError(f"min_delta must be a finite number ≥ 0, got {min_delta!r}")
+    if metric is not None and (not isinstance(metric, str) or not metric):
+        raise GenimgError(f"metric must be a metric name such as fid, got {metric!r}")
 
 
 def decide(name: str, challenger: Any, champion: Any, *, force: bool, min_delta: float,

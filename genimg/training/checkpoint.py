@@ -27,6 +27,7 @@ from genimg.errors import GenimgError
 from genimg.models.base import (
     MODEL_WEIGHTS_FILE,
     GenerativeModel,
+    check_weights,
     read_model_description,
     save_model,
 )
@@ -202,6 +203,8 @@ def load_checkpoint(
         raise GenimgError(
             f"checkpoint {path} is for model {description['model']}, not {model.registry_name}"
         )
+    if (path / MODEL_WEIGHTS_FILE).is_file():
+        check_weights(path / MODEL_WEIGHTS_FILE, description)
     try:
         weights = load_file(str(path / MODEL_WEIGHTS_FILE), device=str(model.device))
         model.load_state_dict(weights, strict=True)

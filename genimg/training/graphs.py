@@ -45,27 +45,38 @@ StepFunction = Callable[..., dict[str, Tensor]]  # recipe.step(model, optimizers
 
 def graph_blockers(config: TrainConfig, device: torch.device, gradient_sync: GradientSync) -> list[str]:
     """What keeps this run's step from being recorded as a CUDA graph (empty: nothing)."""
+    return planned_graph_blockers(config, device.type, isinstance(gradient_sync, NoSync))
+
+
+def planned_graph_blockers(config: TrainConfig, device_type: str, one_process: bool) -> list[str]:
+    """The same, from what a request says before any process starts (the device it asks for
+    and whether one process trains), so a run that cannot record is refused before it exists."""
     blockers = []
-    if device.type != "cuda":
-        blockers.append(f"a CUDA device (this run trains on {device.type})")
+    if device_type != "cuda":
+        blockers.append(f"a CUDA device (this run trains on {device_type})")
     if config.precision == "fp16":
         blockers.append("precision fp32 or bf16 (fp16's grad scaler decides on the host whether to step)")
-    if not isinstance(gradient_sync, NoSync):
+    if not one_process:
         blockers.append("one process (a multi-worker run all-reduces gradients inside the step)")
     if config.compile:
         blockers.append("train.compile off")
     return blockers
 
 
+def check_required_graph(config: TrainConfig, device_type: str, one_process: bool) -> None:
+    """`train.cuda_graph: true` that this run cannot honour: refused (ConfigError)."""
+    blockers = planned_graph_blockers(config, device_type, one_process)
+    if config.cuda_graph is True and blockers:
+        raise ConfigError(f"train.cuda_graph: true needs {'; '.join(blockers)} — leave it unset to record "
+                          "the step only where it can")
+
+
 def uses_cuda_graph(config: TrainConfig, device: torch.device, gradient_sync: GradientSync) -> bool:
     """`train.cuda_graph`: None records the step where it can, true requires it, false never."""
     if config.cuda_graph is False:
         return False
-    blockers = graph_blockers(config, device, gradient_sync)
-    if blockers and config.cuda_graph is True:
-        raise ConfigError(f"train.cuda_graph: true needs {'; '.join(blockers)} — leave it unset to record "
-                          "the step only where it can")
-    return not blockers
+    check_required_graph(config, device.type, isinstance(gradient_sync, NoSync))
+    return not graph_blockers(config, device, gradient_sync)
 
 
 class StepGraph(Protocol):

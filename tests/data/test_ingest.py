@@ -230,3 +230,20 @@ def test_datasets_lists_the_versions(store_uri):
     listed = json.loads(cli("datasets", "--json").stdout)
     assert [(d["name"], d["kind"]) for d in listed["datasets"]] == [("digits", "images"), ("moving", "sequences")]
     assert listed["datasets"][1]["record_shape"] == [10, 1, 32, 32]
+
+
+def test_re_ingesting_an_older_content_makes_that_version_current_again(tmp_path, digits):
+    from genimg.data.dataset import Dataset
+    from genimg.data.handle import resolve_dataset
+    from genimg.data.versions import ingest_dataset, resolve_version
+    from genimg.store import open_store
+
+    store = open_store((tmp_path / "store").as_uri())
+    older = ingest_dataset(Dataset("images", digits[:300], "a"), "ab", store=store)
+    newer = ingest_dataset(Dataset("images", digits[:400], "b"), "ab", store=store)
+    assert older.version != newer.version and resolve_version("ab", store).version == newer.version
+    again = ingest_dataset(Dataset("images", digits[:300], "a"), "ab", store=store)
+    assert again.reused and again.uploaded_objects == 0  # nothing uploaded, but now it is current
+    assert resolve_version("ab", store).version == older.version
+    assert resolve_dataset("ab", store=store).version == older.version  # what `train --dataset ab` reads
+    assert resolve_version(f"ab@{newer.version}", store).version == newer.version  # still pinned by version

@@ -41,8 +41,27 @@ def test_load_errors_name_the_problem(tmp_path):
         load_model(tmp_path / "empty")
     save_model(build_model("vae", tiny_config("vae", (1, 16, 16))), tmp_path / "vae")
     (tmp_path / "vae" / "model.safetensors").write_bytes(b"\x00" * 20)
+    with pytest.raises(GenimgError, match="do not match the sha256 their model.json records"):
+        load_model(tmp_path / "vae")
+    description = json.loads((tmp_path / "vae" / "model.json").read_text())
+    del description["weights_sha256"]  # a folder written before the digest was recorded
+    (tmp_path / "vae" / "model.json").write_text(json.dumps(description))
     with pytest.raises(GenimgError, match="cannot load weights"):
         load_model(tmp_path / "vae")
+
+
+def test_weights_swapped_between_two_folders_or_altered_are_refused(tmp_path):
+    first, second = (build_model("vae", tiny_config("vae", (1, 16, 16))) for _ in range(2))
+    torch.nn.init.constant_(next(second.parameters()), 0.5)  # other weights, the same shapes
+    save_model(first, tmp_path / "a")
+    save_model(second, tmp_path / "b")
+    (tmp_path / "a" / "model.safetensors").write_bytes((tmp_path / "b" / "model.safetensors").read_bytes())
+    with pytest.raises(GenimgError, match="corrupt or replaced; not loaded"):
+        load_model(tmp_path / "a")
+    recorded = json.loads((tmp_path / "b" / "model.json").read_text())["weights_sha256"]
+    assert load_model(tmp_path / "b", expected_sha256=recorded) is not None
+    with pytest.raises(GenimgError, match="not the ones registered"):
+        load_model(tmp_path / "b", expected_sha256="0" * 64)
 
 
 def test_weights_that_do_not_match_the_config_are_refused(tmp_path):

@@ -311,3 +311,29 @@ def test_gan_generators_predict_uint8_image_arrays(model, options):
     images = generator.predict({"num_samples": 5, "seed": 3})
     assert images.shape == (5, 1, 16, 16) and images.dtype == np.uint8
     assert (generator.predict({"num_samples": 5, "seed": 3}) == images).all()
+
+
+def test_registered_weights_are_checked_on_every_load(digits_in_store, tmp_path):
+    import shutil
+
+    from genimg.settings import genimg_home
+
+    versions = [cli("register", trained_vae(steps, f"weights-{steps}"), "--json") for steps in (2, 3)]
+    assert all(len(v["tags"]["genimg.weights_sha256"]) == 64 for v in versions)
+    folders = {}
+    for version in versions:  # each version's weights folder in the local artifact store
+        model_id = version["source"].rsplit("/", 1)[-1]
+        folders[version["version"]] = next(genimg_home().rglob(f"{model_id}/**/artifacts/weights"))
+    one, two = folders[1], folders[2]
+    for name in ("model.safetensors", "model.json"):  # a consistent folder, but version 2's
+        shutil.copy(two / name, one / name)
+    for command in (["sample", "models:/genimg-digits-vae/1", "-n", "2", "-o", str(tmp_path / "x.png")],
+                    ["evaluate", "models:/genimg-digits-vae/1", *EVAL]):
+        result = runner.invoke(app, command)
+        assert result.exit_code == 1 and "are not the ones registered" in result.stderr, result.output
+        assert len(result.stderr.strip().splitlines()) == 1
+    weights = bytearray((two / "model.safetensors").read_bytes())
+    weights[-1] ^= 0xFF  # one flipped bit of a weight
+    (two / "model.safetensors").write_bytes(bytes(weights))
+    result = runner.invoke(app, ["sample", "models:/genimg-digits-vae/2", "-n", "2", "-o", str(tmp_path / "y.png")])
+    assert result.exit_code == 1 and "corrupt or replaced" in result.stderr, result.output
