@@ -7,7 +7,7 @@ import json
 from collections.abc import Mapping
 from typing import Any
 
-from genimg.evaluation.reliability import SPREADS
+from genimg.evaluation.reliability import SPREADS, describe
 from genimg.feedback import format_losses
 
 
@@ -72,21 +72,9 @@ def evaluation(payload: Mapping[str, Any], target: str, split: str, seed: int) -
     note = payload["features"].get("note")
     verdicts = payload.get("reliability") or {}
     metrics = payload["metrics"]
-    spreads = {verdict_spread_name(name) for name in verdicts}
-    lines = []
-    for name, value in metrics.items():
-        if "_frame_" in name or name in spreads:
-            continue
-        line = f"  {name:<28} {value:.5g}"
-        verdict = verdicts.get(name)
-        if verdict is not None:
-            spread = verdict.get("spread")
-            counts = (f"{verdict['n_real']} real / {verdict['n_generated']} generated"
-                      if verdict["n_generated"] is not None else f"{verdict['n_real']} records")
-            line += (f" ± {spread:.2g}" if spread is not None else "") + f"  (n={counts})"
-            if not verdict["reliable"]:
-                line += f"  UNRELIABLE: below the floor of {verdict['floor']}"
-        lines.append(line)
+    spreads = {SPREADS[name] for name in verdicts if name in SPREADS}  # shown beside their metric
+    lines = [f"  {name:<28} {value:.5g}" + (f"  {describe(verdicts[name])}" if name in verdicts else "")
+             for name, value in metrics.items() if "_frame_" not in name and name not in spreads]
     return (
         f"{'reused the recorded evaluation of' if payload.get('reused') else 'evaluated'} {payload['model']} "
         f"({target}) on {payload['dataset']} {split} split: "
@@ -96,10 +84,6 @@ def evaluation(payload: Mapping[str, Any], target: str, split: str, seed: int) -
         + (f"\nnote: {note}" if note else "")
         + f"\nreport:   {payload['report']} (MLflow run {payload['run_id']})"
     )
-
-
-def verdict_spread_name(metric: str) -> str:
-    return SPREADS.get(metric, "")
 
 
 def ingestion(result: Any, resolution: int | None, mode: str) -> str:

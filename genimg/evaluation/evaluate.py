@@ -59,9 +59,9 @@ class Evaluation:
     features: dict[str, Any]
     settings: dict[str, Any]
     seconds: float
-    samples: Tensor = field(repr=False)
+    samples: Tensor = field(repr=False)  # a few generated images (N, C, H, W) for the grid
     # Per headline metric: reliable or not, n real / generated, floor, spread (see reliability.py)
-    reliability: dict[str, Any] = field(default_factory=dict)  # a few generated images (N, C, H, W) for the grid
+    reliability: dict[str, Any] = field(default_factory=dict)
     continuations: Tensor | None = field(default=None, repr=False)  # (N, T, …) best continuations
     ground_truth: Tensor | None = field(default=None, repr=False)  # the sequences they continue
 

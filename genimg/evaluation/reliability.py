@@ -47,6 +47,18 @@ def reliability(metrics: dict[str, float], num_real: int, num_generated: int,
     return verdicts
 
 
+def describe(verdict: dict[str, Any]) -> str:
+    """'± spread, n = R real / G generated' (or 'n = N records') and, below the floor,
+    '; UNRELIABLE: below the floor of F': how the report and the CLI show a verdict."""
+    spread = f"± {verdict['spread']:.3g}, " if verdict.get("spread") is not None else ""
+    counts = (f"{verdict['n_real']} real / {verdict['n_generated']} generated" if verdict["n_generated"] is not None
+              else f"{verdict['n_real']} records")
+    text = f"{spread}n = {counts}"
+    if not verdict["reliable"]:
+        text += f"; UNRELIABLE: below the floor of {verdict['floor']}"
+    return text
+
+
 def below_floor(name: str, verdict: dict[str, Any]) -> str:
     return (f"{name} on {verdict['n_real']} real and {verdict['n_generated']} generated images is below its "
             f"floor of {verdict['floor']} of each: not a measurement")

@@ -6,12 +6,12 @@ from __future__ import annotations
 import html
 import json
 from pathlib import Path
-from typing import Any
 
 import torch
 
 from genimg.evaluation.evaluate import Evaluation
 from genimg.evaluation.grids import save_image_grid, save_sequence_gif, save_sequence_strips
+from genimg.evaluation.reliability import describe
 
 LossHistory = dict[str, list[tuple[int, float]]]  # metric name → (step, value) points
 MARKERS_UP_TO = 50  # points per series drawn with markers
@@ -49,19 +49,6 @@ def format_value(value: float) -> str:
     return f"{value:.4g}" if abs(value) < 1e5 else f"{value:.3e}"
 
 
-def trust(verdict: dict[str, Any] | None) -> str:
-    """'± spread, n = real / generated' and, below the floor, UNRELIABLE with the floor."""
-    if verdict is None:
-        return ""
-    spread = f"± {verdict['spread']:.3g}, " if verdict.get("spread") is not None else ""
-    counts = (f"{verdict['n_real']} real / {verdict['n_generated']} generated" if verdict["n_generated"] is not None
-              else f"{verdict['n_real']} records")
-    text = f"{spread}n = {counts}"
-    if not verdict["reliable"]:
-        text += f"; UNRELIABLE: below the floor of {verdict['floor']}"
-    return text
-
-
 def write_report(
     evaluation: Evaluation, folder: Path, *, title: str, history: LossHistory | None = None
 ) -> list[Path]:
@@ -82,7 +69,7 @@ def write_report(
         images.append(("Training curves", curves))
     summary = evaluation.as_dict()
     (folder / "metrics.json").write_text(json.dumps(summary, indent=2) + "\n")
-    rows = [(name, format_value(value), trust(evaluation.reliability.get(name)))
+    rows = [(name, format_value(value), describe(evaluation.reliability[name]) if name in evaluation.reliability else "")
             for name, value in sorted(evaluation.metrics.items())]
     facts = [
         ("model", evaluation.model), ("dataset", f"{evaluation.dataset} ({evaluation.split} split)"),

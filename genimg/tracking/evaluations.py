@@ -24,10 +24,10 @@ from genimg.evaluation.evaluate import Evaluation
 from genimg.evaluation.reliability import below_floor
 from genimg.evaluation.report import LossHistory, write_report
 from genimg.tracking import tags as tag_names
+from genimg.tracking.models import MODEL_URI_PATTERN, model_version_at
 from genimg.tracking.runs import TrainingRun, client, experiment_id, tracking_uri
 
 RUN_ID_PATTERN = re.compile(r"[0-9a-f]{32}")
-MODEL_URI_PATTERN = re.compile(r"models:/(?P<name>[^/@\s]+)(?:/(?P<version>\d+)|@(?P<alias>[\w-]+))")
 
 
 @dataclass
@@ -55,8 +55,7 @@ def resolve_target(target: str) -> EvalTarget:
     if registry:
         name = registry["name"]
         try:
-            version = (mlflow.get_model_version(name, registry["version"]) if registry["version"]
-                       else mlflow.get_model_version_by_alias(name, registry["alias"]))
+            version = model_version_at(registry)
         except MlflowException as exc:
             raise GenimgError(f"{target}: not found in the registry at {tracking_uri()} ({exc.message})") from exc
         # Pinned (NAME@VERSION, or SOURCE@VERSION for a raw source whose content must not have changed).

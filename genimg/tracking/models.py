@@ -6,6 +6,7 @@ from __future__ import annotations
 import re
 import tempfile
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlparse
 
 from genimg.errors import GenimgError
@@ -15,23 +16,30 @@ from genimg.tracking.runs import fluent_tracking, tracking_uri
 
 
 WEIGHTS_TAG = "genimg.weights_sha256"  # on a model version: the sha256 of its registered weights
+MODEL_URI_PATTERN = re.compile(r"models:/(?P<name>[^/@\s]+)(?:/(?P<version>\d+)|@(?P<alias>[\w-]+))")
+
+
+def model_version_at(uri: re.Match[str]) -> Any:
+    """The registry's model version a matched `models:/NAME/VERSION` or `@ALIAS` names (MLflow's
+    own exception when there is none)."""
+    from mlflow.tracking import MlflowClient
+
+    registry = MlflowClient(tracking_uri())
+    return (registry.get_model_version(uri["name"], uri["version"]) if uri["version"]
+            else registry.get_model_version_by_alias(uri["name"], uri["alias"]))
 
 
 def registered_weights_sha256(uri: str) -> str | None:
     """What the registry recorded for the weights of `models:/NAME/VERSION` or `@ALIAS`."""
     from mlflow.exceptions import MlflowException
-    from mlflow.tracking import MlflowClient
 
-    match = re.fullmatch(r"models:/(?P<name>[^/@\s]+)(?:/(?P<version>\d+)|@(?P<alias>[\w-]+))", uri)
+    match = MODEL_URI_PATTERN.fullmatch(uri)
     if match is None:
         return None
-    registry = MlflowClient(tracking_uri())
     try:
-        version = (registry.get_model_version(match["name"], match["version"]) if match["version"]
-                   else registry.get_model_version_by_alias(match["name"], match["alias"]))
+        return model_version_at(match).tags.get(WEIGHTS_TAG)  # type: ignore[no-any-return]
     except MlflowException:
-        return None  # the download below names what is missing
-    return version.tags.get(WEIGHTS_TAG)
+        return None  # the download names what is missing
 
 
 def load_registered_model(uri: str) -> GenerativeModel:

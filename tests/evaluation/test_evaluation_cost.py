@@ -6,22 +6,15 @@ import json
 from types import SimpleNamespace
 
 import pytest
-from typer.testing import CliRunner
 
 from genimg.cli import app
+from tests.evaluation.test_evaluate_cli import cli, runner
 
-runner = CliRunner()
 TINY_VAE = ["--model", "vae", "--workers", "0", "--set", "model.width=4", "--set", "model.latent_dim=4",
             "--batch-size", "16"]
 TINY_GAN = ["--model", "gan", "--workers", "0", "--set", "model.width=4", "--set", "model.latent_dim=8",
             "--batch-size", "16", "--set", "eval.at_end_of_training=false"]
 SETTINGS = ["--samples", "40", "--nll-k", "4"]
-
-
-def cli(*args):
-    result = runner.invoke(app, list(args))
-    assert result.exit_code == 0, (result.output, result.exception)
-    return json.loads(result.stdout) if "--json" in args else result
 
 
 @pytest.fixture
