@@ -49,7 +49,7 @@ run: $(STAMP)
 	@echo "samples:   $(OUT)/gan.png $(OUT)/vae.png $(OUT)/rvae.gif"
 
 test: $(STAMP)
-	$(PY) -m pytest --durations=30
+	$(PY) -m pytest --durations=40
 
 clean:
 	rm -rf $(VENV) outputs .genimg .pytest_cache

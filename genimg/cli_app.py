@@ -11,7 +11,7 @@ from typing import Any, TypeVar
 
 import typer
 
-from genimg.errors import GenimgError, redact_credentials
+from genimg.errors import GenimgError, first_line, redact_credentials
 
 app = typer.Typer(
     name="genimg",
@@ -33,6 +33,31 @@ def fail(message: str) -> typer.Exit:
 REAL_STDOUT: list[Any] = []
 
 
+def out_of_memory(command: str, exc: BaseException) -> str | None:
+    """One line for an allocation that failed (Python's MemoryError, PyTorch's allocators),
+    else None. The sizes a command allocates are checked beforehand where they are known; this
+    is what is left."""
+    torch = sys.modules.get("torch")
+    torch_oom = torch is not None and isinstance(exc, getattr(torch, "OutOfMemoryError", ()))
+    allocator = isinstance(exc, RuntimeError) and "can't allocate memory" in str(exc)
+    if not (isinstance(exc, MemoryError) or torch_oom or allocator):
+        return None
+    detail = first_line(str(exc))
+    return (f"out of memory while running `genimg {command}`{f' ({detail})' if detail else ''}: "
+            "reduce the sizes involved (batch size, model width or latent size, number of samples, "
+            "dataset size) or free memory, and run it again")
+
+
+def tracking_failure(exc: BaseException) -> str | None:
+    """One line for an error of MLflow's (its messages hold the tracking URI, so the password),
+    else None. An unreachable server is caught before (tracking.connection); this is one that
+    failed or refused a request since."""
+    exceptions = sys.modules.get("mlflow.exceptions")  # not imported: not MLflow's error
+    if exceptions is None or not isinstance(exc, exceptions.MlflowException):
+        return None
+    return f"MLflow tracking request failed: {first_line(str(exc.message), type(exc).__name__)}"
+
+
 def one_line_errors(command: F) -> F:
     """One-line errors on stderr; with --json, stdout holds the JSON object and nothing else
     (anything libraries print meanwhile, Ray's node messages say, goes to stderr)."""
@@ -49,6 +74,11 @@ def one_line_errors(command: F) -> F:
             raise fail(str(exc)) from None
         except KeyboardInterrupt:
             raise fail("interrupted") from None
+        except Exception as exc:
+            message = out_of_memory(command.__name__, exc) or tracking_failure(exc)
+            if message is None:
+                raise
+            raise fail(message) from None
         finally:
             if kwargs.get("as_json"):
                 sys.stdout = saved

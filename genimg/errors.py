@@ -17,6 +17,12 @@ def without_userinfo(uri: str) -> str:
     return USERINFO.sub(r"\g<scheme>", uri)
 
 
+def first_line(text: str, default: str = "") -> str:
+    """The first non-blank line of `text`, credentials redacted (library errors run to many lines)."""
+    lines = [line.strip() for line in text.strip().splitlines() if line.strip()]
+    return redact_credentials(lines[0]) if lines else default
+
+
 class GenimgError(Exception):
     """A failure the user can act on: bad input, missing file, unknown name."""
 

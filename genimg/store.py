@@ -15,6 +15,7 @@ a killed writer can be told from one still being written, and removed.
 from __future__ import annotations
 
 import abc
+import errno
 import hashlib
 import io
 import os
@@ -23,7 +24,7 @@ import shutil
 import socket
 import tempfile
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -46,6 +47,50 @@ class StoreError(GenimgError):
 
 class ChecksumMismatch(StoreError):
     pass
+
+
+class DiskFull(StoreError):
+    """A write failed for want of space (ENOSPC), of quota (EDQUOT) or past the file-size limit
+    (EFBIG); whatever the write was to replace is intact, and the message says what that is."""
+
+    def __init__(self, cause: str, mount: Path, writing: str, intact: str) -> None:
+        self.cause, self.mount, self.writing = cause, mount, writing
+        super().__init__(f"{cause} on {mount} while writing {writing} ({intact}) — free space "
+                         "or set GENIMG_HOME/GENIMG_STORE elsewhere")
+
+    def saying(self, intact: str) -> DiskFull:
+        """The same failure, saying more precisely what is intact (a caller knows better)."""
+        return DiskFull(self.cause, self.mount, self.writing, intact)
+
+
+# What each of these errors says in the one line a full disk gives.
+DISK_FULL_CAUSES = {errno.ENOSPC: "no space left", errno.EDQUOT: "disk quota exceeded",
+                    errno.EFBIG: "file size limit reached"}
+
+
+def disk_full_cause(exc: BaseException) -> str | None:
+    """Why a write failed, when for want of space: an OSError's errno, or the OS error that a
+    library in Rust (safetensors) reports in its message ('… (os error 28)'); else None."""
+    code = exc.errno if isinstance(exc, OSError) else None
+    if code is None:
+        found = re.search(r"\(os error (\d+)\)", str(exc))
+        code = int(found[1]) if found else None
+    return DISK_FULL_CAUSES.get(code) if code is not None else None
+
+
+def mount_point(path: Path) -> Path:
+    """The mount point of the file system `path` (or its nearest existing folder) is on."""
+    path = path.resolve()
+    while not path.exists() or not path.is_dir():
+        path = path.parent
+    while not os.path.ismount(path):
+        path = path.parent
+    return path
+
+
+def disk_full_error(cause: str, path: Path, writing: str, intact: str) -> DiskFull:
+    """`no space left on /mnt while writing … (… intact) — free space or …`: one line."""
+    return DiskFull(cause, mount_point(path), writing, intact)
 
 
 def sha256_hex(data: bytes) -> str:
@@ -197,14 +242,28 @@ class LocalStore(ObjectStore):
                 removed.append(path.relative_to(self.root).as_posix())
         return removed
 
-    def put_bytes(self, key: str, data: bytes) -> None:
+    def write_staged(self, key: str, write: Callable[[Path], None], place: Callable[[Path, Path], None],
+                     action: str = "write") -> None:
+        """`write` the object's content into a temporary beside it, then `place` that at the
+        object's path; a failed write removes its temporary (the space it took) and leaves the
+        object as it was, saying so in one line."""
         final = self.path(key)
+        staging: Path | None = None
         try:
             staging = self.staging_path(final)
-            staging.write_bytes(data)
-            os.replace(staging, final)
+            write(staging)
+            place(staging, final)
         except OSError as exc:
-            raise StoreError(f"{self.uri_for(key)}: cannot write ({exc.strerror or exc})") from exc
+            if staging is not None:
+                staging.unlink(missing_ok=True)
+            cause = disk_full_cause(exc)
+            if cause is not None:
+                raise disk_full_error(cause, final.parent, self.uri_for(key),
+                                      "the object there before, if any, is intact") from exc
+            raise StoreError(f"{self.uri_for(key)}: cannot {action} ({exc.strerror or exc})") from exc
+
+    def put_bytes(self, key: str, data: bytes) -> None:
+        self.write_staged(key, lambda staging: staging.write_bytes(data), os.replace)
 
     def get_bytes(self, key: str, *, sha256: str | None = None) -> bytes:
         try:
@@ -216,13 +275,7 @@ class LocalStore(ObjectStore):
         return self.verify(key, data, sha256)
 
     def put_file(self, key: str, path: Path) -> None:
-        final = self.path(key)
-        try:
-            staging = self.staging_path(final)
-            shutil.copyfile(path, staging)
-            os.replace(staging, final)
-        except OSError as exc:
-            raise StoreError(f"{self.uri_for(key)}: cannot write ({exc.strerror or exc})") from exc
+        self.write_staged(key, lambda staging: shutil.copyfile(path, staging), os.replace)
 
     def get_file(self, key: str, path: Path, *, sha256: str | None = None) -> Path:
         source = self.path(key)
@@ -253,18 +306,20 @@ class LocalStore(ObjectStore):
         self.path(key).unlink(missing_ok=True)
 
     def publish(self, key: str, data: bytes) -> bool:
-        final = self.path(key)
-        staging = self.staging_path(final)
-        staging.write_bytes(data)
-        try:
-            os.link(staging, final)  # fails if `final` exists: create-if-absent, atomically
-            return True
-        except FileExistsError:
-            return False
-        except OSError as exc:
-            raise StoreError(f"{self.uri_for(key)}: cannot publish ({exc.strerror or exc})") from exc
-        finally:
-            staging.unlink(missing_ok=True)
+        created = False
+
+        def link_once(staging: Path, final: Path) -> None:
+            nonlocal created
+            try:
+                os.link(staging, final)  # fails if `final` exists: create-if-absent, atomically
+                created = True
+            except FileExistsError:
+                pass
+            finally:
+                staging.unlink(missing_ok=True)
+
+        self.write_staged(key, lambda staging: staging.write_bytes(data), link_once, "publish")
+        return created
 
     @contextmanager
     def exclusive(self, key: str) -> Iterator[None]:

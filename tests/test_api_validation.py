@@ -47,6 +47,20 @@ def test_train_refuses_workers_of_the_wrong_type_before_any_run_or_ray(workers):
     assert not ray.is_initialized() and mlflow_runs() == []
 
 
+@pytest.mark.parametrize("cpus", [0, -2, 1.5])
+def test_train_refuses_cpus_per_worker_below_one_before_any_run_or_ray(cpus):
+    import ray
+
+    from genimg.services.train import TrainRequest, train
+
+    request = TrainRequest("gan", "builtin:digits", {"train": {"steps": 1}}, workers=1, cpus_per_worker=cpus)
+    with pytest.raises(GenimgError, match=r"--cpus-per-worker must be a whole number ≥ 1"):
+        train(request)
+    result = runner.invoke(app, ["train", "-m", "gan", "-d", "builtin:digits", "--cpus-per-worker", "0"])
+    assert result.exit_code == 1 and "--cpus-per-worker must be a whole number ≥ 1, got 0" in result.stderr
+    assert not ray.is_initialized() and mlflow_runs() == []
+
+
 def test_classes_by_name_win_over_indices_and_one_class_is_a_name_not_its_letters(tmp_path, digits):
     from PIL import Image
 

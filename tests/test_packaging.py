@@ -102,6 +102,36 @@ def _clean_env(home: Path) -> dict[str, str]:
     return env
 
 
+def build_wheel(tmp_path: Path) -> Path:
+    """A wheel of the checkout, built in `tmp_path` (offline: no build isolation, no index)."""
+    dist = tmp_path / "dist"
+    _ok(_run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "--no-index",
+              "-q", "-w", str(dist), str(_source_snapshot(tmp_path / "src"))], cwd=tmp_path, timeout=180))
+    (wheel,) = dist.glob("genimg-*.whl")
+    return wheel
+
+
+def install_in_fresh_venv(wheel: Path, tmp_path: Path) -> Path:
+    """A fresh venv in `tmp_path / "venv"` with the wheel installed and the project venv's
+    dependencies on its path; the venv's site-packages.
+
+    The wheel goes in first, while the venv sees nothing else; then a .pth line puts the project
+    venv's site-packages (the dependencies) on sys.path. A plain path line does not process the
+    .pth files found there, so the project's editable genimg (a finder installed by
+    __editable__.genimg-*.pth) stays out."""
+    venv = tmp_path / "venv"
+    _ok(_run([sys.executable, "-m", "venv", str(venv)], cwd=tmp_path))
+    python = venv / "bin" / "python"
+    _ok(_run([str(python), "-m", "pip", "install", "-q", "--no-deps", "--no-index", str(wheel)], cwd=tmp_path))
+    fresh_site = Path(_ok(_run([str(python), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"], cwd=tmp_path)).strip())
+    (fresh_site / "genimg-project-deps.pth").write_text("".join(f"{p}\n" for p in _project_sites()))
+    return fresh_site
+
+
+def _project_sites() -> list[str]:
+    return list(dict.fromkeys(sysconfig.get_paths()[k] for k in ("purelib", "platlib")))
+
+
 @pytest.mark.slow
 def test_a_wheel_installed_in_a_fresh_venv_has_its_configs_and_trains(tmp_path):
     """Budget ≈ 20 s: build ≈ 2 s, venv with pip ≈ 4 s, two 2-step trainings without evaluation."""
@@ -110,10 +140,7 @@ def test_a_wheel_installed_in_a_fresh_venv_has_its_configs_and_trains(tmp_path):
     assert int(setuptools.__version__.split(".")[0]) >= 77, f"setuptools {setuptools.__version__} < 77 (pyproject's build requirement)"
 
     # 1. The wheel: the configs as package data, genimg only (no pipelines/, tests/, bench/).
-    dist = tmp_path / "dist"
-    _ok(_run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "--no-index",
-              "-q", "-w", str(dist), str(_source_snapshot(tmp_path / "src"))], cwd=tmp_path, timeout=180))
-    (wheel,) = dist.glob("genimg-*.whl")
+    wheel = build_wheel(tmp_path)
     names = zipfile.ZipFile(wheel).namelist()
     top = {n.split("/")[0] for n in names if not n.split("/")[0].endswith((".dist-info", ".data"))}
     assert top == {"genimg"}, f"the wheel ships top-level {sorted(top)}"
@@ -121,17 +148,10 @@ def test_a_wheel_installed_in_a_fresh_venv_has_its_configs_and_trains(tmp_path):
     assert packaged == {p.name for p in CONFIGS_DIR.glob("*.yaml")}
     assert "genimg/configs/__init__.py" in names
 
-    # 2. A fresh venv outside the repository. The wheel goes in first, while the venv sees
-    # nothing else; then a .pth line puts the project venv's site-packages (the dependencies) on
-    # sys.path. A plain path line does not process the .pth files found there, so the project's
-    # editable genimg (a finder installed by __editable__.genimg-*.pth) stays out.
-    venv = tmp_path / "venv"
-    _ok(_run([sys.executable, "-m", "venv", str(venv)], cwd=tmp_path))
-    python, genimg = venv / "bin" / "python", venv / "bin" / "genimg"
-    _ok(_run([str(python), "-m", "pip", "install", "-q", "--no-deps", "--no-index", str(wheel)], cwd=tmp_path))
-    fresh_site = Path(_ok(_run([str(python), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"], cwd=tmp_path)).strip())
-    project_sites = dict.fromkeys(sysconfig.get_paths()[k] for k in ("purelib", "platlib"))
-    (fresh_site / "genimg-project-deps.pth").write_text("".join(f"{p}\n" for p in project_sites))
+    # 2. A fresh venv outside the repository.
+    fresh_site = install_in_fresh_venv(wheel, tmp_path)
+    python, genimg = tmp_path / "venv" / "bin" / "python", tmp_path / "venv" / "bin" / "genimg"
+    project_sites = _project_sites()
 
     elsewhere, home = tmp_path / "elsewhere", tmp_path / "home"
     elsewhere.mkdir()

@@ -11,6 +11,9 @@ from genimg.errors import DataError
 
 DataKind = Literal["images", "sequences"]
 UNLABELLED = -1
+# A label is a class index: a conditional model holds a row per class up to the largest label,
+# so one stray 3,000,000 would cost gigabytes. Negative labels mark unlabelled records.
+MAX_CLASSES = 100_000
 
 
 @dataclass(frozen=True)
@@ -64,6 +67,16 @@ class Dataset:
     @property
     def num_frames(self) -> int | None:
         return int(self.data.shape[1]) if self.kind == "sequences" else None
+
+
+def check_label_values(labels: np.ndarray, where: str) -> None:
+    """Refuse integer labels that are not class indices below MAX_CLASSES (checked in their own
+    dtype: a uint64 2**64 − 1 must not wrap to −1)."""
+    if len(labels) == 0 or int(labels.max()) < MAX_CLASSES:
+        return
+    index = int(np.argmax(labels))
+    raise DataError(f"{where}: label {int(labels[index])} (record {index}) is not a class index below "
+                    f"{MAX_CLASSES:,}; labels must be small non-negative integers 0, 1, … (negative: unlabelled)")
 
 
 def no_valid_records(source: str, kind: DataKind, rejected: list[Rejection]) -> Exception:

@@ -97,14 +97,11 @@ class DatasetHandle:
 
     def load_splits(self, splits: tuple[str, ...] = ("train",)) -> Dataset:
         """The records of `splits` together, labelled with the pinned reference."""
+        self.check_not_empty(splits)
         if self.stored is not None:
             return self.stored.load(splits)
         parts = [self.load(split) for split in splits]
         records = np.concatenate([part.data for part in parts])
-        if len(records) == 0:
-            shares = ", ".join(f"{k} {v:.0%}" for k, v in SPLIT_FRACTIONS.items())
-            raise DataError(f"{self.given}: its {sum(self.counts.values())} record(s) leave none in the "
-                            f"{'+'.join(splits)} split (records are split {shares} by content hash)")
         labels = [part.labels for part in parts]
         return Dataset(
             kind=self.kind, data=records, source=self.ref,
@@ -112,9 +109,17 @@ class DatasetHandle:
             class_names=list(self.class_names) if self.class_names else None, rejected=list(self.rejected),
         )
 
+    def check_not_empty(self, splits: tuple[str, ...]) -> None:
+        """Refuse, naming the dataset and the splits, when `splits` hold no records."""
+        if self.count(splits) == 0:
+            shares = ", ".join(f"{k} {v:.0%}" for k, v in SPLIT_FRACTIONS.items())
+            raise DataError(f"{self.given}: its {sum(self.counts.values())} record(s) leave none in the "
+                            f"{'+'.join(splits)} split (records are split {shares} by content hash)")
+
     def shape_probe(self) -> Dataset:
         """A Dataset with the training records' shape and labels (no records read from the store),
-        to fit a model's config to the data."""
+        to fit a model's config to the data; refused when the train split is empty."""
+        self.check_not_empty(("train",))
         if self.stored is None:
             return self.load_splits(("train",))
         # The labels alone (one Parquet column) when there are any: a conditional model's class count.

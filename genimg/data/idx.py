@@ -14,7 +14,7 @@ from typing import BinaryIO
 
 import numpy as np
 
-from genimg.data.dataset import Dataset, Rejection
+from genimg.data.dataset import Dataset, Rejection, check_label_values
 from genimg.data.normalize import check_side, numeric_to_uint8
 from genimg.errors import DataError
 
@@ -155,6 +155,7 @@ def read_idx(path: Path) -> Dataset:
             rejected.append(Rejection(str(labels_file), f"labels ignored: {problem}"))
         else:
             assert labels is not None
+            check_label_values(labels, str(labels_file))
             labels = labels[: len(records)][kept]
     return Dataset(kind="images", data=data, source=str(path), labels=labels, rejected=rejected)
 

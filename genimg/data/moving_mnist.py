@@ -24,6 +24,7 @@ from genimg.data.dataset import Dataset
 from genimg.data.idx import read_idx
 from genimg.data.normalize import MAX_SIDE, MIN_SIDE, check_side
 from genimg.errors import DataError
+from genimg.limits import check_memory
 
 MOVING_MNIST_PREFIX = "moving-mnist:"
 MOVING_MNIST_USAGE = "moving-mnist:PATH[?frames=20&size=64&digits=2&count=10000&seed=0]"
@@ -191,6 +192,8 @@ def read_moving_mnist_npy(
     if count is not None and count > available:
         raise DataError(f"{shown}: count={count} but the file holds {available} sequences")
     kept = frames_first[:, : available if count is None else count]
+    check_memory(f"{shown}: {kept.shape[1]} sequences of {kept.shape[0]} frames of {kept.shape[2]}x{kept.shape[3]} px",
+                 kept.size, "read fewer (moving-mnist:PATH.npy?count=N)", DataError)
     data = np.ascontiguousarray(kept.transpose(1, 0, 2, 3))[:, :, None]
     return Dataset(kind="sequences", data=data, source=shown)
 
@@ -238,6 +241,9 @@ def read_moving_mnist(source: str) -> Dataset:
             f"{source}: count × frames × size² = {count * frames * size * size / 1024**3:.1f} GiB "
             f"(at most {MAX_GENERATED_BYTES // 1024**3} GiB); lower count, frames or size"
         )
+    # The static cap above keeps a typo from asking for terabytes; this one, what this machine can hold.
+    check_memory(f"{source}: count={count} sequences of {frames} frames of {size}x{size} px",
+                 count * frames * size * size, "lower count, frames or size", DataError)
     try:
         digits = read_idx(path)
     except OSError as exc:

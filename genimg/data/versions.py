@@ -28,8 +28,8 @@ import numpy as np
 from genimg.version import __version__
 from genimg.data.dataset import DataKind, Dataset, Rejection
 from genimg.data.normalize import POLICY_ID, RESIZE_POLICY_ID, ResizePolicy
-from genimg.errors import DataError
-from genimg.store import ObjectStore, StoreError, open_store, sha256_hex
+from genimg.errors import DataError, GenimgError
+from genimg.store import DiskFull, ObjectStore, StoreError, open_store, sha256_hex
 
 MANIFEST_FORMAT = "genimg.dataset/1"
 MANIFEST_FILE = "manifest.json"
@@ -209,9 +209,29 @@ def ingest_dataset(
     resize: ResizePolicy | None = None,
 ) -> IngestResult:
     """Publish `dataset` as a version of `name` (no-op if that version already exists).
-    `resize`: the policy `dataset` was read with (read_source's), recorded in the version."""
+    `resize`: the policy `dataset` was read with (read_source's), recorded in the version.
+    A disk that fills on the way says what `name` means still (its manifest is written last)."""
     check_name(name)
     store = store or open_store()
+    try:
+        return publish_version(dataset, name, store=store, progress=progress, resize=resize)
+    except DiskFull as full:
+        try:
+            intact = f"{name} still means {resolve_version(name, store).ref}, which is intact"
+        except GenimgError:
+            intact = f"no version of {name} was published"
+        raise full.saying(intact) from full
+
+
+def publish_version(
+    dataset: Dataset,
+    name: str,
+    *,
+    store: ObjectStore,
+    progress: Progress | None = None,
+    resize: ResizePolicy | None = None,
+) -> IngestResult:
+    """ingest_dataset's work: the shards that are not in the store yet, then the manifest."""
     plan = plan_splits(dataset, resize)
     hashes, labels, by_split = plan.hashes, plan.labels, plan.by_split
     duplicates, preprocessing, version = plan.duplicates, plan.preprocessing, plan.version

@@ -24,6 +24,7 @@ from genimg.config import config_to_dict
 from genimg.data.handle import DataMode, DatasetHandle, StoreShards
 from genimg.distributed.cluster import cluster_cpus, largest_node_cpus, ray_session
 from genimg.distributed.data import SharedInput, share
+from genimg.distributed.failures import stop_on_data_error, training_error
 from genimg.distributed.monitor import ProgressCallback, RunMonitor
 from genimg.distributed.storage import (
     checkpoint_uri,
@@ -175,6 +176,8 @@ def build_trainer(plan: FitPlan, events: Any, store: ObjectStore, callbacks: lis
     from ray.train.torch import TorchTrainer
 
     storage_path, filesystem = run_storage(store)
+    # Ray Train's own (UserCallback) beside Tune's: RunConfig takes both kinds.
+    run_callbacks: list[Any] = [stop_on_data_error(), *(callbacks or [])]
     job = WorkerJob(plan.run.model_name, config_to_dict(plan.run.model), config_to_dict(plan.run.train),
                     plan.data.worker_input, events, plan.use_gpu, plan.cpus, plan.samples, plan.data.validation)
     return TorchTrainer(
@@ -186,7 +189,7 @@ def build_trainer(plan: FitPlan, events: Any, store: ObjectStore, callbacks: lis
             name=plan.run_name, storage_path=storage_path, storage_filesystem=filesystem,
             failure_config=FailureConfig(max_failures=plan.max_failures),
             checkpoint_config=CheckpointConfig(num_to_keep=plan.run.train.keep_checkpoints),
-            callbacks=callbacks or None,
+            callbacks=run_callbacks,
         ),
     )
 
@@ -208,8 +211,7 @@ def run_trainer(trainer: Any, monitor: RunMonitor) -> Any:
         raise TrainingDiverged(monitor.diverged)
     error = outcome.get("error") or outcome["result"].error
     if error is not None:
-        first_line = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-        raise GenimgError(f"training failed: {first_line}") from error
+        raise training_error(error) from error
     return outcome["result"]
 
 

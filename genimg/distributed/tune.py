@@ -214,8 +214,9 @@ def tune_search(model_name: str, source: str | DatasetHandle, sections: dict[str
                 resume: bool | Literal["auto"] = False, seed: int = 0) -> SearchResult:
     """Search `space` for `model_name` on `source` (NAME[@VERSION], a raw source, or a resolved
     handle); resume="auto" continues the search of this name if there is one, else starts it."""
-    if trials < 1 or steps < 1 or workers_per_trial < 1:
-        raise GenimgError("--trials, --steps and --workers-per-trial must each be ≥ 1")
+    if trials < 1 or steps < 1 or workers_per_trial < 1 or cpus_per_worker < 1:
+        raise GenimgError(f"--trials, --steps, --workers-per-trial and --cpus-per-worker must each be ≥ 1, got "
+                          f"{trials}, {steps}, {workers_per_trial} and {cpus_per_worker}")
     check_space(model_name, space)
     base, fixed = fixed_sections(model_name, sections, steps)
     store = open_store()

@@ -159,16 +159,18 @@ def train_worker(config: dict[str, Any]) -> None:
     seed_everything(train_config.seed)  # identical initial weights on every rank
     model = spec.model_cls(config_from_dict(spec.config_cls, job.model, where="model"))
     device = worker_device(job)
-    records, labels = training_records(job, model, train_config, rank, world)
     scratch = Path(tempfile.mkdtemp(prefix="genimg-restore-"))
     checkpoint = ray.train.get_checkpoint()
     restore_dir = Path(checkpoint.to_directory(str(scratch / "checkpoint"))) if checkpoint is not None else None
     resumed_from = checkpoint_step(restore_dir) if restore_dir is not None else 0
     if rank == 0:
         job.events.push.remote({"type": "attempt", "resumed_from_step": resumed_from, "time": time.time()})
-    reports = WorkerReports(job, model, rank, world, resumed_from)
     distributed = world > 1 and dist.is_initialized()
     try:
+        # Records are read once the attempt is announced: an attempt that fails on its data
+        # (genimg.distributed.failures: not restarted) still shows as one.
+        records, labels = training_records(job, model, train_config, rank, world)
+        reports = WorkerReports(job, model, rank, world, resumed_from)
         result = train_model(
             model, records, train_config, device=device, restore_from=restore_dir,
             on_log=reports.on_log, on_checkpoint=reports.on_checkpoint,

@@ -1,9 +1,11 @@
 """`genimg deploy`: the retrain flow as a scheduled deployment on a Prefect server.
 
 Creates or updates (same name → same deployment) the deployment of `retrain` with a cron
-schedule in a process work pool, created if missing. A Prefect worker on a machine with this
-repository runs the scheduled flow runs: `prefect worker start --pool genimg-process`.
-`infra/prefect/prefect.yaml` declares the same deployment for `prefect deploy`.
+schedule in a process work pool, created if missing. A Prefect worker on a machine where genimg
+is installed (a wheel or a checkout) runs the scheduled flow runs: `prefect worker start --pool
+genimg-process`. The entrypoint is a module of the package (`genimg.flows.retrain:retrain`), so
+no source tree is needed; the flow runs start in the folder `genimg deploy` ran in, as with
+`prefect deploy`. `infra/prefect/prefect.yaml` declares the same deployment for `prefect deploy`.
 """
 
 from __future__ import annotations
@@ -16,11 +18,11 @@ from genimg.errors import GenimgError
 from genimg.flows.retrain import retrain
 from genimg.flows.settings import load_retrain_config
 
-ROOT = Path(__file__).resolve().parents[2]  # the checkout whose pipelines/retrain.py a process worker runs
 DEPLOYMENT = "genimg-retrain"
 WORK_POOL = "genimg-process"
 CRON = "0 3 * * *"
-ENTRYPOINT = "pipelines/retrain.py:retrain"
+# A module the wheel carries: a file path (pipelines/retrain.py) exists only in a checkout.
+ENTRYPOINT = "genimg.flows.retrain:retrain"
 
 
 def deploy_retrain(
@@ -29,8 +31,9 @@ def deploy_retrain(
     name: str = DEPLOYMENT,
     config_path: str | None = None,
     timezone: str = "UTC",
-    working_dir: Path = ROOT,
+    working_dir: Path | None = None,
 ) -> dict[str, Any]:
+    """Create or update the deployment; flow runs start in `working_dir` (default: this folder)."""
     api_url = os.environ.get("PREFECT_API_URL")
     if not api_url:
         raise GenimgError("genimg deploy needs a Prefect server: set PREFECT_API_URL (e.g. http://prefect:4200/api); "
@@ -43,13 +46,15 @@ def deploy_retrain(
     if config_path is not None:
         load_retrain_config(config_path)  # a bad config fails now, not at 3 a.m.
     ensure_work_pool(work_pool, api_url)
+    working_dir = (working_dir or Path.cwd()).resolve()
     deployment = retrain.to_deployment(
         name, schedule=schedule, parameters={"config_path": config_path}, work_pool_name=work_pool,
         tags=["genimg"], description="genimg retrain: ingest, train, evaluate, register, promote",
-        # The process worker runs the flow from this checkout.
+        # The process worker starts flow runs here: a relative GENIMG_HOME (./.genimg) means this folder.
         job_variables={"working_dir": str(working_dir)},
     )
     deployment.entrypoint = ENTRYPOINT
+    # The flow run's folder itself: Prefect copies a deployment's path into the run's folder first.
     deployment._path = str(working_dir)
     deployment_id = deployment.apply(work_pool_name=work_pool)
     from prefect.client.orchestration import get_client

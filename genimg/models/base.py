@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import abc
 import contextlib
+import dataclasses
+import functools
 import hashlib
 import json
 import math
@@ -23,12 +25,17 @@ from torch import Tensor, nn
 
 from genimg.config import config_from_dict, config_to_dict
 from genimg.errors import ConfigError, GenimgError
+from genimg.limits import check_memory
 
 Family = Literal["gan", "vae", "rvae"]
 DataKind = Literal["images", "sequences"]
 MODEL_FORMAT = "genimg.model/1"
 MODEL_CONFIG_FILE = "model.json"
 MODEL_WEIGHTS_FILE = "model.safetensors"
+# What one fp32 weight (or buffer value) costs: training holds it, its gradient and Adam's two
+# moments; loading holds the module and the weights read from the file.
+TRAINING_BYTES_PER_WEIGHT = 16
+LOADING_BYTES_PER_WEIGHT = 8
 
 
 @dataclass
@@ -389,6 +396,47 @@ def model_spec(name: str) -> ModelSpec:
         raise ConfigError(f"unknown model {name!r} (known: {known})") from None
 
 
+@functools.lru_cache(maxsize=64)
+def weight_count(name: str, config_json: str) -> int:
+    """Parameters and buffers of model `name` with the config `config_json` (its typed config as
+    JSON), counted on the meta device: nothing is allocated, whatever the sizes."""
+    spec = model_spec(name)
+    config: Any = config_from_dict(spec.config_cls, json.loads(config_json), where="model")
+    try:
+        with torch.device("meta"):
+            model = spec.model_cls(config)
+    except GenimgError:
+        raise
+    except (RuntimeError, TypeError, ValueError, OverflowError) as exc:  # sizes past what torch can hold
+        first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise ConfigError(f"model {name} ({size_settings(config)}) cannot be built: {first_line}") from None
+    return sum(tensor.numel() for tensor in [*model.parameters(), *model.buffers()])
+
+
+def size_settings(config: Any) -> str:
+    """The config's integer settings that differ from their defaults ('model.width=100000'): what
+    made a model large; every integer setting when none differs."""
+    sized = []
+    for field in dataclasses.fields(config):
+        value = getattr(config, field.name)
+        if not isinstance(value, (int, tuple)) or isinstance(value, bool) or \
+                (isinstance(value, tuple) and not all(isinstance(v, int) for v in value)):
+            continue
+        shown = list(value) if isinstance(value, tuple) else value
+        sized.append((value != field.default, f"model.{field.name}={shown}"))
+    changed = [text for differs, text in sized if differs]
+    return ", ".join(changed or [text for _, text in sized])
+
+
+def check_model_memory(name: str, config: Any, bytes_per_weight: int, hint: str,
+                       error: type[GenimgError] = ConfigError, where: str = "") -> None:
+    """Refuse a model config whose weights alone need more memory than this machine can spare
+    (genimg.limits), before the module is built."""
+    weights = weight_count(name, json.dumps(config_to_dict(config), sort_keys=True))
+    check_memory(f"{where}model {name} with {size_settings(config)} ({weights:,} weights)",
+                 weights * bytes_per_weight, hint, error)
+
+
 def build_model(name: str, config: dict[str, Any] | None = None) -> GenerativeModel:
     """Build a registered model from a plain config dict (validated; unknown keys refused)."""
     spec = model_spec(name)
@@ -460,7 +508,11 @@ def load_model(directory: str | Path, device: str | torch.device = "cpu",
     (what a registry recorded for them) when given."""
     directory = Path(directory)
     description = read_model_description(directory)
-    model = build_model(description["model"], description["config"])
+    spec = model_spec(description["model"])
+    typed: Any = config_from_dict(spec.config_cls, description["config"], where="model")
+    check_model_memory(spec.name, typed, LOADING_BYTES_PER_WEIGHT, "not loaded (is its config altered?)",
+                       GenimgError, where=f"{directory / MODEL_CONFIG_FILE}: ")
+    model = spec.model_cls(typed)
     weights_path = directory / MODEL_WEIGHTS_FILE
     if not weights_path.is_file():
         raise GenimgError(f"missing weights {weights_path}")

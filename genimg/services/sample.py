@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -10,8 +11,13 @@ import torch
 
 from genimg.errors import GenimgError
 from genimg.evaluation.grids import save_image_grid, save_sequence_gif, save_sequence_strips
+from genimg.limits import check_memory
 from genimg.models.base import GenerativeModel, class_index, model_spec
 from genimg.tracking.models import load_model_at
+from genimg.training.config import MAX_SEED
+
+# What a sample costs per value at least: the fp32 output, the decoder's last activations, the grid.
+SAMPLE_BYTES_PER_VALUE = 16
 
 
 @dataclass(frozen=True)
@@ -39,6 +45,15 @@ def class_labels(model: GenerativeModel, classes: list[str] | None, n: int) -> t
     return torch.tensor([chosen[i * len(chosen) // n] for i in range(n)])
 
 
+def check_sample_memory(model: GenerativeModel, n: int, frames: int | None) -> None:
+    """Refuse -n whose samples cannot fit this machine's memory (genimg.limits), before drawing."""
+    values = math.prod(model.config.image_shape)
+    if model_spec(model.registry_name).data_kind == "sequences":
+        values *= frames or model.config.num_frames
+    check_memory(f"-n {n}", n * values * SAMPLE_BYTES_PER_VALUE, f"draw fewer (a sample holds {values:,} values)",
+                 GenimgError)
+
+
 def sample(model_uri: str, output: Path, n: int = 64, *, seed: int = 0, frames: int | None = None,
            classes: list[str] | None = None) -> SampleOutcome:
     """`model_uri`: an exported model or checkpoint folder (path, file://, s3://) or
@@ -48,7 +63,10 @@ def sample(model_uri: str, output: Path, n: int = 64, *, seed: int = 0, frames: 
         raise GenimgError(f"output must end in .png or .gif, got {output}")
     if n < 1:
         raise GenimgError(f"-n must be ≥ 1, got {n}")
+    if not 0 <= seed <= MAX_SEED:
+        raise GenimgError(f"--seed must be from 0 to {MAX_SEED}, got {seed}")
     model = load_model_at(model_uri)
+    check_sample_memory(model, n, frames)
     labels = class_labels(model, classes, n)
     if model_spec(model.registry_name).data_kind == "images":
         if suffix == ".gif":

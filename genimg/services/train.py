@@ -21,11 +21,14 @@ from genimg.distributed.trainer import train_on_ray
 from genimg.errors import GenimgError
 from genimg.evaluation.config import END_OF_TRAINING_DEFAULTS, EvalConfig
 from genimg.feedback import TrainingProgress, say
+from genimg.locks import run_lock
 from genimg.models.base import model_spec
 from genimg.names import check_run_name
 from genimg.services.evaluate import evaluate_after_training
 from genimg.services.train_in_process import train_in_process
-from genimg.tracking.runs import TrainingRun
+from genimg.tracking import tags
+from genimg.tracking.connection import wait_for_tracking
+from genimg.tracking.runs import TrainingRun, client, experiment_id, tracking_uri
 from genimg.training.config import TrainConfig, gpu_defaults
 from genimg.training.graphs import check_required_graph
 from genimg.training.run import merge_sections, resolve_run_config
@@ -160,23 +163,52 @@ def train(request: TrainRequest, *, handle: DatasetHandle | None = None) -> Trai
     run_name = check_run_name(request.run_name or default_run_name(request.model), "--run-name")
     if request.epochs is not None and request.epochs <= 0:
         raise GenimgError(f"--epochs must be > 0, got {request.epochs}")
+    if request.cpus_per_worker is not None and (not isinstance(request.cpus_per_worker, int)
+                                                or isinstance(request.cpus_per_worker, bool)
+                                                or request.cpus_per_worker < 1):
+        raise GenimgError(f"--cpus-per-worker must be a whole number ≥ 1, got {request.cpus_per_worker!r}")
     if request.ray_jobs is not None:
-        return train_as_ray_job(request, sections, run_name)
-    handle = handle or resolve_dataset(request.dataset, spec.data_kind)
-    sections = training_sections(request, handle.record_shape)
-    steps = None if request.epochs is not None else int(sections["train"].get("steps", TrainConfig.steps))
-    progress = TrainingProgress(steps)
-    try:
-        outcome = train_here(request, sections, run_name, handle, progress.update)
-    finally:
-        progress.close()
-    if sections["eval"]:  # what `register` evaluates the run's model with, unless told otherwise
-        TrainingRun.existing(outcome.run_id).log_params({"eval": dict(sections["eval"])})
-    if request.evaluate and eval_config.at_end_of_training:
-        run_steps = int(outcome.metrics.get("step", 0)) if outcome.metrics else 0
-        outcome = replace(outcome, evaluation=evaluate_after_training(
-            outcome.run_id, outcome.run_name, outcome.checkpoint, handle, eval_config, run_steps))
+        return train_as_ray_job(request, sections, run_name)  # the job's `genimg train` locks the run
+    # A tracking server that does not answer stops the run here, before a local Ray starts.
+    wait_for_tracking(tracking_uri(), f"starting training run {run_name!r}")
+    # Held from before the run's checkpoints are looked at until its evaluation is logged, by
+    # this process (a Ray run's driver): a second run of the name is refused, naming this one.
+    with run_lock(run_name, identify=lambda holder: running_mlflow_run(run_name, holder)) as lock:
+        handle = handle or resolve_dataset(request.dataset, spec.data_kind)
+        sections = training_sections(request, handle.record_shape)
+        steps = None if request.epochs is not None else int(sections["train"].get("steps", TrainConfig.steps))
+        progress = TrainingProgress(steps)
+        try:
+            outcome = train_here(request, sections, run_name, handle, progress.update)
+        finally:
+            progress.close()
+        if lock.lost is not None:
+            raise GenimgError(f"run {run_name} lost its lock {lock.uri} ({lock.lost}): its checkpoints may "
+                              "be mixed with another run's; check them, or train again under another --run-name")
+        if sections["eval"]:  # what `register` evaluates the run's model with, unless told otherwise
+            TrainingRun.existing(outcome.run_id).log_params({"eval": dict(sections["eval"])})
+        if request.evaluate and eval_config.at_end_of_training:
+            run_steps = int(outcome.metrics.get("step", 0)) if outcome.metrics else 0
+            outcome = replace(outcome, evaluation=evaluate_after_training(
+                outcome.run_id, outcome.run_name, outcome.checkpoint, handle, eval_config, run_steps))
     return outcome
+
+
+def running_mlflow_run(run_name: str, holder: Mapping[str, Any]) -> dict[str, str]:
+    """{"mlflow_run_id": …} of the run that holds the lock of `run_name`: the latest MLflow run of
+    that name still RUNNING and started since the lock was taken; {} if none is (yet), or if
+    MLflow cannot say (the refusal does not depend on it)."""
+    started = holder.get("started")
+    try:
+        mlflow_client = client(f"looking up the run that holds {run_name}")
+        found = mlflow_client.search_runs(
+            [experiment_id(mlflow_client)], max_results=1, order_by=["attributes.start_time DESC"],
+            filter_string=f"tags.`{tags.RUN_NAME}` = '{run_name}' and attributes.status = 'RUNNING'")
+    except Exception:  # noqa: BLE001 - best effort: the lock's own record already names the holder
+        return {}
+    if not found or (isinstance(started, (int, float)) and found[0].info.start_time < (started - 1) * 1000):
+        return {}
+    return {"mlflow_run_id": str(found[0].info.run_id)}
 
 
 def train_here(request: TrainRequest, sections: dict[str, dict[str, Any]], run_name: str,

@@ -50,7 +50,7 @@ def run_checkpoint(run: Any) -> tuple[str, str | None]:
 def resolve_target(target: str) -> EvalTarget:
     from mlflow.exceptions import MlflowException
 
-    mlflow = client()
+    mlflow = client(f"looking up {target}")
     registry = MODEL_URI_PATTERN.fullmatch(target)
     if registry:
         name = registry["name"]

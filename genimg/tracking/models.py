@@ -12,7 +12,7 @@ from urllib.parse import urlparse
 from genimg.errors import GenimgError
 from genimg.models.base import GenerativeModel, load_model
 from genimg.store import download_s3_source, local_path
-from genimg.tracking.runs import fluent_tracking, tracking_uri
+from genimg.tracking.runs import client, fluent_tracking, tracking_uri
 
 
 WEIGHTS_TAG = "genimg.weights_sha256"  # on a model version: the sha256 of its registered weights
@@ -22,9 +22,7 @@ MODEL_URI_PATTERN = re.compile(r"models:/(?P<name>[^/@\s]+)(?:/(?P<version>\d+)|
 def model_version_at(uri: re.Match[str]) -> Any:
     """The registry's model version a matched `models:/NAME/VERSION` or `@ALIAS` names (MLflow's
     own exception when there is none)."""
-    from mlflow.tracking import MlflowClient
-
-    registry = MlflowClient(tracking_uri())
+    registry = client(f"looking up {uri.group(0)}")
     return (registry.get_model_version(uri["name"], uri["version"]) if uri["version"]
             else registry.get_model_version_by_alias(uri["name"], uri["alias"]))
 
@@ -50,7 +48,7 @@ def load_registered_model(uri: str) -> GenerativeModel:
 
     with tempfile.TemporaryDirectory(prefix="genimg-model-") as scratch:
         try:
-            with fluent_tracking():
+            with fluent_tracking(f"downloading {uri}"):
                 local = mlflow.artifacts.download_artifacts(artifact_uri=uri, dst_path=scratch)
         except MlflowException as exc:
             raise GenimgError(f"{uri}: not found in the registry at {tracking_uri()} ({exc.message})") from exc

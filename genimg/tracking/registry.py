@@ -23,10 +23,8 @@ import math
 import os
 import re
 import shutil
-import socket
 import subprocess
 import tempfile
-import threading
 import time
 import uuid
 from collections.abc import Iterator
@@ -45,6 +43,7 @@ from genimg.evaluation.config import EvalConfig
 from genimg.evaluation.evaluate import evaluate_model
 from genimg.evaluation.reliability import SPREADS, below_floor
 from genimg.feedback import phase
+from genimg.locks import StoreLock
 from genimg.models.base import MODEL_REGISTRY, GenerativeModel, model_spec, save_model
 from genimg.names import check_run_name
 from genimg.store import ObjectStore, open_store
@@ -189,7 +188,7 @@ def training_run(run_id: str) -> Any:
     from mlflow.exceptions import MlflowException
 
     try:
-        run = client().get_run(run_id)
+        run = client(f"reading MLflow run {run_id}").get_run(run_id)
     except MlflowException as exc:
         raise GenimgError(f"no MLflow run {run_id} at {tracking_uri()}") from exc
     if run.info.status != "FINISHED":
@@ -208,7 +207,7 @@ def register_run(run_id: str, name: str | None = None, *, flow_run_id: str | Non
     import mlflow
     from mlflow.exceptions import MlflowException
 
-    mlflow_client = client()
+    mlflow_client = client(f"registering run {run_id}")
     run = training_run(run_id)
     if not has_test_evaluation(run):
         raise GenimgError(f"run {run_id} has no test evaluation to register with (genimg evaluate {run_id} first)")
@@ -261,106 +260,22 @@ PROMOTED_PREFIX = tag_names.PROMOTED_PREFIX  # decision, reason, time: why the v
 REEVALUATION_PREFIX = tag_names.REEVALUATION_PREFIX  # + evaluation id: a champion scored another way
 
 
-class PromotionLock:
-    """One promotion's hold on the lock object `locks/promote-<model>.json` in the store.
-
-    Taken by creating the object if absent, or by replacing it when its version (S3 ETag, file
-    digest) has stayed the same for LOCK_TTL_SECONDS on the waiter's own monotonic clock, so no
-    other machine's clock is trusted. Both are conditional writes that the store decides: of
-    several waiters, one wins. The holder renews the object every third of the TTL from a thread
-    (a conditional write of new content on the version it holds), `confirm`s it still holds it
-    before acting, and releases it by a conditional delete, so a holder that stalled past the TTL
-    finds it lost instead of deleting its successor's lock.
-    """
+class PromotionLock(StoreLock):
+    """One promotion's hold on the lock object `locks/promote-<model>.json` in the store (see
+    StoreLock: taken by conditional writes, renewed from a thread, released by a conditional
+    delete); `confirm` before acting."""
 
     def __init__(self, store: ObjectStore, key: str, model: str) -> None:
-        self.store, self.key, self.model = store, key, model
-        self.ttl = LOCK_TTL_SECONDS
-        self.token = uuid.uuid4().hex
-        self.writes = 0
-        self.version: str | None = None
-        self.renewed_at = 0.0  # monotonic time the last successful write was sent
-        self.lost: str | None = None
-        self.mutex = threading.Lock()  # the renewal thread and `confirm` read and move `version`
-        self.stop = threading.Event()
-        self.renewer: threading.Thread | None = None
-
-    @property
-    def uri(self) -> str:
-        return self.store.uri_for(self.key)
-
-    def content(self) -> bytes:
-        """A new write of the lock: the token and a counter make its version one never seen."""
-        self.writes += 1
-        return json.dumps({"token": self.token, "write": self.writes, "model": self.model,
-                           "host": socket.gethostname(), "pid": os.getpid(), "time": time.time()}).encode()
-
-    def acquire(self, wait: float) -> bool:
-        """Hold the lock (True), or give up after `wait` seconds of another holder renewing it."""
-        deadline = time.monotonic() + wait
-        seen: tuple[str, float] | None = None  # the holder's version, and when we first saw it
-        while True:
-            sent = time.monotonic()
-            version = self.store.create_versioned(self.key, self.content())
-            if version is None:
-                current = self.store.read_versioned(self.key)
-                if current is None:
-                    continue  # released between the two calls
-                now = time.monotonic()
-                if seen is None or seen[0] != current[1]:
-                    seen = (current[1], now)
-                elif now - seen[1] >= self.ttl:  # its holder stopped renewing it: stalled or dead
-                    sent = time.monotonic()
-                    version = self.store.replace_if(self.key, self.content(), current[1])
-                    seen = None
-            if version is not None:
-                break
-            if time.monotonic() > deadline:
-                return False
-            time.sleep(LOCK_POLL_SECONDS)
-        self.version, self.renewed_at = version, sent
-        self.renewer = threading.Thread(target=self.renew, name=f"genimg-lock-{self.model}", daemon=True)
-        self.renewer.start()
-        return True
-
-    def renew(self) -> None:
-        while not self.stop.wait(self.ttl / 3):
-            with self.mutex:
-                sent = time.monotonic()
-                try:
-                    version = self.store.replace_if(self.key, self.content(), str(self.version))
-                except GenimgError:
-                    continue  # the store did not answer: retried next time; `confirm` sees the age
-                if version is None:
-                    self.lost = f"another promotion took it over: it went {self.ttl:g} s without renewal"
-                    return
-                self.version, self.renewed_at = version, sent
+        super().__init__(store, key, model, ttl=LOCK_TTL_SECONDS, poll=LOCK_POLL_SECONDS,
+                         rival="another promotion", details={"model": model})
+        self.model = model
 
     def confirm(self) -> None:
         """Raise unless the lock is still ours and renewed within half the TTL: then no waiter
         can take it over for at least the other half, time enough to move an alias."""
-        with self.mutex:
-            problem = self.lost
-            age = time.monotonic() - self.renewed_at
-            if problem is None and age > self.ttl / 2:
-                problem = f"not renewed for {age:.1f} s"
-            if problem is None:
-                current = self.store.read_versioned(self.key)
-                if current is None or current[1] != self.version:
-                    problem = "another promotion took it over"
+        problem = self.problem()
         if problem is not None:
             raise GenimgError(f"{self.model}: lost the promotion lock {self.uri} ({problem}); nothing was promoted")
-
-    def release(self) -> None:
-        self.stop.set()
-        if self.renewer is not None:
-            self.renewer.join()
-        with self.mutex:
-            if self.lost is None and self.version is not None:
-                try:
-                    self.store.delete_if(self.key, self.version)
-                except GenimgError:
-                    pass  # left in place, it is taken over once it has gone a TTL unrenewed
 
 
 @contextmanager
@@ -512,7 +427,7 @@ def promote(name: str, version: int | None = None, *, force: bool = False, min_d
     from mlflow.exceptions import MlflowException
 
     check_promotion_options(min_delta, metric, mode)
-    mlflow_client = client()
+    mlflow_client = client(f"promoting {name}")
     try:
         versions = mlflow_client.search_model_versions(f"name = '{name}'")
     except MlflowException as exc:

@@ -17,9 +17,10 @@ from pathlib import Path
 from typing import Any
 
 from genimg.data.sources import pinned_version
-from genimg.errors import GenimgError
+from genimg.errors import USERINFO, GenimgError, first_line, redact_credentials
 from genimg.settings import genimg_home
 from genimg.tracking import tags as tag_names
+from genimg.tracking.connection import wait_for_tracking
 
 DEFAULT_EXPERIMENT = "genimg"
 MAX_BATCH = 900  # MLflow accepts up to 1,000 metrics per log_batch call
@@ -35,7 +36,17 @@ def tracking_uri() -> str:
     return f"sqlite:///{home / 'mlflow.db'}"
 
 
-def client() -> Any:
+def hide_run_links(uri: str) -> None:
+    """MLflow prints "🏃 View run … at: <tracking URI>" on stdout whenever a run ends (in this
+    process, a Tune trial's or a Ray worker's): with a user and password in the URI, it would print
+    them. Its own switch turns the line off (read at each print, so this covers later runs)."""
+    if USERINFO.search(uri):
+        os.environ["MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT"] = "true"
+
+
+def client(doing: str = "connecting to it") -> Any:
+    """An MLflow client of genimg's tracking URI, once the server answers (see
+    tracking.connection; `doing` says what for, in the error if it does not)."""
     import logging
 
     from mlflow.tracking import MlflowClient
@@ -44,9 +55,12 @@ def client() -> Any:
     # genimg's own lines say what happens.
     logging.getLogger("mlflow.store.db.utils").setLevel(logging.WARNING)
 
+    uri = tracking_uri()
+    hide_run_links(uri)
+    wait_for_tracking(uri, doing)
     # A client bound to the URI, not mlflow.set_tracking_uri, which would export
     # MLFLOW_TRACKING_URI to the whole process (and to every later run in it).
-    return MlflowClient(tracking_uri=tracking_uri())
+    return MlflowClient(tracking_uri=uri)
 
 
 def experiment_name() -> str:
@@ -56,15 +70,23 @@ def experiment_name() -> str:
 
 
 def experiment_id(mlflow_client: Any) -> str:
+    from mlflow.exceptions import MlflowException
+
     name = experiment_name()
-    experiment = mlflow_client.get_experiment_by_name(name)
-    if experiment is not None:
-        return str(experiment.experiment_id)
-    # With the default SQLite store, artifacts would land in ./mlruns of whatever folder the
-    # command runs in; keep them beside the database in GENIMG_HOME instead.
-    user_configured = bool(os.environ.get("MLFLOW_TRACKING_URI"))
-    location = None if user_configured else (genimg_home() / "mlartifacts").as_uri()
-    return str(mlflow_client.create_experiment(name, artifact_location=location))
+    try:
+        experiment = mlflow_client.get_experiment_by_name(name)
+        if experiment is not None:
+            return str(experiment.experiment_id)
+        # With the default SQLite store, artifacts would land in ./mlruns of whatever folder the
+        # command runs in; keep them beside the database in GENIMG_HOME instead.
+        user_configured = bool(os.environ.get("MLFLOW_TRACKING_URI"))
+        location = None if user_configured else (genimg_home() / "mlartifacts").as_uri()
+        return str(mlflow_client.create_experiment(name, artifact_location=location))
+    except MlflowException as exc:
+        # A server that answers but refuses (authentication, permissions) or fails: its message
+        # names the request with the full URI, password included.
+        raise GenimgError(f"looking up experiment {name!r} at the tracking server {redact_credentials(tracking_uri())} "
+                          f"failed: {first_line(str(exc.message), type(exc).__name__)}") from None
 
 
 def flatten_params(prefix: str, values: Any, out: dict[str, str]) -> dict[str, str]:
@@ -91,7 +113,7 @@ class TrainingRun:
 
     def __init__(self, run_name: str, tags: dict[str, str] | None = None, *, run_id: str | None = None) -> None:
         """A new run in the genimg experiment, or (with `run_id`) an existing run of any."""
-        self.client = client()
+        self.client = client(f"starting MLflow run {run_name!r}" if run_id is None else f"opening MLflow run {run_id}")
         if run_id is None:
             from mlflow.tracking.context.registry import resolve_tags
 
@@ -172,7 +194,7 @@ class TrainingRun:
         """End the run; a FAILED or KILLED one says why (tag `genimg.error`)."""
         self.flush()
         if reason:
-            self.client.set_tag(self.run_id, tag_names.ERROR, reason[:5000])
+            self.client.set_tag(self.run_id, tag_names.ERROR, redact_credentials(reason)[:5000])
         self.client.set_terminated(self.run_id, status=status)
 
     @contextmanager
@@ -189,14 +211,17 @@ class TrainingRun:
 
 
 @contextmanager
-def fluent_tracking() -> Iterator[None]:
+def fluent_tracking(doing: str = "connecting to it") -> Iterator[None]:
     """MLflow's fluent API (log_model needs it) pointed at genimg's tracking URI for the block
     only: mlflow.set_tracking_uri also exports MLFLOW_TRACKING_URI, which is put back."""
     import mlflow
 
+    uri = tracking_uri()
+    hide_run_links(uri)
+    wait_for_tracking(uri, doing)
     saved_env = os.environ.get("MLFLOW_TRACKING_URI")
     previous = mlflow.get_tracking_uri()
-    mlflow.set_tracking_uri(tracking_uri())
+    mlflow.set_tracking_uri(uri)
     try:
         yield
     finally:

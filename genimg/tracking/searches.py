@@ -44,7 +44,7 @@ class ScoredTrial(Protocol):
 
 def find_parent_run(search: str) -> str | None:
     """The parent run of the search of this name, if there is one."""
-    mlflow = client()
+    mlflow = client(f"looking up search {search!r}")
     runs = mlflow.search_runs([experiment_id(mlflow)],
                               filter_string=f"tags.`{tags.SEARCH}` = '{search}' and tags.`{tags.KIND}` = '{SEARCH_KIND}'")
     return runs[0].info.run_id if runs else None

@@ -31,7 +31,7 @@ from genimg.models.base import (
     read_model_description,
     save_model,
 )
-from genimg.store import writer_is_gone, writer_tag
+from genimg.store import disk_full_cause, disk_full_error, writer_is_gone, writer_tag
 from genimg.training.config import TrainConfig
 from genimg.training.state import flatten_state, unflatten_state
 from genimg.training.steps import Optimizers
@@ -141,7 +141,16 @@ def save_checkpoint(
     final = directory / checkpoint_name(step)
     staging = directory / f".staging-{checkpoint_name(step)}-{writer_tag()}"
     shutil.rmtree(staging, ignore_errors=True)
-    write_checkpoint_files(staging, model, optimizers, step, train_config, scaler)
+    try:
+        write_checkpoint_files(staging, model, optimizers, step, train_config, scaler)
+    except Exception as exc:
+        shutil.rmtree(staging, ignore_errors=True)  # a partial checkpoint only takes space
+        cause = disk_full_cause(exc)
+        if cause is None:
+            raise
+        previous = latest_checkpoint(directory)
+        intact = f"the previous checkpoint, step {previous.step}, is intact" if previous else "no earlier checkpoint"
+        raise disk_full_error(cause, directory, f"checkpoint step {step} to {final.as_uri()}", intact) from exc
     if final.exists():
         shutil.rmtree(final)
     os.replace(staging, final)

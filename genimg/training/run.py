@@ -4,6 +4,7 @@ decide whether it starts or resumes, and train it in this process on records in 
 from __future__ import annotations
 
 import dataclasses
+import math
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -17,13 +18,24 @@ from genimg.configs import locate_config
 from genimg.data.dataset import Dataset
 from genimg.data.sources import PINNED_RAW
 from genimg.data.streaming import RecordStream
+from genimg.data.versions import SHARD_BYTES
 from genimg.errors import ConfigError, DataError, GenimgError
 from genimg.feedback import say
-from genimg.models.base import GenerativeModel, ModelSpec, model_spec, save_model
+from genimg.limits import check_memory, format_bytes
+from genimg.models.base import (
+    TRAINING_BYTES_PER_WEIGHT,
+    GenerativeModel,
+    ModelSpec,
+    check_model_memory,
+    model_spec,
+    save_model,
+)
 from genimg.training.config import TrainConfig
 from genimg.training.loop import BatchSchedule, LogCallback, seed_everything, train_model
 
 CONFIG_SECTIONS = ("model", "train", "eval")  # eval: read by genimg.evaluation, not here
+# What a batch costs per record value at least: the records as fp32 and the decoder's output.
+BATCH_BYTES_PER_VALUE = 8
 
 
 @dataclass(frozen=True)
@@ -73,7 +85,33 @@ def resolve_run_config(
     model_config = config_from_dict(spec.config_cls, model_values, where="model")
     if dataset is not None:
         model_config = fit_model_to_data(spec, model_config, model_values, dataset)
-    return RunConfig(model_name, model_config, train)
+    run = RunConfig(model_name, model_config, train)
+    check_run_memory(run, dataset.record_shape if dataset is not None else record_shape_of(spec, model_config))
+    return run
+
+
+def record_shape_of(spec: ModelSpec, config: Any) -> tuple[int, ...]:
+    """One training record's shape as the model config says (before the data is known)."""
+    image_shape = tuple(int(side) for side in config.image_shape)
+    return (int(config.num_frames), *image_shape) if spec.data_kind == "sequences" else image_shape
+
+
+def check_run_memory(run: RunConfig, record_shape: tuple[int, ...]) -> None:
+    """Refuse sizes this machine cannot hold (genimg.limits) while the run is still a config:
+    before any data is read, module built or MLflow run created."""
+    # A conditional model's classes come from the data: before it is read the model cannot be sized.
+    if not (getattr(run.model, "conditional", False) and run.model.num_classes < 2):
+        check_model_memory(run.model_name, run.model, TRAINING_BYTES_PER_WEIGHT,
+                           "make the model smaller (its width, latent or hidden sizes)")
+    train, record_bytes = run.train, math.prod(record_shape)
+    check_memory(f"train.batch_size={train.batch_size}", train.batch_size * record_bytes * BATCH_BYTES_PER_VALUE,
+                 f"lower it (a record holds {record_bytes:,} values)")
+    # A streaming worker holds shuffle_buffer + batch_size records, and prefetch_shards shards read ahead.
+    check_memory(f"train.shuffle_buffer={train.shuffle_buffer}", (train.shuffle_buffer + train.batch_size) * record_bytes,
+                 f"lower it (the records a streaming worker shuffles among, {format_bytes(record_bytes)} each)")
+    shard_bytes = max(1, SHARD_BYTES // record_bytes) * record_bytes
+    check_memory(f"train.prefetch_shards={train.prefetch_shards}", train.prefetch_shards * shard_bytes,
+                 f"lower it (the shards a streaming worker reads ahead, up to {format_bytes(shard_bytes)} each)")
 
 
 def fit_model_to_data(spec: ModelSpec, config: Any, explicit: Mapping[str, Any], dataset: Dataset) -> Any:

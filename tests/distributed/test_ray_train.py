@@ -93,6 +93,46 @@ def test_a_diverging_run_stops_on_every_rank_without_restarts(ray_cluster, digit
     assert run.data.tags["genimg.dataset"].startswith("digits@")
 
 
+def ray_train_workers_started():
+    from ray.util.state import list_actors
+
+    return len(list_actors(filters=[("class_name", "=", "RayTrainWorker")], limit=10_000))
+
+
+def test_a_corrupt_shard_fails_once_naming_the_shard(ray_cluster, tmp_path, monkeypatch):
+    """A checksum mismatch is deterministic: the run is not restarted (--max-failures 1), and the
+    one-line error and the FAILED run's genimg.error tag name the shard and the cause."""
+    import numpy as np
+
+    monkeypatch.setenv("GENIMG_STORE", (tmp_path / "store").as_uri())
+    # Unlabelled records: the driver reads no train shard (labels), only the worker does.
+    np.save(tmp_path / "blobs.npy", np.random.default_rng(0).integers(0, 256, (64, 8, 8), dtype=np.uint8))
+    assert runner.invoke(app, ["ingest", str(tmp_path / "blobs.npy"), "--name", "blobs"]).exit_code == 0
+    (shard,) = (tmp_path / "store" / "datasets" / "blobs").glob("*/train/*.parquet")
+    corrupt = bytearray(shard.read_bytes())
+    corrupt[len(corrupt) // 2] ^= 0xFF
+    shard.write_bytes(bytes(corrupt))
+
+    before = ray_train_workers_started()
+    result = runner.invoke(app, ["train", "--model", "vae", "--dataset", "blobs", "--workers", "1", "--max-failures", "1",
+                                 "--steps", "2", "--run-name", "corrupt-shard", "--set", "eval.at_end_of_training=false",
+                                 *TINY["vae"]])
+    assert result.exit_code == 1, result.output
+    last = result.stderr.strip().splitlines()[-1]
+    assert last.startswith("error: ") and "checksum mismatch" in last, last
+    assert shard.relative_to(tmp_path / "store").as_posix() in last, last
+    assert ray_train_workers_started() - before == 1, "the worker group was restarted"
+    assert "restart" not in result.stderr
+    from mlflow.tracking import MlflowClient
+
+    from genimg.tracking.runs import tracking_uri
+
+    client = MlflowClient(tracking_uri())
+    [run] = client.search_runs([client.get_experiment_by_name("genimg").experiment_id],
+                               filter_string="tags.`genimg.run_name` = 'corrupt-shard'")
+    assert run.info.status == "FAILED" and run.data.tags["genimg.error"] == last.removeprefix("error: ")
+
+
 def test_resume_continues_the_step_count(ray_cluster, digits_in_store):
     common = ["--model", "vae", "--dataset", "digits", "--workers", "2", "--batch-size", "8",
               "--run-name", "resumable", *TINY["vae"]]
