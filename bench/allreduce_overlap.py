@@ -15,8 +15,8 @@ from __future__ import annotations
 
 import argparse
 import json
-import tempfile
 import statistics
+import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path

@@ -12,8 +12,15 @@ class BudgetSpent(Exception):
     pass
 
 
-def train_for(model: Any, records: torch.Tensor, train: dict[str, Any], budget: float, *,
-              labels: torch.Tensor | None = None, device: str = "cpu") -> tuple[int, float]:
+def train_for(
+    model: Any,
+    records: torch.Tensor,
+    train: dict[str, Any],
+    budget: float,
+    *,
+    labels: torch.Tensor | None = None,
+    device: str = "cpu",
+) -> tuple[int, float]:
     """Train `model` until `budget` seconds have passed (checked every 10 steps), with the
     TrainConfig options in `train`; returns (steps, seconds). `labels` go to conditional models."""
     from genimg.training.config import TrainConfig
@@ -29,8 +36,7 @@ def train_for(model: Any, records: torch.Tensor, train: dict[str, Any], budget: 
 
     config = TrainConfig(**{"steps": 10_000_000, "log_every": 10, "checkpoint_every": 10_000_000, **train})
     try:
-        train_model(model, records, config, device=device, on_log=on_log,
-                    labels=labels if model.num_classes else None)
+        train_model(model, records, config, device=device, on_log=on_log, labels=labels if model.num_classes else None)
     except BudgetSpent:
         pass
     return reached[0], time.perf_counter() - started
@@ -41,5 +47,8 @@ def print_table(results: dict[str, Any], names: list[str], columns: list[str]) -
     print("| family | " + " | ".join(columns) + " |\n|" + " --- |" * (len(columns) + 1))
     for name in names:
         cells = [results[name].get(column) for column in columns]
-        print(f"| {name} | " + " | ".join(
-            "—" if c is None else str(c) if isinstance(c, int) else f"{c:.4g}" for c in cells) + " |")
+        print(
+            f"| {name} | "
+            + " | ".join("—" if c is None else str(c) if isinstance(c, int) else f"{c:.4g}" for c in cells)
+            + " |"
+        )

@@ -90,12 +90,25 @@ def train_once(ref: str, mode: str, steps: int, batch_size: int) -> dict[str, fl
 
     with PeakRss() as rss:
         started = time.perf_counter()
-        outcome = genimg.train("gan", ref, steps=steps, workers=1, overrides={
-            "train.data_mode": mode, "train.batch_size": batch_size, "train.log_every": 20,
-            "train.checkpoint_every": steps, "eval.at_end_of_training": False})
+        outcome = genimg.train(
+            "gan",
+            ref,
+            steps=steps,
+            workers=1,
+            overrides={
+                "train.data_mode": mode,
+                "train.batch_size": batch_size,
+                "train.log_every": 20,
+                "train.checkpoint_every": steps,
+                "eval.at_end_of_training": False,
+            },
+        )
         seconds = time.perf_counter() - started
-    return {"images_per_second": outcome.images_per_second, "worker_peak_rss_gb": rss.peak / GB,
-            "wall_seconds": seconds}
+    return {
+        "images_per_second": outcome.images_per_second,
+        "worker_peak_rss_gb": rss.peak / GB,
+        "wall_seconds": seconds,
+    }
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -117,9 +130,16 @@ def main(argv: list[str] | None = None) -> int:
         ref, records, train_gb = make_dataset(os.environ["GENIMG_STORE"], args.gigabytes, args.image_size)
         made = time.perf_counter() - started
         print(f"dataset {ref}: {records} train records, {train_gb:.2f} GB, made in {made:.0f} s", file=sys.stderr)
-        results: dict[str, object] = {"dataset": ref, "train_records": records, "train_gb": round(train_gb, 3),
-                                      "model": "gan", "image_size": args.image_size, "steps": args.steps,
-                                      "batch_size": args.batch_size, "workers": 1}
+        results: dict[str, object] = {
+            "dataset": ref,
+            "train_records": records,
+            "train_gb": round(train_gb, 3),
+            "model": "gan",
+            "image_size": args.image_size,
+            "steps": args.steps,
+            "batch_size": args.batch_size,
+            "workers": 1,
+        }
         for mode in args.modes.split(","):
             results[mode] = train_once(ref, mode, args.steps, args.batch_size)
             print(f"{mode}: {results[mode]}", file=sys.stderr)

@@ -27,7 +27,6 @@ import re
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from pathlib import Path
 
@@ -42,16 +41,23 @@ TRAINING_TASKS = {"train", "tune"}
 def run_retrain(config: Path | None, pythonpath: str | None, log: Path) -> list[tuple[float, str]]:
     """`genimg retrain` in a fresh GENIMG_HOME; every stderr line with the seconds since start."""
     home = Path(tempfile.mkdtemp(prefix="genimg-eval-overhead-"))
-    env = {**os.environ, "GENIMG_HOME": str(home), "PYTHONUNBUFFERED": "1",
-           "PREFECT_SERVER_ANALYTICS_ENABLED": "false", "DO_NOT_TRACK": "1", "RAY_USAGE_STATS_ENABLED": "0"}
+    env = {
+        **os.environ,
+        "GENIMG_HOME": str(home),
+        "PYTHONUNBUFFERED": "1",
+        "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+        "DO_NOT_TRACK": "1",
+        "RAY_USAGE_STATS_ENABLED": "0",
+    }
     env.pop("GENIMG_STORE", None)
     env.pop("MLFLOW_TRACKING_URI", None)
     if pythonpath:
         env["PYTHONPATH"] = pythonpath + os.pathsep + env.get("PYTHONPATH", "")
     command = [sys.executable, "-m", "genimg", "retrain", *(["--config", str(config)] if config else [])]
     started = time.perf_counter()
-    process = subprocess.Popen(command, env=env, cwd=home, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-                               text=True, bufsize=1)
+    process = subprocess.Popen(
+        command, env=env, cwd=home, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, bufsize=1
+    )
     lines: list[tuple[float, str]] = []
     assert process.stderr is not None
     with log.open("w") as out:
@@ -103,8 +109,11 @@ def split_time(lines: list[tuple[float, str]]) -> dict[str, float]:
         previous = stamp
     total = lines[-1][0]
     phases["orchestration"] += total - previous  # after the last task: the flow's end, exit
-    return {**{k: round(v, 1) for k, v in phases.items()}, "total": round(total, 1),
-            "training_share": round(phases["training"] / total, 3)}
+    return {
+        **{k: round(v, 1) for k, v in phases.items()},
+        "total": round(total, 1),
+        "training_share": round(phases["training"] / total, 3),
+    }
 
 
 def measure(label: str, config: Path | None, pythonpath: str | None, folder: Path) -> dict[str, float]:
@@ -126,8 +135,11 @@ def main() -> None:
     results: dict[str, dict[str, float]] = {}
     if args.baseline_ref:
         worktree = Path(tempfile.mkdtemp(prefix="genimg-baseline-")) / "tree"
-        subprocess.run(["git", "-C", str(ROOT), "worktree", "add", "--detach", str(worktree), args.baseline_ref],
-                       check=True, capture_output=True)
+        subprocess.run(
+            ["git", "-C", str(ROOT), "worktree", "add", "--detach", str(worktree), args.baseline_ref],
+            check=True,
+            capture_output=True,
+        )
         try:
             results["baseline"] = measure("baseline", args.config, str(worktree), folder)
         finally:
@@ -135,19 +147,31 @@ def main() -> None:
     results["this"] = measure("this", args.config, None, folder)
     if "baseline" in results:
         base, now = results["baseline"], results["this"]
-        results["ratios"] = {key: round(now[key] / base[key], 3) if base[key] else float("nan")
-                             for key in ("training", "evaluation", "orchestration", "total")}
+        results["ratios"] = {
+            key: round(now[key] / base[key], 3) if base[key] else float("nan")
+            for key in ("training", "evaluation", "orchestration", "total")
+        }
     if args.json:
         print(json.dumps(results))
         return
-    print(f"{'':14}" + "".join(f"{key:>15}" for key in ("training", "evaluation", "orchestration", "total", "training_share")))
+    print(
+        f"{'':14}"
+        + "".join(f"{key:>15}" for key in ("training", "evaluation", "orchestration", "total", "training_share"))
+    )
     for label, values in results.items():
         if label != "ratios":
-            print(f"{label:14}" + "".join(f"{values[key]:>15}" for key in
-                                          ("training", "evaluation", "orchestration", "total", "training_share")))
+            print(
+                f"{label:14}"
+                + "".join(
+                    f"{values[key]:>15}"
+                    for key in ("training", "evaluation", "orchestration", "total", "training_share")
+                )
+            )
     if "ratios" in results:
-        print(f"{'this/baseline':14}" + "".join(f"{results['ratios'][key]:>15}" for key in
-                                                ("training", "evaluation", "orchestration", "total")))
+        print(
+            f"{'this/baseline':14}"
+            + "".join(f"{results['ratios'][key]:>15}" for key in ("training", "evaluation", "orchestration", "total"))
+        )
     print(f"logs: {folder}")
 
 

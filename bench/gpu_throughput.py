@@ -54,11 +54,17 @@ class ReferenceGenerator(nn.Module):
         super().__init__()
         stages = int(math.log2(size)) - 2  # 4 → size
         channels = NGF * 2 ** (stages - 1)
-        layers: list[nn.Module] = [nn.ConvTranspose2d(NZ, channels, 4, 1, 0, bias=False), nn.BatchNorm2d(channels),
-                                   nn.ReLU(True)]
+        layers: list[nn.Module] = [
+            nn.ConvTranspose2d(NZ, channels, 4, 1, 0, bias=False),
+            nn.BatchNorm2d(channels),
+            nn.ReLU(True),
+        ]
         for _ in range(stages - 1):
-            layers += [nn.ConvTranspose2d(channels, channels // 2, 4, 2, 1, bias=False),
-                       nn.BatchNorm2d(channels // 2), nn.ReLU(True)]
+            layers += [
+                nn.ConvTranspose2d(channels, channels // 2, 4, 2, 1, bias=False),
+                nn.BatchNorm2d(channels // 2),
+                nn.ReLU(True),
+            ]
             channels //= 2
         layers += [nn.ConvTranspose2d(channels, 3, 4, 2, 1, bias=False), nn.Tanh()]
         self.main = nn.Sequential(*layers)
@@ -76,8 +82,11 @@ class ReferenceDiscriminator(nn.Module):
         channels = NDF
         layers: list[nn.Module] = [nn.Conv2d(3, channels, 4, 2, 1, bias=False), nn.LeakyReLU(0.2, inplace=True)]
         for _ in range(stages - 1):
-            layers += [nn.Conv2d(channels, channels * 2, 4, 2, 1, bias=False), nn.BatchNorm2d(channels * 2),
-                       nn.LeakyReLU(0.2, inplace=True)]
+            layers += [
+                nn.Conv2d(channels, channels * 2, 4, 2, 1, bias=False),
+                nn.BatchNorm2d(channels * 2),
+                nn.LeakyReLU(0.2, inplace=True),
+            ]
             channels *= 2
         layers += [nn.Conv2d(channels, 1, 4, 1, 0, bias=False)]
         self.main = nn.Sequential(*layers)
@@ -129,13 +138,20 @@ def genimg_model_config(name: str, size: int) -> dict[str, Any]:
 
 
 def train_config(batch: int, precision: str, steps: int = 1, cuda_graph: bool | None = None) -> TrainConfig:
-    return TrainConfig(steps=steps, batch_size=batch, precision=precision,  # type: ignore[arg-type]
-                       channels_last=precision != "fp32", log_every=max(1, steps), checkpoint_every=max(1, steps),
-                       cuda_graph=cuda_graph)
+    return TrainConfig(
+        steps=steps,
+        batch_size=batch,
+        precision=precision,  # type: ignore[arg-type]
+        channels_last=precision != "fp32",
+        log_every=max(1, steps),
+        checkpoint_every=max(1, steps),
+        cuda_graph=cuda_graph,
+    )
 
 
-def genimg_step(name: str, size: int, batch: int, precision: str, device: torch.device,
-                graphed: bool = False) -> Callable[[Tensor], None]:
+def genimg_step(
+    name: str, size: int, batch: int, precision: str, device: torch.device, graphed: bool = False
+) -> Callable[[Tensor], None]:
     """genimg's training step as a function of the batch: pixels (eager) or uint8 records (graphed)."""
     torch.manual_seed(0)
     model = build_model(name, genimg_model_config(name, size))
@@ -158,8 +174,9 @@ def genimg_step(name: str, size: int, batch: int, precision: str, device: torch.
     return step
 
 
-def timed_rate(step: Callable[[Tensor], None], batch: Tensor, warmup: int, seconds: float,
-               device: torch.device) -> float:
+def timed_rate(
+    step: Callable[[Tensor], None], batch: Tensor, warmup: int, seconds: float, device: torch.device
+) -> float:
     """img/s of `step` on `batch` after `warmup` steps, over at least `seconds` (synchronised)."""
     for _ in range(warmup):
         step(batch)
@@ -177,8 +194,9 @@ def timed_rate(step: Callable[[Tensor], None], batch: Tensor, warmup: int, secon
                 return steps * len(batch) / elapsed
 
 
-def loop_rate(size: int, batch: int, precision: str, steps: int, device: torch.device,
-              cuda_graph: bool | None = None) -> float:
+def loop_rate(
+    size: int, batch: int, precision: str, steps: int, device: torch.device, cuda_graph: bool | None = None
+) -> float:
     """img/s of the real loop (train_model): uint8 records on the host, a batch made per step."""
     torch.manual_seed(0)
     model = build_model("gan", genimg_model_config("gan", size))
@@ -212,8 +230,7 @@ def main(argv: list[str] | None = None) -> None:
         except torch.OutOfMemoryError:
             rate = "out of memory"
             torch.cuda.empty_cache()
-        rows.append({"model": model, "size": size, "batch": batch, "precision": precision, "kind": kind,
-                     "img_s": rate})
+        rows.append({"model": model, "size": size, "batch": batch, "precision": precision, "kind": kind, "img_s": rate})
         print(f"{kind:<5} {model:<10} {size:>4}px  batch {batch:>5}  {precision:<5} {rate!s:>10} img/s", flush=True)
 
     for size in sizes:
@@ -221,26 +238,73 @@ def main(argv: list[str] | None = None) -> None:
             real = torch.rand(batch, 3, size, size, device=device) * 2 - 1
             for precision in precisions:
                 layout = real.contiguous(memory_format=torch.channels_last) if precision != "fp32" else real
-                record("reference", size, batch, precision, "step", lambda: timed_rate(
-                    reference_step(size, batch, precision, device), layout, args.warmup, args.seconds, device))
+                record(
+                    "reference",
+                    size,
+                    batch,
+                    precision,
+                    "step",
+                    lambda: timed_rate(
+                        reference_step(size, batch, precision, device), layout, args.warmup, args.seconds, device
+                    ),
+                )
                 for name in args.models.split(","):
                     records = torch.randint(0, 256, (batch, 3, size, size), dtype=torch.uint8, device=device)
                     pixels = to_pixels(records, device, precision != "fp32")
-                    record(name, size, batch, precision, "step", lambda: timed_rate(
-                        genimg_step(name, size, batch, precision, device), pixels, args.warmup, args.seconds, device))
+                    record(
+                        name,
+                        size,
+                        batch,
+                        precision,
+                        "step",
+                        lambda: timed_rate(
+                            genimg_step(name, size, batch, precision, device), pixels, args.warmup, args.seconds, device
+                        ),
+                    )
                     if device.type == "cuda":
-                        record(name, size, batch, precision, "graph", lambda: timed_rate(
-                            genimg_step(name, size, batch, precision, device, graphed=True), records, args.warmup,
-                            args.seconds, device))
+                        record(
+                            name,
+                            size,
+                            batch,
+                            precision,
+                            "graph",
+                            lambda: timed_rate(
+                                genimg_step(name, size, batch, precision, device, graphed=True),
+                                records,
+                                args.warmup,
+                                args.seconds,
+                                device,
+                            ),
+                        )
     for size in [s for s in sizes if s <= 64]:
         for precision in precisions:
-            record("gan", size, batches[0], precision, "loop",
-                   lambda: loop_rate(size, batches[0], precision, args.loop_steps, device))
+            record(
+                "gan",
+                size,
+                batches[0],
+                precision,
+                "loop",
+                lambda: loop_rate(size, batches[0], precision, args.loop_steps, device),
+            )
             if device.type == "cuda":
-                record("gan", size, batches[0], precision, "loop-eager",
-                       lambda: loop_rate(size, batches[0], precision, args.loop_steps, device, cuda_graph=False))
-    print(json.dumps({"device": torch.cuda.get_device_name() if device.type == "cuda" else str(device),
-                      "torch": torch.__version__, "rows": rows, "summary": summarise(rows)}))
+                record(
+                    "gan",
+                    size,
+                    batches[0],
+                    precision,
+                    "loop-eager",
+                    lambda: loop_rate(size, batches[0], precision, args.loop_steps, device, cuda_graph=False),
+                )
+    print(
+        json.dumps(
+            {
+                "device": torch.cuda.get_device_name() if device.type == "cuda" else str(device),
+                "torch": torch.__version__,
+                "rows": rows,
+                "summary": summarise(rows),
+            }
+        )
+    )
 
 
 def summarise(rows: list[dict[str, Any]]) -> dict[str, float]:
@@ -261,16 +325,25 @@ def summarise(rows: list[dict[str, Any]]) -> dict[str, float]:
         if kind == "graph" and model == "gan":
             ratio(f"gan_graph_over_reference_{size}px_b{batch}_{precision}", value, reference)
         if kind == "graph":
-            ratio(f"graph_over_step_{model}_{size}px_b{batch}_{precision}", value, (model, size, batch, precision, "step"))
+            ratio(
+                f"graph_over_step_{model}_{size}px_b{batch}_{precision}", value, (model, size, batch, precision, "step")
+            )
         if kind in ("step", "graph") and precision == "bf16":
             suffix = "" if kind == "step" else "_graph"
             ratio(f"bf16_over_fp32_{model}_{size}px_b{batch}{suffix}", value, (model, size, batch, "fp32", kind))
         if kind == "loop":  # the default loop: graphed on a GPU, eager elsewhere
             step_kind = "graph" if (model, size, batch, precision, "graph") in rate else "step"
-            ratio(f"loop_over_step_{model}_{size}px_b{batch}_{precision}", value, (model, size, batch, precision, step_kind))
+            ratio(
+                f"loop_over_step_{model}_{size}px_b{batch}_{precision}",
+                value,
+                (model, size, batch, precision, step_kind),
+            )
         if kind == "loop-eager":
-            ratio(f"eager_loop_over_step_{model}_{size}px_b{batch}_{precision}", value,
-                  (model, size, batch, precision, "step"))
+            ratio(
+                f"eager_loop_over_step_{model}_{size}px_b{batch}_{precision}",
+                value,
+                (model, size, batch, precision, "step"),
+            )
     return summary
 
 

@@ -31,9 +31,12 @@ def train(records: torch.Tensor, steps: int, batch: int, device: torch.device) -
     config = {**load_config_file(CONFIGS_DIR / "cifar10-gan.yaml").get("model", {}), "image_shape": [3, 32, 32]}
     model = build_model("gan", config)
     defaults = gpu_defaults(True, tuple(records.shape[1:])) if device.type == "cuda" else {}
-    result = train_model(model, records, TrainConfig(
-        steps=steps, batch_size=batch, log_every=max(1, steps // 10), checkpoint_every=steps, **defaults),
-        device=device)
+    result = train_model(
+        model,
+        records,
+        TrainConfig(steps=steps, batch_size=batch, log_every=max(1, steps // 10), checkpoint_every=steps, **defaults),
+        device=device,
+    )
     return result.images_per_second, result.metrics
 
 
@@ -52,10 +55,20 @@ def main(argv: list[str] | None = None) -> None:
     started = time.perf_counter()
     rate, metrics = train(records, steps, args.batch_size, device)
     seconds = time.perf_counter() - started
-    print(json.dumps({"model": "gan (cifar10-gan.yaml)", "records": args.records, "batch": args.batch_size,
-                      "steps": steps, "seconds": round(seconds, 1), "images_per_second": round(rate),
-                      "final_metrics": {k: round(v, 4) for k, v in metrics.items()},
-                      "finite": all(math.isfinite(v) for v in metrics.values())}))
+    print(
+        json.dumps(
+            {
+                "model": "gan (cifar10-gan.yaml)",
+                "records": args.records,
+                "batch": args.batch_size,
+                "steps": steps,
+                "seconds": round(seconds, 1),
+                "images_per_second": round(rate),
+                "final_metrics": {k: round(v, 4) for k, v in metrics.items()},
+                "finite": all(math.isfinite(v) for v in metrics.values()),
+            }
+        )
+    )
 
 
 if __name__ == "__main__":

@@ -85,8 +85,10 @@ def genimg_ingest(folder: Path, store_root: Path, expected: int) -> float:
 def missing_input(args: argparse.Namespace) -> str | None:
     """Why this source's input cannot be used, in one line, or None."""
     if args.source == "cifar10" and not args.cifar10.is_file():
-        return (f"{args.cifar10} not found: the CIFAR-10 JPEG archive (see "
-                "../shared/data/cifar10/README.md), or pass --cifar10 PATH")
+        return (
+            f"{args.cifar10} not found: the CIFAR-10 JPEG archive (see "
+            "../shared/data/cifar10/README.md), or pass --cifar10 PATH"
+        )
     if args.source == "mnist" and not (args.mnist / MNIST_IMAGES).is_file():
         return f"{args.mnist / MNIST_IMAGES} not found: the MNIST test images, or pass --mnist DIR"
     return None
@@ -118,8 +120,13 @@ def main() -> None:
             genimg_times.append(genimg_ingest(folder, Path(tmp) / f"store{repeat}", len(paths)))
     pil_rate = len(paths) / min(pil_times)
     genimg_rate = len(paths) / min(genimg_times)
-    result = {"source": args.source, "images": len(paths), "genimg_img_s": round(genimg_rate, 1),
-              "pil_img_s": round(pil_rate, 1), "ratio": round(genimg_rate / pil_rate, 3)}
+    result = {
+        "source": args.source,
+        "images": len(paths),
+        "genimg_img_s": round(genimg_rate, 1),
+        "pil_img_s": round(pil_rate, 1),
+        "ratio": round(genimg_rate / pil_rate, 3),
+    }
     if args.json:
         print(json.dumps(result))
     else:

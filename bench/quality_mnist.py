@@ -28,12 +28,22 @@ PUBLISHED_VAE_NLL = 89.8
 VAE_NLL_TARGET = 90.0
 FAMILIES: dict[str, tuple[dict[str, Any], dict[str, Any]]] = {
     # model config, train config (batch sizes and learning rates of genimg/configs/*-digits.yaml)
-    "vae": ({"architecture": "resnet", "latent_dim": 32, "width": 16, "decoder_width": 32, "decoder_stage_blocks": 1,
-             "ema_decay": 0.999},
-            {"batch_size": 64, "lr": 2e-3}),
+    "vae": (
+        {
+            "architecture": "resnet",
+            "latent_dim": 32,
+            "width": 16,
+            "decoder_width": 32,
+            "decoder_stage_blocks": 1,
+            "ema_decay": 0.999,
+        },
+        {"batch_size": 64, "lr": 2e-3},
+    ),
     "gan": ({"latent_dim": 64, "width": 32, "ema_decay": 0.999}, {"batch_size": 64, "lr": 2e-4, "betas": (0.5, 0.999)}),
-    "gan-mlp": ({"latent_dim": 100, "generator_hidden": [128, 128, 1024], "discriminator_hidden": [128, 128]},
-                {"batch_size": 64, "lr": 2e-4, "betas": (0.5, 0.999)}),
+    "gan-mlp": (
+        {"latent_dim": 100, "generator_hidden": [128, 128, 1024], "discriminator_hidden": [128, 128]},
+        {"batch_size": 64, "lr": 2e-4, "betas": (0.5, 0.999)},
+    ),
 }
 
 
@@ -54,14 +64,15 @@ def main() -> int:
     os.environ["GENIMG_HOME"] = str(home)
     os.environ.pop("GENIMG_STORE", None)
 
-    from genimg.data.readers import read_source
     from genimg.data.handle import resolve_dataset
+    from genimg.data.readers import read_source
     from genimg.data.versions import ingest_dataset
     from genimg.evaluation.config import EvalConfig
     from genimg.evaluation.evaluate import evaluate_model
     from genimg.evaluation.grids import save_image_grid
     from genimg.models import build_model
     from genimg.store import open_store
+
     store = open_store()
     # The images file; its labels file beside it is picked up by the IDX reader.
     ingested = ingest_dataset(read_source(str(args.mnist / "t10k-images-idx3-ubyte.gz")), "mnist", store=store)
@@ -81,8 +92,11 @@ def main() -> int:
         results["features"] = evaluation.features
         if args.grids:
             save_image_grid(model.sample(64, seed=0), args.grids / f"mnist-{name}-{steps}-steps.png")
-        print(f"{name}: {steps} steps in {seconds:.0f} s, " + ", ".join(
-            f"{k}={v:.4g}" for k, v in evaluation.metrics.items()), file=sys.stderr)
+        print(
+            f"{name}: {steps} steps in {seconds:.0f} s, "
+            + ", ".join(f"{k}={v:.4g}" for k, v in evaluation.metrics.items()),
+            file=sys.stderr,
+        )
     summary = {}
     if "vae" in results:
         summary["vae_nll_vs_published"] = round(results["vae"]["nll"] / PUBLISHED_VAE_NLL, 3)
@@ -94,10 +108,15 @@ def main() -> int:
     if args.json:
         print(json.dumps(results))
     else:
-        print(f"dataset {results['dataset']} {results['counts']}; features {results['features']['name']} "
-              f"(held-out accuracy {results['features'].get('accuracy')}); {args.budget:.0f} s per family")
-        print_table(results, args.families.split(","),
-                    ["steps", "train_s", "fid", "kid_mean", "precision", "recall", "density", "coverage", "nll"])
+        print(
+            f"dataset {results['dataset']} {results['counts']}; features {results['features']['name']} "
+            f"(held-out accuracy {results['features'].get('accuracy')}); {args.budget:.0f} s per family"
+        )
+        print_table(
+            results,
+            args.families.split(","),
+            ["steps", "train_s", "fid", "kid_mean", "precision", "recall", "density", "coverage", "nll"],
+        )
         print(json.dumps(summary))
     return 0
 

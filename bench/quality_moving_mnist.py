@@ -63,8 +63,10 @@ def black_frames_baseline(future: torch.Tensor) -> dict[str, float]:
     from genimg.evaluation.evaluate import SEQUENCE_METRICS
 
     frames = future.flatten(0, 1)
-    return {name: float(function(torch.zeros_like(frames), frames).mean())
-            for name, (function, _) in SEQUENCE_METRICS.items()}
+    return {
+        name: float(function(torch.zeros_like(frames), frames).mean())
+        for name, (function, _) in SEQUENCE_METRICS.items()
+    }
 
 
 def save_comparison_gif(truth: torch.Tensor, predicted: torch.Tensor, path: Path) -> None:
@@ -76,8 +78,9 @@ def save_comparison_gif(truth: torch.Tensor, predicted: torch.Tensor, path: Path
 
     pairs = torch.stack([truth, predicted], dim=1).flatten(0, 1)  # (2N, T, C, H, W)
     array = to_uint8(pairs)
-    frames = [Image.fromarray(image_grid(array[:, t], columns=2).squeeze(2), "L").convert("P")
-              for t in range(array.shape[1])]
+    frames = [
+        Image.fromarray(image_grid(array[:, t], columns=2).squeeze(2), "L").convert("P") for t in range(array.shape[1])
+    ]
     path.parent.mkdir(parents=True, exist_ok=True)
     frames[0].save(path, save_all=True, append_images=frames[1:], duration=250, loop=0)
 
@@ -89,8 +92,13 @@ def main() -> int:
     parser.add_argument("--train-sequences", type=int, default=10000)
     parser.add_argument("--test-sequences", type=int, default=500)
     parser.add_argument("--best-of", type=int, default=5, help="K continuations per test sequence")
-    parser.add_argument("--set", action="append", default=[], metavar="model.KEY=VALUE",
-                        help="override a model or train option of the preset (repeatable)")
+    parser.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="model.KEY=VALUE",
+        help="override a model or train option of the preset (repeatable)",
+    )
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--gif", type=Path, help="write context + prediction + truth of 4 test sequences here")
     parser.add_argument("--json", action="store_true")
@@ -129,8 +137,11 @@ def main() -> int:
     steps, seconds = train_for(model, torch.from_numpy(train), train_config, args.budget, device=args.device)
     evaluated = time.perf_counter()
     with torch.no_grad():
-        metrics, closest = sequence_metrics(model.eval(), torch.from_numpy(test),
-                                            EvalConfig(best_of=args.best_of, context_frames=CONTEXT, batch_size=100))
+        metrics, closest = sequence_metrics(
+            model.eval(),
+            torch.from_numpy(test),
+            EvalConfig(best_of=args.best_of, context_frames=CONTEXT, batch_size=100),
+        )
     evaluation_seconds = time.perf_counter() - evaluated
 
     rows: dict[str, dict[str, float]] = {
@@ -149,10 +160,18 @@ def main() -> int:
         "ssim_below_convlstm": PUBLISHED["ConvLSTM (OpenSTL, cited)"]["ssim"] - mean["ssim"],
     }
     summary = {
-        "train_sequences": args.train_sequences, "test_sequences": args.test_sequences, "best_of": args.best_of,
-        "steps": steps, "train_seconds": round(seconds, 1), "evaluation_seconds": round(evaluation_seconds, 1),
-        "build_seconds": round(built, 1), "model": model_config, "train": train_config,
-        "nll_bound_per_frame": metrics["nll_bound_per_frame"], "rows": rows, "goals": goals,
+        "train_sequences": args.train_sequences,
+        "test_sequences": args.test_sequences,
+        "best_of": args.best_of,
+        "steps": steps,
+        "train_seconds": round(seconds, 1),
+        "evaluation_seconds": round(evaluation_seconds, 1),
+        "build_seconds": round(built, 1),
+        "model": model_config,
+        "train": train_config,
+        "nll_bound_per_frame": metrics["nll_bound_per_frame"],
+        "rows": rows,
+        "goals": goals,
         "per_frame_mse": [metrics[f"mse_frame_{t:02d}"] for t in range(CONTEXT + 1, FRAMES + 1)],
         "per_frame_ssim": [metrics[f"ssim_frame_{t:02d}"] for t in range(CONTEXT + 1, FRAMES + 1)],
     }
@@ -163,17 +182,25 @@ def main() -> int:
     if args.json:
         print(json.dumps(summary))
         return 0
-    print(f"Moving MNIST {FRAMES} frames of {SIZE}×{SIZE}, {CONTEXT} → {FRAMES - CONTEXT}: "
-          f"{args.train_sequences} training sequences (digits 1–{len(digits) - TEST_DIGITS}), "
-          f"{args.test_sequences} test sequences (other digits); {steps} steps in {seconds:.0f} s")
+    print(
+        f"Moving MNIST {FRAMES} frames of {SIZE}×{SIZE}, {CONTEXT} → {FRAMES - CONTEXT}: "
+        f"{args.train_sequences} training sequences (digits 1–{len(digits) - TEST_DIGITS}), "
+        f"{args.test_sequences} test sequences (other digits); {steps} steps in {seconds:.0f} s"
+    )
     print("| model | MSE / frame | MAE / frame | SSIM | PSNR |\n| --- | --- | --- | --- | --- |")
     for name, row in rows.items():
         print(f"| {name} | " + " | ".join(f"{row[c]:.4g}" if c in row else "—" for c in COLUMNS) + " |")
-    print(f"goals: SSIM − copy-last {goals['ssim_above_copy_last']:+.3f} (≥ +0.10), MSE / copy-last "
-          f"{goals['mse_over_copy_last']:.2f} (≤ 0.5); vs ConvLSTM: MSE × {goals['mse_over_convlstm']:.2f}, "
-          f"SSIM {-goals['ssim_below_convlstm']:+.3f}")
-    print("per predicted frame, mean of K — MSE: " + ", ".join(f"{v:.0f}" for v in summary["per_frame_mse"])
-          + "; SSIM: " + ", ".join(f"{v:.3f}" for v in summary["per_frame_ssim"]))
+    print(
+        f"goals: SSIM − copy-last {goals['ssim_above_copy_last']:+.3f} (≥ +0.10), MSE / copy-last "
+        f"{goals['mse_over_copy_last']:.2f} (≤ 0.5); vs ConvLSTM: MSE × {goals['mse_over_convlstm']:.2f}, "
+        f"SSIM {-goals['ssim_below_convlstm']:+.3f}"
+    )
+    print(
+        "per predicted frame, mean of K — MSE: "
+        + ", ".join(f"{v:.0f}" for v in summary["per_frame_mse"])
+        + "; SSIM: "
+        + ", ".join(f"{v:.3f}" for v in summary["per_frame_ssim"])
+    )
     return 0
 
 

@@ -37,8 +37,9 @@ WARMUP_STEPS = 20
 
 
 def sections_for(preset: str, steps: int) -> dict:
-    return merge_sections(load_config_file(CONFIGS / preset), {
-        "train": {"steps": steps, "log_every": 10, "checkpoint_every": steps}})
+    return merge_sections(
+        load_config_file(CONFIGS / preset), {"train": {"steps": steps, "log_every": 10, "checkpoint_every": steps}}
+    )
 
 
 def torch_loop(model_name: str, source: str, preset: str, steps: int) -> float:
@@ -68,8 +69,14 @@ def ray_run(model_name: str, source: str, preset: str, steps: int) -> tuple[floa
 
     started = time.perf_counter()
     handle = resolve_dataset(source, model_spec(model_name).data_kind)
-    result = train_on_ray(model_name, handle, sections_for(preset, steps), workers=1,
-                          run_name=f"bench-{model_name}-{int(time.time())}", samples=False)
+    result = train_on_ray(
+        model_name,
+        handle,
+        sections_for(preset, steps),
+        workers=1,
+        run_name=f"bench-{model_name}-{int(time.time())}",
+        samples=False,
+    )
     frames = 10 if model_name == "rvae" else 1
     return result.images_per_second * frames, time.perf_counter() - started
 
@@ -92,16 +99,22 @@ def main() -> None:
                 source, preset, steps = FAMILIES[name]
                 torch_rate = torch_loop(name, source, preset, steps)
                 ray_rate, wall = ray_run(name, source, preset, steps)
-                results[name] = {"ray_img_s": round(ray_rate, 1), "torch_img_s": round(torch_rate, 1),
-                                 "ratio": round(ray_rate / torch_rate, 3), "ray_wall_s": round(wall, 1)}
+                results[name] = {
+                    "ray_img_s": round(ray_rate, 1),
+                    "torch_img_s": round(torch_rate, 1),
+                    "ratio": round(ray_rate / torch_rate, 3),
+                    "ray_wall_s": round(wall, 1),
+                }
     if args.json:
         print(json.dumps(results))
         return
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads; ray worker gets every CPU")
     print(f"{'family':<8} {'torch img/s':>12} {'ray img/s':>10} {'ratio':>6} {'ray wall s':>11}")
     for name, row in results.items():
-        print(f"{name:<8} {row['torch_img_s']:>12.0f} {row['ray_img_s']:>10.0f} {row['ratio']:>6.2f} "
-              f"{row['ray_wall_s']:>11.1f}")
+        print(
+            f"{name:<8} {row['torch_img_s']:>12.0f} {row['ray_img_s']:>10.0f} {row['ratio']:>6.2f} "
+            f"{row['ray_wall_s']:>11.1f}"
+        )
 
 
 if __name__ == "__main__":

@@ -31,13 +31,29 @@ def main() -> int:
     home = tempfile.mkdtemp(prefix="genimg-tune-bench-")
     env = {**os.environ, "GENIMG_HOME": home, "GENIMG_STORE": Path(home, "store").as_uri()}
     genimg = str(Path(sys.executable).parent / "genimg")
-    subprocess.run([genimg, "ingest", "builtin:digits", "--name", "digits"], env=env, check=True,
-                   capture_output=True)
+    subprocess.run([genimg, "ingest", "builtin:digits", "--name", "digits"], env=env, check=True, capture_output=True)
     started = time.perf_counter()
     out = subprocess.run(
-        [genimg, "tune", "--model", "vae", "--dataset", "digits", "--trials", str(args.trials),
-         "--max-concurrent", "1", "--steps", str(args.steps), "--set", "model.width=8", "--json"],
-        env=env, capture_output=True, text=True,
+        [
+            genimg,
+            "tune",
+            "--model",
+            "vae",
+            "--dataset",
+            "digits",
+            "--trials",
+            str(args.trials),
+            "--max-concurrent",
+            "1",
+            "--steps",
+            str(args.steps),
+            "--set",
+            "model.width=8",
+            "--json",
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
     )
     command_s = time.perf_counter() - started
     if out.returncode != 0:
@@ -46,14 +62,21 @@ def main() -> int:
     payload = json.loads(out.stdout)
     wall, trials = payload["search_seconds"], payload["trial_seconds"]
     result = {
-        "trials": len(payload["trials"]), "steps": args.steps, "wall_s": wall, "trials_s": trials,
-        "overhead": round(1 - trials / wall, 3) if wall else None, "command_s": round(command_s, 1),
+        "trials": len(payload["trials"]),
+        "steps": args.steps,
+        "wall_s": wall,
+        "trials_s": trials,
+        "overhead": round(1 - trials / wall, 3) if wall else None,
+        "command_s": round(command_s, 1),
         "per_trial_s": round(trials / max(1, len(payload["trials"])), 1),
         "statuses": [t["status"] for t in payload["trials"]],
     }
-    print(json.dumps(result) if args.json else
-          f"search wall {wall:.1f} s (whole command {command_s:.1f} s incl. Ray start), trials {trials:.1f} s "
-          f"→ Tune overhead {result['overhead']:.1%} of the search's wall time; {result['per_trial_s']} s per trial")
+    print(
+        json.dumps(result)
+        if args.json
+        else f"search wall {wall:.1f} s (whole command {command_s:.1f} s incl. Ray start), trials {trials:.1f} s "
+        f"→ Tune overhead {result['overhead']:.1%} of the search's wall time; {result['per_trial_s']} s per trial"
+    )
     return 0
 
 

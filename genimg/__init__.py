@@ -9,6 +9,7 @@ that own them.
 from typing import Any
 
 from genimg.version import __version__
+
 API = ("evaluate", "ingest", "promote", "register", "sample", "train")
 
 

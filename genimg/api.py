@@ -36,8 +36,14 @@ from genimg.tracking.registry import promote as promote_version
 from genimg.training.run import load_config_file, merge_sections
 
 
-def ingest(source: str | Path, name: str, *, kind: DataKind | None = None, resolution: int | None = None,
-           resize: str | None = None) -> IngestResult:
+def ingest(
+    source: str | Path,
+    name: str,
+    *,
+    kind: DataKind | None = None,
+    resolution: int | None = None,
+    resize: str | None = None,
+) -> IngestResult:
     """Validate `source` and publish it as a version of dataset `name` in the object store."""
     return ingest_source(str(source), name, kind=kind, resolution=resolution, resize=resize)
 
@@ -61,10 +67,22 @@ def train(
     name; `overrides`: {"model.latent_dim": 8, "train.lr": 1e-3}, as `--set` takes them."""
     if steps is not None and epochs is not None:
         raise ValueError("give steps or epochs, not both")
-    sections = merge_sections(load_config_file(config) if config else {}, override_sections(overrides or {}),
-                              {"train": {"steps": steps} if steps is not None else {}})
-    request = TrainRequest(model, str(dataset), sections, workers=workers, gpu=gpu, run_name=run_name, resume=resume,
-                           epochs=epochs, export_dir=Path(export_dir) if export_dir else None)
+    sections = merge_sections(
+        load_config_file(config) if config else {},
+        override_sections(overrides or {}),
+        {"train": {"steps": steps} if steps is not None else {}},
+    )
+    request = TrainRequest(
+        model,
+        str(dataset),
+        sections,
+        workers=workers,
+        gpu=gpu,
+        run_name=run_name,
+        resume=resume,
+        epochs=epochs,
+        export_dir=Path(export_dir) if export_dir else None,
+    )
     return train_request(request)
 
 
@@ -79,12 +97,17 @@ def override_sections(overrides: Mapping[str, Any]) -> dict[str, dict[str, Any]]
     return sections
 
 
-def evaluate(target: str | Path, dataset: str | Path | None = None, *, split: str = "test",
-             **settings: Any) -> dict[str, Any]:
+def evaluate(
+    target: str | Path, dataset: str | Path | None = None, *, split: str = "test", **settings: Any
+) -> dict[str, Any]:
     """Score a run id / models:/ URI / model folder on `split`; `settings`: EvalConfig's keys
     (samples, seed, nll_k, best_of, context_frames, features, extractor_steps)."""
-    return evaluate_target(str(target), str(dataset) if dataset is not None else None,
-                           config_from_dict(EvalConfig, settings, where="eval"), split=split)
+    return evaluate_target(
+        str(target),
+        str(dataset) if dataset is not None else None,
+        config_from_dict(EvalConfig, settings, where="eval"),
+        split=split,
+    )
 
 
 def register(run_id: str, name: str | None = None, **evaluation: Any) -> dict[str, Any]:
@@ -94,19 +117,39 @@ def register(run_id: str, name: str | None = None, **evaluation: Any) -> dict[st
     return register_run(run_id, name, evaluation=evaluation)
 
 
-def promote(name: str, version: int | None = None, *, min_delta: float = 0.0, force: bool = False,
-            metric: str | None = None, mode: str | None = None) -> dict[str, Any]:
+def promote(
+    name: str,
+    version: int | None = None,
+    *,
+    min_delta: float = 0.0,
+    force: bool = False,
+    metric: str | None = None,
+    mode: str | None = None,
+) -> dict[str, Any]:
     """Move @champion to `version` (default: the latest) only if it beats the champion."""
     return promote_version(name, version, force=force, min_delta=min_delta, metric=metric, mode=mode)
 
 
-def sample(model_uri: str | Path, output: str | Path, n: int = 64, *, seed: int = 0, frames: int | None = None,
-           classes: str | list[str] | None = None) -> SampleOutcome:
+def sample(
+    model_uri: str | Path,
+    output: str | Path,
+    n: int = 64,
+    *,
+    seed: int = 0,
+    frames: int | None = None,
+    classes: str | list[str] | None = None,
+) -> SampleOutcome:
     """Draw `n` samples into `output` (.png grid, or .gif for sequence models); `classes`: one
     class (name or index) or a list of them."""
     chosen = [classes] if isinstance(classes, (str, int)) else classes
-    return draw_samples(str(model_uri), Path(output), n, seed=seed, frames=frames,
-                        classes=[str(c) for c in chosen] if chosen is not None else None)
+    return draw_samples(
+        str(model_uri),
+        Path(output),
+        n,
+        seed=seed,
+        frames=frames,
+        classes=[str(c) for c in chosen] if chosen is not None else None,
+    )
 
 
 __all__ = ["evaluate", "ingest", "promote", "register", "sample", "train"]

@@ -15,22 +15,50 @@ from genimg import cli_models, summaries
 from genimg.cli_app import app, emit, one_line_errors
 from genimg.errors import GenimgError
 
+
 @app.command()
 @one_line_errors
 def train(
     model: Annotated[str, typer.Option("--model", "-m", help="gan-mlp, gan, gan-resnet, vae or rvae")],
-    dataset: Annotated[str, typer.Option("--dataset", "-d", help="NAME[@VERSION] in the store, builtin:digits, builtin:moving-digits, moving-mnist:IDX[?…], a path or s3:// URI")],
-    config: Annotated[Path | None, typer.Option("--config", "-c", help="YAML with model: and train: sections, or a packaged preset's name (e.g. cifar10-gan)")] = None,
-    set_: Annotated[list[str] | None, typer.Option("--set", help="override, e.g. model.latent_dim=32 or train.lr=1e-3")] = None,
-    workers: Annotated[str, typer.Option("--workers", "-w", help="Ray Train workers: N, or MIN-MAX (elastic); 0 = in this process, without Ray")] = "1",
-    gpu: Annotated[bool, typer.Option("--gpu", help="one GPU per worker (CUDA; bf16 + channels_last for conv models from 64 px)")] = False,
-    cpus_per_worker: Annotated[int | None, typer.Option("--cpus-per-worker", help="default: the cluster's CPUs / workers")] = None,
+    dataset: Annotated[
+        str,
+        typer.Option(
+            "--dataset",
+            "-d",
+            help="NAME[@VERSION] in the store, builtin:digits, builtin:moving-digits, moving-mnist:IDX[?…], a path or s3:// URI",
+        ),
+    ],
+    config: Annotated[
+        Path | None,
+        typer.Option(
+            "--config",
+            "-c",
+            help="YAML with model: and train: sections, or a packaged preset's name (e.g. cifar10-gan)",
+        ),
+    ] = None,
+    set_: Annotated[
+        list[str] | None, typer.Option("--set", help="override, e.g. model.latent_dim=32 or train.lr=1e-3")
+    ] = None,
+    workers: Annotated[
+        str,
+        typer.Option(
+            "--workers", "-w", help="Ray Train workers: N, or MIN-MAX (elastic); 0 = in this process, without Ray"
+        ),
+    ] = "1",
+    gpu: Annotated[
+        bool, typer.Option("--gpu", help="one GPU per worker (CUDA; bf16 + channels_last for conv models from 64 px)")
+    ] = False,
+    cpus_per_worker: Annotated[
+        int | None, typer.Option("--cpus-per-worker", help="default: the cluster's CPUs / workers")
+    ] = None,
     steps: Annotated[int | None, typer.Option("--steps", help="total optimisation steps")] = None,
     epochs: Annotated[float | None, typer.Option("--epochs", help="passes over the data (instead of --steps)")] = None,
     batch_size: Annotated[int | None, typer.Option("--batch-size", help="per worker")] = None,
     seed: Annotated[int | None, typer.Option("--seed")] = None,
     max_failures: Annotated[int, typer.Option("--max-failures", help="worker-group restarts allowed")] = 3,
-    run_name: Annotated[str | None, typer.Option("--run-name", help="names the run (checkpoints, MLflow); reuse with --resume")] = None,
+    run_name: Annotated[
+        str | None, typer.Option("--run-name", help="names the run (checkpoints, MLflow); reuse with --resume")
+    ] = None,
     resume: Annotated[bool, typer.Option("--resume", help="continue the run's latest checkpoint")] = False,
     output: Annotated[Path | None, typer.Option("--output", "-o", help="export the final model to this folder")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="print one JSON object")] = False,
@@ -39,20 +67,33 @@ def train(
     from genimg.config import parse_overrides
     from genimg.distributed.trainer import parse_workers
     from genimg.models import model_spec
-    from genimg.services.train import TrainRequest, train as train_model
+    from genimg.services.train import TrainRequest
+    from genimg.services.train import train as train_model
     from genimg.training.run import load_config_file, merge_sections
 
     model_spec(model)
     if steps is not None and epochs is not None:
         raise GenimgError("give --steps or --epochs, not both")
-    cli_train = {key: value for key, value in {"steps": steps, "batch_size": batch_size, "seed": seed}.items()
-                 if value is not None}
-    sections = merge_sections(load_config_file(config) if config else {}, parse_overrides(set_ or []),
-                              {"train": cli_train})
+    cli_train = {
+        key: value
+        for key, value in {"steps": steps, "batch_size": batch_size, "seed": seed}.items()
+        if value is not None
+    }
+    sections = merge_sections(
+        load_config_file(config) if config else {}, parse_overrides(set_ or []), {"train": cli_train}
+    )
     request = TrainRequest(
-        model, dataset, sections, workers=0 if workers.strip() == "0" else parse_workers(workers), gpu=gpu,
-        cpus_per_worker=cpus_per_worker, run_name=run_name, resume=resume, epochs=epochs,
-        max_failures=max_failures, export_dir=output,
+        model,
+        dataset,
+        sections,
+        workers=0 if workers.strip() == "0" else parse_workers(workers),
+        gpu=gpu,
+        cpus_per_worker=cpus_per_worker,
+        run_name=run_name,
+        resume=resume,
+        epochs=epochs,
+        max_failures=max_failures,
+        export_dir=output,
     )
     payload = train_model(request).as_dict()
     emit(as_json, payload, summaries.training(payload))
@@ -64,18 +105,34 @@ def tune(
     model: Annotated[str, typer.Option("--model", "-m", help="gan-mlp, gan, gan-resnet, vae or rvae")],
     dataset: Annotated[str, typer.Option("--dataset", "-d", help="NAME[@VERSION] in the store or a raw source")],
     trials: Annotated[int, typer.Option("--trials", help="configurations to try")] = 8,
-    max_concurrent: Annotated[int | None, typer.Option("--max-concurrent", help="trials at once (default: as many as the cluster holds)")] = None,
+    max_concurrent: Annotated[
+        int | None, typer.Option("--max-concurrent", help="trials at once (default: as many as the cluster holds)")
+    ] = None,
     workers_per_trial: Annotated[int, typer.Option("--workers-per-trial", help="Ray Train workers of each trial")] = 1,
     cpus_per_worker: Annotated[int, typer.Option("--cpus-per-worker")] = 1,
     steps: Annotated[int, typer.Option("--steps", help="training steps of a trial that is not stopped early")] = 500,
-    space: Annotated[Path | None, typer.Option("--space", help="search space YAML (default configs/tune-<model>.yaml)")] = None,
-    metric: Annotated[str | None, typer.Option("--metric", help="overrides the space file's metric (val_nll_bound, val_fid)")] = None,
+    space: Annotated[
+        Path | None, typer.Option("--space", help="search space YAML (default configs/tune-<model>.yaml)")
+    ] = None,
+    metric: Annotated[
+        str | None, typer.Option("--metric", help="overrides the space file's metric (val_nll_bound, val_fid)")
+    ] = None,
     mode: Annotated[str | None, typer.Option("--mode", help="min or max (with --metric)")] = None,
-    config: Annotated[Path | None, typer.Option("--config", "-c", help="YAML with the fixed model: and train: settings")] = None,
+    config: Annotated[
+        Path | None, typer.Option("--config", "-c", help="YAML with the fixed model: and train: settings")
+    ] = None,
     set_: Annotated[list[str] | None, typer.Option("--set", help="fixed override, e.g. train.batch_size=32")] = None,
     gpu: Annotated[bool, typer.Option("--gpu", help="one GPU per worker")] = False,
-    name: Annotated[str | None, typer.Option("--name", help="names the search (MLflow parent run, Tune state); reuse with --resume")] = None,
-    resume: Annotated[bool, typer.Option("--resume", help="continue an interrupted search of this --name (unpickles Tune's state from the store: the store must be as trusted as the code)")] = False,
+    name: Annotated[
+        str | None, typer.Option("--name", help="names the search (MLflow parent run, Tune state); reuse with --resume")
+    ] = None,
+    resume: Annotated[
+        bool,
+        typer.Option(
+            "--resume",
+            help="continue an interrupted search of this --name (unpickles Tune's state from the store: the store must be as trusted as the code)",
+        ),
+    ] = False,
     seed: Annotated[int, typer.Option("--seed", help="seeds the sampling of configurations")] = 0,
     as_json: Annotated[bool, typer.Option("--json", help="print one JSON object")] = False,
 ) -> None:
@@ -102,9 +159,19 @@ def tune(
         raise GenimgError("--mode goes with --metric")
     sections = merge_sections(load_config_file(config) if config else {}, parse_overrides(set_ or []))
     result = tune_search(
-        model, dataset, sections, space=search_space, trials=trials, steps=steps, search=search,
-        max_concurrent=max_concurrent, workers_per_trial=workers_per_trial, cpus_per_worker=cpus_per_worker,
-        use_gpu=gpu, resume=resume, seed=seed,
+        model,
+        dataset,
+        sections,
+        space=search_space,
+        trials=trials,
+        steps=steps,
+        search=search,
+        max_concurrent=max_concurrent,
+        workers_per_trial=workers_per_trial,
+        cpus_per_worker=cpus_per_worker,
+        use_gpu=gpu,
+        resume=resume,
+        seed=seed,
     ).as_dict()
     emit(as_json, result, summaries.search(result, search_space.metric))
     if result["best"] is None:
@@ -114,7 +181,9 @@ def tune(
 @app.command()
 @one_line_errors
 def retrain(
-    config: Annotated[Path | None, typer.Option("--config", "-c", help="retrain YAML (default: the packaged retrain.yaml)")] = None,
+    config: Annotated[
+        Path | None, typer.Option("--config", "-c", help="retrain YAML (default: the packaged retrain.yaml)")
+    ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="print one JSON object")] = False,
 ) -> None:
     """Run the retrain flow (Prefect): ingest, train, evaluate, register and promote each family."""
@@ -132,9 +201,14 @@ def retrain(
 @one_line_errors
 def deploy(
     cron: Annotated[str, typer.Option("--cron", help="when the retrain flow runs (cron, in --timezone)")] = "0 3 * * *",
-    work_pool: Annotated[str, typer.Option("--work-pool", help="process work pool (created if missing)")] = "genimg-process",
+    work_pool: Annotated[
+        str, typer.Option("--work-pool", help="process work pool (created if missing)")
+    ] = "genimg-process",
     name: Annotated[str, typer.Option("--name", help="deployment name")] = "genimg-retrain",
-    config: Annotated[Path | None, typer.Option("--config", "-c", help="retrain YAML the scheduled runs use (default configs/retrain.yaml)")] = None,
+    config: Annotated[
+        Path | None,
+        typer.Option("--config", "-c", help="retrain YAML the scheduled runs use (default configs/retrain.yaml)"),
+    ] = None,
     timezone: Annotated[str, typer.Option("--timezone", help="IANA time zone of --cron")] = "UTC",
     as_json: Annotated[bool, typer.Option("--json", help="print one JSON object")] = False,
 ) -> None:
@@ -143,9 +217,13 @@ def deploy(
 
     payload = deploy_retrain(cron, work_pool, name, str(config.resolve()) if config else None, timezone)
     schedules = ", ".join(f"{s['cron']} ({s['timezone']})" for s in payload["schedules"])
-    emit(as_json, payload, f"deployment {payload['name']} ({payload['deployment_id']}) on {payload['api_url']}\n"
-                           f"schedule:  {schedules}\nwork pool: {payload['work_pool']} — start a worker with "
-                           f"`prefect worker start --pool {payload['work_pool']}`")
+    emit(
+        as_json,
+        payload,
+        f"deployment {payload['name']} ({payload['deployment_id']}) on {payload['api_url']}\n"
+        f"schedule:  {schedules}\nwork pool: {payload['work_pool']} — start a worker with "
+        f"`prefect worker start --pool {payload['work_pool']}`",
+    )
 
 
 for command in (cli_models.evaluate, cli_models.register, cli_models.promote, cli_models.sample):
@@ -155,15 +233,28 @@ for command in (cli_models.evaluate, cli_models.register, cli_models.promote, cl
 @app.command()
 @one_line_errors
 def ingest(
-    source: Annotated[str, typer.Argument(help="builtin:digits, builtin:moving-digits, moving-mnist:IDX[?frames=20&size=64&digits=2&count=N&seed=S], a path or an s3:// URI")],
+    source: Annotated[
+        str,
+        typer.Argument(
+            help="builtin:digits, builtin:moving-digits, moving-mnist:IDX[?frames=20&size=64&digits=2&count=N&seed=S], a path or an s3:// URI"
+        ),
+    ],
     name: Annotated[str, typer.Option("--name", help="dataset name (lowercase letters, digits, - and _)")],
     kind: Annotated[str | None, typer.Option("--kind", help="images or sequences (default: from the source)")] = None,
-    resolution: Annotated[int | None, typer.Option(
-        "--resolution", help="make every image N×N px (default: the most common size wins)",
-    )] = None,
-    resize: Annotated[str | None, typer.Option(
-        "--resize", help="with --resolution: center-crop (default), pad (black bars) or stretch",
-    )] = None,
+    resolution: Annotated[
+        int | None,
+        typer.Option(
+            "--resolution",
+            help="make every image N×N px (default: the most common size wins)",
+        ),
+    ] = None,
+    resize: Annotated[
+        str | None,
+        typer.Option(
+            "--resize",
+            help="with --resolution: center-crop (default), pad (black bars) or stretch",
+        ),
+    ] = None,
     as_json: Annotated[bool, typer.Option("--json")] = False,
 ) -> None:
     """Validate SOURCE and publish it as a versioned dataset in the object store."""
@@ -198,10 +289,14 @@ def datasets(
         }
         for v in versions
     ]
-    lines = [f"{e['name']}@{e['version']}  {e['kind']} {'x'.join(map(str, e['record_shape']))}  "
-             f"{sum(e['counts'].values())} records  {e['created_at']}  {e['source']}" for e in entries]
-    emit(as_json, {"store": store.uri, "datasets": entries},
-         "\n".join(lines) if lines else f"no datasets in {store.uri}")
+    lines = [
+        f"{e['name']}@{e['version']}  {e['kind']} {'x'.join(map(str, e['record_shape']))}  "
+        f"{sum(e['counts'].values())} records  {e['created_at']}  {e['source']}"
+        for e in entries
+    ]
+    emit(
+        as_json, {"store": store.uri, "datasets": entries}, "\n".join(lines) if lines else f"no datasets in {store.uri}"
+    )
 
 
 @app.callback()

@@ -43,9 +43,11 @@ def out_of_memory(command: str, exc: BaseException) -> str | None:
     if not (isinstance(exc, MemoryError) or torch_oom or allocator):
         return None
     detail = first_line(str(exc))
-    return (f"out of memory while running `genimg {command}`{f' ({detail})' if detail else ''}: "
-            "reduce the sizes involved (batch size, model width or latent size, number of samples, "
-            "dataset size) or free memory, and run it again")
+    return (
+        f"out of memory while running `genimg {command}`{f' ({detail})' if detail else ''}: "
+        "reduce the sizes involved (batch size, model width or latent size, number of samples, "
+        "dataset size) or free memory, and run it again"
+    )
 
 
 def tracking_failure(exc: BaseException) -> str | None:

@@ -52,9 +52,7 @@ def config_from_dict(cls: type[T], values: Mapping[str, Any], *, where: str = ""
     known = {f.name for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
     unknown = sorted(set(values) - known)
     if unknown:
-        raise ConfigError(
-            f"unknown config key {prefix}{unknown[0]!s} (known: {', '.join(sorted(known))})"
-        )
+        raise ConfigError(f"unknown config key {prefix}{unknown[0]!s} (known: {', '.join(sorted(known))})")
     kwargs = {name: coerce(value, hints[name], f"{prefix}{name}") for name, value in values.items()}
     try:
         return cls(**kwargs)
@@ -94,16 +92,14 @@ def coerce(value: Any, annotation: Any, key: str) -> Any:
     if origin is Literal:
         if value in args:
             return value
-        raise ConfigError(
-            f"invalid value for {key}: {value!r} (expected one of {', '.join(map(repr, args))})"
-        )
+        raise ConfigError(f"invalid value for {key}: {value!r} (expected one of {', '.join(map(repr, args))})")
     if origin is tuple:
         items = parse_list(value, key)
         if len(args) == 2 and args[1] is Ellipsis:
             return tuple(coerce(item, args[0], f"{key}[{i}]") for i, item in enumerate(items))
         if len(items) != len(args):
             raise ConfigError(f"invalid value for {key}: expected {len(args)} items, got {value!r}")
-        return tuple(coerce(item, a, f"{key}[{i}]") for i, (item, a) in enumerate(zip(items, args)))
+        return tuple(coerce(item, a, f"{key}[{i}]") for i, (item, a) in enumerate(zip(items, args, strict=True)))
     if annotation is bool:
         if isinstance(value, bool):
             return value
@@ -165,8 +161,6 @@ def parse_overrides(pairs: list[str]) -> dict[str, dict[str, str]]:
         key, sep, value = pair.partition("=")
         section, dot, name = key.strip().partition(".")
         if not sep or not dot or not section or not name:
-            raise ConfigError(
-                f"invalid override {pair!r}: expected SECTION.KEY=VALUE, e.g. model.latent_dim=32"
-            )
+            raise ConfigError(f"invalid override {pair!r}: expected SECTION.KEY=VALUE, e.g. model.latent_dim=32")
         sections.setdefault(section, {})[name] = value.strip()
     return sections

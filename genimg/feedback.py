@@ -66,7 +66,9 @@ def seconds(value: float) -> str:
 
 def rate(per_second: float, unit: str) -> str:
     """'1234 img/s', '12.5 steps/s', '0.4 img/s', '0.03 img/s': slow rates keep two figures."""
-    text = f"{per_second:.0f}" if per_second >= 100 else f"{per_second:.3g}" if per_second >= 0.01 else f"{per_second:.1g}"
+    text = (
+        f"{per_second:.0f}" if per_second >= 100 else f"{per_second:.3g}" if per_second >= 0.01 else f"{per_second:.1g}"
+    )
     return f"{text} {unit}/s"
 
 
@@ -95,14 +97,23 @@ def progress(what: str, total: int, unit: str = "") -> Iterator[ProgressUpdate]:
         from rich.console import Console
         from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
-        bar = Progress(TextColumn("genimg: {task.description}"), BarColumn(), MofNCompleteColumn(),
-                       TextColumn("{task.fields[rate]}"), TimeRemainingColumn(), console=Console(stderr=True),
-                       transient=True)
+        bar = Progress(
+            TextColumn("genimg: {task.description}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TextColumn("{task.fields[rate]}"),
+            TimeRemainingColumn(),
+            console=Console(stderr=True),
+            transient=True,
+        )
         bar_started = time.perf_counter()
         with bar:
             task = bar.add_task(what, total=total, rate="")
-            yield lambda done: bar.update(task, completed=done, rate=rate(
-                done / max(time.perf_counter() - bar_started, 1e-9), unit or "it") if done else "")
+            yield lambda done: bar.update(
+                task,
+                completed=done,
+                rate=rate(done / max(time.perf_counter() - bar_started, 1e-9), unit or "it") if done else "",
+            )
         return
     started = last = time.perf_counter()
     suffix = f" {unit}" if unit else ""
@@ -112,8 +123,15 @@ def progress(what: str, total: int, unit: str = "") -> Iterator[ProgressUpdate]:
         now = time.perf_counter()
         if now - last >= PROGRESS_EVERY_SECONDS and done < total:
             last = now
-            say("%s: %d/%d%s (%s; %s)", what, done, total, suffix, seconds(now - started),
-                rate_and_time_left(done, total, now - started, unit))
+            say(
+                "%s: %d/%d%s (%s; %s)",
+                what,
+                done,
+                total,
+                suffix,
+                seconds(now - started),
+                rate_and_time_left(done, total, now - started, unit),
+            )
 
     yield update
 
@@ -149,8 +167,11 @@ class TrainingProgress:
 
     def update(self, step: int, metrics: dict[str, float]) -> None:
         images_per_second = metrics.get("images_per_second")
-        text = (f"step {step}{f'/{self.total_steps}' if self.total_steps else ''}"
-                + (f"  {rate(images_per_second, 'img')}" if images_per_second else "") + f"  {format_losses(metrics)}")
+        text = (
+            f"step {step}{f'/{self.total_steps}' if self.total_steps else ''}"
+            + (f"  {rate(images_per_second, 'img')}" if images_per_second else "")
+            + f"  {format_losses(metrics)}"
+        )
         if self.live:
             sys.stderr.write(f"\r\033[K{text}")
             sys.stderr.flush()

@@ -57,8 +57,9 @@ def memory_limit() -> tuple[int, str]:
             raise GenimgError(f"invalid {MEMORY_LIMIT_ENV}={configured!r} (expected bytes, e.g. 8G or 8589934592)")
         return int(float(found[1]) * UNITS[found[2].upper()]), f"set by {MEMORY_LIMIT_ENV}"
     available = available_memory_bytes()
-    return int(available * MEMORY_FRACTION), (f"{MEMORY_FRACTION:.0%} of the {format_bytes(available)} available; "
-                                              f"{MEMORY_LIMIT_ENV} sets another")
+    return int(available * MEMORY_FRACTION), (
+        f"{MEMORY_FRACTION:.0%} of the {format_bytes(available)} available; {MEMORY_LIMIT_ENV} sets another"
+    )
 
 
 def check_memory(setting: str, estimated_bytes: int, hint: str, error: type[GenimgError] = ConfigError) -> None:
@@ -66,5 +67,7 @@ def check_memory(setting: str, estimated_bytes: int, hint: str, error: type[Geni
     memory than the limit; `hint` says what to do instead."""
     limit, source = memory_limit()
     if estimated_bytes > limit:
-        raise error(f"{setting} needs about {format_bytes(estimated_bytes)} of memory, more than the "
-                    f"{format_bytes(limit)} limit ({source}); {hint}")
+        raise error(
+            f"{setting} needs about {format_bytes(estimated_bytes)} of memory, more than the "
+            f"{format_bytes(limit)} limit ({source}); {hint}"
+        )

@@ -43,9 +43,18 @@ class StoreLock:
     deleting its successor's lock.
     """
 
-    def __init__(self, store: ObjectStore, key: str, name: str, *, ttl: float, poll: float,
-                 renew_every: float | None = None, rival: str = "another holder",
-                 details: dict[str, Any] | None = None) -> None:
+    def __init__(
+        self,
+        store: ObjectStore,
+        key: str,
+        name: str,
+        *,
+        ttl: float,
+        poll: float,
+        renew_every: float | None = None,
+        rival: str = "another holder",
+        details: dict[str, Any] | None = None,
+    ) -> None:
         self.store, self.key, self.name = store, key, name
         self.ttl, self.poll, self.rival = ttl, poll, rival
         self.renew_every = min(renew_every, ttl / 3) if renew_every is not None else ttl / 3
@@ -69,9 +78,18 @@ class StoreLock:
     def content(self) -> bytes:
         """A new write of the lock: the token and a counter make its version one never seen."""
         self.writes += 1
-        return json.dumps({**self.details, "token": self.token, "write": self.writes, "name": self.name,
-                           "host": socket.gethostname(), "pid": os.getpid(), "started": self.started,
-                           "time": time.time()}).encode()
+        return json.dumps(
+            {
+                **self.details,
+                "token": self.token,
+                "write": self.writes,
+                "name": self.name,
+                "host": socket.gethostname(),
+                "pid": os.getpid(),
+                "started": self.started,
+                "time": time.time(),
+            }
+        ).encode()
 
     def acquire(self, wait: float) -> bool:
         """Hold the lock (True), or give up after `wait` seconds of another holder renewing it."""
@@ -158,7 +176,7 @@ class StoreLock:
 
 
 def utc_text(unix_time: float) -> str:
-    return datetime.datetime.fromtimestamp(unix_time, datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return datetime.datetime.fromtimestamp(unix_time, datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def lock_record(data: bytes) -> dict[str, Any]:
@@ -190,25 +208,38 @@ def run_lock_key(run_name: str) -> str:
 
 
 @contextmanager
-def run_lock(run_name: str, store: ObjectStore | None = None,
-             identify: Callable[[dict[str, Any]], dict[str, Any]] | None = None) -> Iterator[StoreLock]:
+def run_lock(
+    run_name: str, store: ObjectStore | None = None, identify: Callable[[dict[str, Any]], dict[str, Any]] | None = None
+) -> Iterator[StoreLock]:
     """Hold the lock of run `run_name` (its folder `runs/<run name>/`, checkpoints and MLflow run)
     for the block, or refuse in one line naming the run that holds it. A run killed without
     releasing it is taken over once its lock has gone RUN_LOCK_TTL_SECONDS unrenewed (at once on
     the host it ran on), so it can be resumed. `identify` adds to a holder's record what the
     lock does not know (its MLflow run id), for the refusal."""
     store = store or open_store()
-    lock = StoreLock(store, run_lock_key(run_name), run_name, ttl=RUN_LOCK_TTL_SECONDS, poll=RUN_LOCK_POLL_SECONDS,
-                     renew_every=RUN_LOCK_RENEW_SECONDS, rival="another run of the same name")
+    lock = StoreLock(
+        store,
+        run_lock_key(run_name),
+        run_name,
+        ttl=RUN_LOCK_TTL_SECONDS,
+        poll=RUN_LOCK_POLL_SECONDS,
+        renew_every=RUN_LOCK_RENEW_SECONDS,
+        rival="another run of the same name",
+    )
     lock.on_stale = lambda holder: say(
         "run %s is locked (%s) but the lock is not being renewed: taking it over if it stays so for %g s",
-        run_name, describe_holder(holder), lock.ttl)
+        run_name,
+        describe_holder(holder),
+        lock.ttl,
+    )
     holder = lock.acquire_unless_held()
     if holder is not None:
         if identify is not None:
             holder = {**holder, **identify(holder)}
-        raise GenimgError(f"run {run_name} is already being trained ({describe_holder(holder)}; lock {lock.uri}): "
-                          "pick another --run-name, or wait for it to end and pass --resume to continue it")
+        raise GenimgError(
+            f"run {run_name} is already being trained ({describe_holder(holder)}; lock {lock.uri}): "
+            "pick another --run-name, or wait for it to end and pass --resume to continue it"
+        )
     try:
         yield lock
     finally:

@@ -12,6 +12,7 @@ RUN_NAME_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
 
 def check_run_name(name: str, what: str = "--run-name") -> str:
     if not RUN_NAME_PATTERN.fullmatch(name):
-        raise GenimgError(f"invalid {what} {name!r}: use 1–128 letters, digits, '.', '_' and '-', "
-                          "starting with a letter or digit")
+        raise GenimgError(
+            f"invalid {what} {name!r}: use 1–128 letters, digits, '.', '_' and '-', starting with a letter or digit"
+        )
     return name

@@ -55,8 +55,10 @@ class DiskFull(StoreError):
 
     def __init__(self, cause: str, mount: Path, writing: str, intact: str) -> None:
         self.cause, self.mount, self.writing = cause, mount, writing
-        super().__init__(f"{cause} on {mount} while writing {writing} ({intact}) — free space "
-                         "or set GENIMG_HOME/GENIMG_STORE elsewhere")
+        super().__init__(
+            f"{cause} on {mount} while writing {writing} ({intact}) — free space "
+            "or set GENIMG_HOME/GENIMG_STORE elsewhere"
+        )
 
     def saying(self, intact: str) -> DiskFull:
         """The same failure, saying more precisely what is intact (a caller knows better)."""
@@ -64,8 +66,11 @@ class DiskFull(StoreError):
 
 
 # What each of these errors says in the one line a full disk gives.
-DISK_FULL_CAUSES = {errno.ENOSPC: "no space left", errno.EDQUOT: "disk quota exceeded",
-                    errno.EFBIG: "file size limit reached"}
+DISK_FULL_CAUSES = {
+    errno.ENOSPC: "no space left",
+    errno.EDQUOT: "disk quota exceeded",
+    errno.EFBIG: "file size limit reached",
+}
 
 
 def disk_full_cause(exc: BaseException) -> str | None:
@@ -242,8 +247,9 @@ class LocalStore(ObjectStore):
                 removed.append(path.relative_to(self.root).as_posix())
         return removed
 
-    def write_staged(self, key: str, write: Callable[[Path], None], place: Callable[[Path, Path], None],
-                     action: str = "write") -> None:
+    def write_staged(
+        self, key: str, write: Callable[[Path], None], place: Callable[[Path, Path], None], action: str = "write"
+    ) -> None:
         """`write` the object's content into a temporary beside it, then `place` that at the
         object's path; a failed write removes its temporary (the space it took) and leaves the
         object as it was, saying so in one line."""
@@ -258,8 +264,9 @@ class LocalStore(ObjectStore):
                 staging.unlink(missing_ok=True)
             cause = disk_full_cause(exc)
             if cause is not None:
-                raise disk_full_error(cause, final.parent, self.uri_for(key),
-                                      "the object there before, if any, is intact") from exc
+                raise disk_full_error(
+                    cause, final.parent, self.uri_for(key), "the object there before, if any, is intact"
+                ) from exc
             raise StoreError(f"{self.uri_for(key)}: cannot {action} ({exc.strerror or exc})") from exc
 
     def put_bytes(self, key: str, data: bytes) -> None:
@@ -412,8 +419,7 @@ class S3Store(ObjectStore):
         self.prefix = prefix.strip("/")
         self.uri = f"s3://{bucket}/{self.prefix}".rstrip("/")
         self.client = client or boto3.client("s3", config=s3_client_config())
-        self.transfer = TransferConfig(multipart_threshold=MULTIPART_THRESHOLD,
-                                       multipart_chunksize=MULTIPART_THRESHOLD)
+        self.transfer = TransferConfig(multipart_threshold=MULTIPART_THRESHOLD, multipart_chunksize=MULTIPART_THRESHOLD)
 
     def object_key(self, key: str) -> str:
         check_key(key)
@@ -430,8 +436,11 @@ class S3Store(ObjectStore):
 
         try:
             self.client.upload_fileobj(
-                stream, self.bucket, self.object_key(key),
-                ExtraArgs={"Metadata": {SHA256_METADATA: digest}}, Config=self.transfer,
+                stream,
+                self.bucket,
+                self.object_key(key),
+                ExtraArgs={"Metadata": {SHA256_METADATA: digest}},
+                Config=self.transfer,
             )
         except (BotoCoreError, ClientError) as exc:
             raise self.wrap(key, "write", exc) from exc
@@ -509,13 +518,15 @@ class S3Store(ObjectStore):
         try:
             # A conditional PUT: S3 (since 2024), MinIO and moto refuse it if the key exists.
             self.client.put_object(
-                Bucket=self.bucket, Key=self.object_key(key), Body=data, IfNoneMatch="*",
+                Bucket=self.bucket,
+                Key=self.object_key(key),
+                Body=data,
+                IfNoneMatch="*",
                 Metadata={SHA256_METADATA: sha256_hex(data)},
             )
             return True
         except ClientError as exc:
-            if exc.response.get("Error", {}).get("Code") in ("PreconditionFailed", "412",
-                                                               "ConditionalRequestConflict"):
+            if exc.response.get("Error", {}).get("Code") in ("PreconditionFailed", "412", "ConditionalRequestConflict"):
                 return False
             raise self.wrap(key, "publish", exc) from exc
         except BotoCoreError as exc:
@@ -547,8 +558,13 @@ class S3Store(ObjectStore):
         from botocore.exceptions import BotoCoreError, ClientError
 
         try:
-            response = self.client.put_object(Bucket=self.bucket, Key=self.object_key(key), Body=data,
-                                              Metadata={SHA256_METADATA: sha256_hex(data)}, **condition)
+            response = self.client.put_object(
+                Bucket=self.bucket,
+                Key=self.object_key(key),
+                Body=data,
+                Metadata={SHA256_METADATA: sha256_hex(data)},
+                **condition,
+            )
             return str(response["ETag"])
         except ClientError as exc:
             if condition_failed(exc):
@@ -575,7 +591,13 @@ def condition_failed(exc: Any) -> bool:
     """A conditional request refused: the object changed (412), another conditional write to it
     was in flight (409), or it vanished (404 on If-Match)."""
     return exc.response.get("Error", {}).get("Code") in (
-        "PreconditionFailed", "412", "ConditionalRequestConflict", "409", "NoSuchKey", "404")
+        "PreconditionFailed",
+        "412",
+        "ConditionalRequestConflict",
+        "409",
+        "NoSuchKey",
+        "404",
+    )
 
 
 def default_store_uri() -> str:
@@ -598,9 +620,11 @@ def open_store(uri: str | None = None) -> ObjectStore:
     if parsed.scheme == "s3":
         if "@" in parsed.netloc:
             # The URI is not repeated: it holds a secret.
-            raise StoreError("the store URI carries credentials (s3://KEY:SECRET@bucket/…): give the bucket "
-                             "alone (s3://bucket/prefix) and the keys in AWS_ACCESS_KEY_ID / "
-                             "AWS_SECRET_ACCESS_KEY (or any source boto3 reads)")
+            raise StoreError(
+                "the store URI carries credentials (s3://KEY:SECRET@bucket/…): give the bucket "
+                "alone (s3://bucket/prefix) and the keys in AWS_ACCESS_KEY_ID / "
+                "AWS_SECRET_ACCESS_KEY (or any source boto3 reads)"
+            )
         if not parsed.netloc:
             raise StoreError(f"invalid store URI {uri!r}: expected s3://bucket[/prefix]")
         return S3Store(parsed.netloc, parsed.path)
@@ -628,7 +652,7 @@ class DownloadedSource:
 
     def original_name(self, local_item: str) -> str:
         base = str(self.local_path)
-        return self.uri + local_item[len(base):] if local_item.startswith(base) else local_item
+        return self.uri + local_item[len(base) :] if local_item.startswith(base) else local_item
 
     def cleanup(self) -> None:
         self.directory.cleanup()
@@ -664,8 +688,8 @@ def download_s3_source(uri: str) -> DownloadedSource:
             raise StoreError(f"{uri}: no such object or prefix (empty source)")
         local_root = root / "source"
         for object_key in keys:
-            target = local_root / object_key[len(prefix):]
-            if ".." in Path(object_key[len(prefix):]).parts:
+            target = local_root / object_key[len(prefix) :]
+            if ".." in Path(object_key[len(prefix) :]).parts:
                 continue  # a key that would escape the folder is no file of this source
             target.parent.mkdir(parents=True, exist_ok=True)
             try:

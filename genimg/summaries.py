@@ -22,8 +22,10 @@ def describe_evaluation(evaluation: Mapping[str, Any] | None) -> str:
     if "error" in evaluation:
         return f"\nevaluation: failed ({evaluation['error']})"
     shown = {k: v for k, v in evaluation["metrics"].items() if "_frame_" not in k and "copy_last" not in k}
-    return (f"\nevaluation: {evaluation['dataset']} {evaluation['split']} split, "
-            f"{evaluation['features']['name']} features: {format_losses(shown)}")
+    return (
+        f"\nevaluation: {evaluation['dataset']} {evaluation['split']} split, "
+        f"{evaluation['features']['name']} features: {format_losses(shown)}"
+    )
 
 
 def training(payload: Mapping[str, Any]) -> str:
@@ -42,28 +44,40 @@ def training(payload: Mapping[str, Any]) -> str:
 
 
 def search(result: Mapping[str, Any], metric: str) -> str:
-    lines = [f"search {result['search']}: {len(result['trials'])} trial(s) in {result['seconds']:.0f} s "
-             f"(trials trained {result['trial_seconds']:.0f} s, {result['max_concurrent']} at a time); "
-             f"MLflow parent run {result['parent_run_id']}"]
-    lines += [f"  {t['trial_id']}  {t['status']:<13} {metric}={t['metric'] if t['metric'] is None else format(t['metric'], '.5g')}"
-              f"  step {t['step']}  {json.dumps(t['config'])}" + (f"  ({t['error']})" if t.get("error") else "")
-              for t in result["trials"]]
+    lines = [
+        f"search {result['search']}: {len(result['trials'])} trial(s) in {result['seconds']:.0f} s "
+        f"(trials trained {result['trial_seconds']:.0f} s, {result['max_concurrent']} at a time); "
+        f"MLflow parent run {result['parent_run_id']}"
+    ]
+    lines += [
+        f"  {t['trial_id']}  {t['status']:<13} {metric}={t['metric'] if t['metric'] is None else format(t['metric'], '.5g')}"
+        f"  step {t['step']}  {json.dumps(t['config'])}" + (f"  ({t['error']})" if t.get("error") else "")
+        for t in result["trials"]
+    ]
     best = result["best"]
-    lines.append(f"best: {best['trial_id']} {metric}={best['value']:.5g} run {best['run_id']} {json.dumps(best['config'])}"
-                 if best else "best: none (every trial failed)")
+    lines.append(
+        f"best: {best['trial_id']} {metric}={best['value']:.5g} run {best['run_id']} {json.dumps(best['config'])}"
+        if best
+        else "best: none (every trial failed)"
+    )
     lines += [f"note: {note}" for note in result["notes"]]
     return "\n".join(lines)
 
 
 def retraining(payload: Mapping[str, Any]) -> str:
     lines = [f"flow run {payload['flow_run_id']}"]
-    lines += [f"dataset {d['name']}@{d['version']} ({'reused' if d['reused'] else 'new version'})" for d in payload["datasets"]]
+    lines += [
+        f"dataset {d['name']}@{d['version']} ({'reused' if d['reused'] else 'new version'})"
+        for d in payload["datasets"]
+    ]
     for model in payload["models"]:
         if model["error"]:
             lines.append(f"{model['model']}: FAILED — {model['error']}")
         else:
-            lines.append(f"{model['model']}: models:/{model['name']}/{model['version']} "
-                         f"{'promoted to @champion' if model['promoted'] else 'not promoted'} — {model['reason']}")
+            lines.append(
+                f"{model['model']}: models:/{model['name']}/{model['version']} "
+                f"{'promoted to @champion' if model['promoted'] else 'not promoted'} — {model['reason']}"
+            )
     return "\n".join(lines)
 
 
@@ -73,8 +87,11 @@ def evaluation(payload: Mapping[str, Any], target: str, split: str, seed: int) -
     verdicts = payload.get("reliability") or {}
     metrics = payload["metrics"]
     spreads = {SPREADS[name] for name in verdicts if name in SPREADS}  # shown beside their metric
-    lines = [f"  {name:<28} {value:.5g}" + (f"  {describe(verdicts[name])}" if name in verdicts else "")
-             for name, value in metrics.items() if "_frame_" not in name and name not in spreads]
+    lines = [
+        f"  {name:<28} {value:.5g}" + (f"  {describe(verdicts[name])}" if name in verdicts else "")
+        for name, value in metrics.items()
+        if "_frame_" not in name and name not in spreads
+    ]
     return (
         f"{'reused the recorded evaluation of' if payload.get('reused') else 'evaluated'} {payload['model']} "
         f"({target}) on {payload['dataset']} {split} split: "
@@ -91,7 +108,8 @@ def ingestion(result: Any, resolution: int | None, mode: str) -> str:
     lines = [
         f"{result.name}@{result.version}: {sum(result.counts.values())} records ({counts})",
         f"  {result.uri}",
-        f"  every image {resolution}x{resolution} px ({mode})" if resolution
+        f"  every image {resolution}x{resolution} px ({mode})"
+        if resolution
         else f"  records {'x'.join(map(str, result.record_shape))}",
         f"  unchanged: this version already exists, nothing uploaded; {result.name} now means this version"
         if result.reused

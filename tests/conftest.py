@@ -31,9 +31,7 @@ def write_idx(path, array: np.ndarray, compress: bool) -> None:
     import gzip
     import struct
 
-    header = struct.pack(">BBBB", 0, 0, 0x08, array.ndim) + b"".join(
-        struct.pack(">I", n) for n in array.shape
-    )
+    header = struct.pack(">BBBB", 0, 0, 0x08, array.ndim) + b"".join(struct.pack(">I", n) for n in array.shape)
     payload = header + array.astype(np.uint8).tobytes()
     path.write_bytes(gzip.compress(payload) if compress else payload)
 
@@ -111,7 +109,8 @@ def moto_endpoint():
     server = Path(sys.executable).parent / "moto_server"
     process = subprocess.Popen(
         [str(server), "-H", "127.0.0.1", "-p", str(port)],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
     )
     try:
         wait_for_port(port)

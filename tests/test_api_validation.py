@@ -25,12 +25,15 @@ def mlflow_runs():
     return [run for experiment in client.search_experiments() for run in client.search_runs([experiment.experiment_id])]
 
 
-@pytest.mark.parametrize("mode, min_delta, message", [
-    ("bogus", 0.0, "mode must be min or max, got 'bogus'"),
-    (None, -1.0, "min_delta must be a finite number ≥ 0, got -1.0"),
-    (None, math.nan, "min_delta must be a finite number ≥ 0, got nan"),
-    (None, "0.1", "min_delta must be a finite number ≥ 0, got '0.1'"),
-])
+@pytest.mark.parametrize(
+    "mode, min_delta, message",
+    [
+        ("bogus", 0.0, "mode must be min or max, got 'bogus'"),
+        (None, -1.0, "min_delta must be a finite number ≥ 0, got -1.0"),
+        (None, math.nan, "min_delta must be a finite number ≥ 0, got nan"),
+        (None, "0.1", "min_delta must be a finite number ≥ 0, got '0.1'"),
+    ],
+)
 def test_promote_refuses_bad_options_from_the_api_before_reading_the_registry(mode, min_delta, message):
     with pytest.raises(GenimgError, match=message.replace("(", r"\(").replace(")", r"\)")):
         genimg.promote("genimg-none-gan", metric="fid" if mode else None, mode=mode, min_delta=min_delta)
@@ -69,8 +72,14 @@ def test_classes_by_name_win_over_indices_and_one_class_is_a_name_not_its_letter
         folder.mkdir(parents=True)
         for index, image in enumerate(digits[label::10][:12]):
             Image.fromarray(image[0]).save(folder / f"{index}.png")
-    run = genimg.train("gan", tmp_path / "data", steps=1, workers=0, export_dir=tmp_path / "model",
-                       overrides={**TINY_GAN, "model.conditional": True})
+    run = genimg.train(
+        "gan",
+        tmp_path / "data",
+        steps=1,
+        workers=0,
+        export_dir=tmp_path / "model",
+        overrides={**TINY_GAN, "model.conditional": True},
+    )
     assert run.checkpoint
     by_name = genimg.sample(tmp_path / "model", tmp_path / "two.png", n=4, classes="2")
     assert by_name.classes == ("2", "2", "2", "2")  # the folder "2", not index 2 (the folder "3")
@@ -78,8 +87,9 @@ def test_classes_by_name_win_over_indices_and_one_class_is_a_name_not_its_letter
     assert cat.classes == ("cat", "cat")
     index = genimg.sample(tmp_path / "model", tmp_path / "index.png", n=2, classes=["0", "cat"])
     assert index.classes == ("1", "cat")  # "0" is no folder name: index 0, the folder "1"
-    result = runner.invoke(app, ["sample", str(tmp_path / "model"), "-n", "2", "--class", "²", "-o",
-                                 str(tmp_path / "x.png")])
+    result = runner.invoke(
+        app, ["sample", str(tmp_path / "model"), "-n", "2", "--class", "²", "-o", str(tmp_path / "x.png")]
+    )
     assert result.exit_code == 1 and "unknown class '²'" in result.stderr, result.output
     evaluated = genimg.evaluate(Path(tmp_path / "model"), Path(tmp_path / "data"), samples=20, extractor_steps=20)
     assert json.loads(json.dumps(evaluated))["split"] == "test"  # paths are accepted where strings are
@@ -90,8 +100,24 @@ def test_a_cuda_graph_this_run_cannot_record_is_refused_before_the_run_exists(wo
     from genimg.errors import ConfigError
 
     with pytest.raises(ConfigError, match="train.cuda_graph: true needs a CUDA device"):
-        genimg.train("gan", "builtin:digits", steps=1, workers=workers, overrides={**TINY_GAN, "train.cuda_graph": True})
-    result = runner.invoke(app, ["train", "--model", "gan", "--dataset", "builtin:digits", "--workers", "0",
-                                 "--steps", "1", "--set", "train.cuda_graph=true"])
+        genimg.train(
+            "gan", "builtin:digits", steps=1, workers=workers, overrides={**TINY_GAN, "train.cuda_graph": True}
+        )
+    result = runner.invoke(
+        app,
+        [
+            "train",
+            "--model",
+            "gan",
+            "--dataset",
+            "builtin:digits",
+            "--workers",
+            "0",
+            "--steps",
+            "1",
+            "--set",
+            "train.cuda_graph=true",
+        ],
+    )
     assert result.exit_code == 1 and len(result.stderr.strip().splitlines()) == 1, result.output
     assert mlflow_runs() == []

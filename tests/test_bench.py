@@ -11,56 +11,122 @@ ROOT = Path(__file__).parent.parent
 def test_the_gpu_check_runs_on_the_cpu(tmp_path):
     """bench/gpu_check.sh (gpu_throughput.py: genimg's steps beside the reference DCGAN, the real
     loop beside the step; gpu_train_check.py: a timed train_model run), tiny, on the CPU."""
-    env = {"PYTHON": sys.executable, "DEVICE": "cpu", "SECONDS_PER_RUN": "0.05", "TRAIN_SECONDS": "1",
-           "TRAIN_ARGS": "--records 256 --batch-size 8 --probe-steps 2", "PATH": "/usr/bin:/bin", "HOME": str(tmp_path)}
+    env = {
+        "PYTHON": sys.executable,
+        "DEVICE": "cpu",
+        "SECONDS_PER_RUN": "0.05",
+        "TRAIN_SECONDS": "1",
+        "TRAIN_ARGS": "--records 256 --batch-size 8 --probe-steps 2",
+        "PATH": "/usr/bin:/bin",
+        "HOME": str(tmp_path),
+    }
     out = subprocess.run(
-        ["bash", str(ROOT / "bench" / "gpu_check.sh"), "--sizes", "32", "--batches", "4", "--warmup", "1",
-         "--loop-steps", "2", "--models", "gan,vae"],
-        capture_output=True, text=True, cwd=ROOT, env=env, timeout=600,
+        [
+            "bash",
+            str(ROOT / "bench" / "gpu_check.sh"),
+            "--sizes",
+            "32",
+            "--batches",
+            "4",
+            "--warmup",
+            "1",
+            "--loop-steps",
+            "2",
+            "--models",
+            "gan,vae",
+        ],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        env=env,
+        timeout=600,
     )
     assert out.returncode == 0, out.stderr[-2000:]
     results = json.loads(out.stdout.strip().splitlines()[-1])
     assert {"gan_over_reference_32px_b4_bf16", "bf16_over_fp32_vae_32px_b4", "loop_over_step_gan_32px_b4_fp32"} <= set(
-        results["summary"])
+        results["summary"]
+    )
     kinds = {(row["model"], row["kind"]) for row in results["rows"]}
     assert kinds == {("reference", "step"), ("gan", "step"), ("vae", "step"), ("gan", "loop")}
     assert results["train_check"]["finite"] and results["train_check"]["steps"] >= 2
 
 
 def test_quality_bench_runs_on_a_tiny_mnist_like_folder(tmp_path, digits):
-    from tests.conftest import write_idx
     import numpy as np
+
+    from tests.conftest import write_idx
 
     # The digits in MNIST's file format (28×28 after padding), a few hundred of them.
     images = np.pad(digits[:400, 0], ((0, 0), (6, 6), (6, 6)))
     write_idx(tmp_path / "t10k-images-idx3-ubyte.gz", images, compress=True)
     write_idx(tmp_path / "t10k-labels-idx1-ubyte.gz", (np.arange(400) % 10).astype(np.uint8), compress=True)
     out = subprocess.run(
-        [sys.executable, str(ROOT / "bench" / "quality_mnist.py"), "--mnist", str(tmp_path), "--budget", "0.5",
-         "--samples", "30", "--nll-k", "2", "--json"],
-        capture_output=True, text=True, cwd=ROOT, env={"PYTHONPATH": str(ROOT), "PATH": "", "HOME": str(tmp_path)},
+        [
+            sys.executable,
+            str(ROOT / "bench" / "quality_mnist.py"),
+            "--mnist",
+            str(tmp_path),
+            "--budget",
+            "0.5",
+            "--samples",
+            "30",
+            "--nll-k",
+            "2",
+            "--json",
+        ],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        env={"PYTHONPATH": str(ROOT), "PATH": "", "HOME": str(tmp_path)},
     )
     assert out.returncode == 0, out.stderr[-2000:]
     results = json.loads(out.stdout.strip().splitlines()[-1])
     assert {"vae", "gan", "gan-mlp"} <= set(results) and results["vae"]["nll"] > 0
-    assert set(results["summary"]) == {"vae_nll_vs_published", "vae_nll_target_met", "fid_gan_over_vae", "fid_gan_over_gan-mlp"}
+    assert set(results["summary"]) == {
+        "vae_nll_vs_published",
+        "vae_nll_target_met",
+        "fid_gan_over_vae",
+        "fid_gan_over_gan-mlp",
+    }
 
 
 def test_the_moving_mnist_gpu_script_runs_on_the_cpu(tmp_path, digits):
     """bench/gpu_quality_mmnist.sh (which runs quality_moving_mnist.py with its GPU widths),
     tiny: a few steps of batch 2 on 16 sequences, 4 test sequences."""
-    from tests.conftest import write_idx
     import numpy as np
+
+    from tests.conftest import write_idx
 
     # MNIST-shaped digits, more than the 2,000 the bench holds out for its test sequences.
     images = np.pad(np.concatenate([digits[:, 0], digits[:400, 0]]), ((0, 0), (6, 6), (6, 6)))
     write_idx(tmp_path / "t10k-images-idx3-ubyte.gz", images, compress=True)
-    env = {"PYTHON": sys.executable, "DEVICE": "cpu", "BUDGET": "0.1", "OUT": str(tmp_path / "out"),
-           "PATH": "/usr/bin:/bin", "HOME": str(tmp_path)}
+    env = {
+        "PYTHON": sys.executable,
+        "DEVICE": "cpu",
+        "BUDGET": "0.1",
+        "OUT": str(tmp_path / "out"),
+        "PATH": "/usr/bin:/bin",
+        "HOME": str(tmp_path),
+    }
     out = subprocess.run(
-        ["bash", str(ROOT / "bench" / "gpu_quality_mmnist.sh"), str(tmp_path), "--train-sequences", "16",
-         "--test-sequences", "4", "--best-of", "2", "--set", "train.batch_size=2", "--json"],
-        capture_output=True, text=True, cwd=ROOT, env=env,
+        [
+            "bash",
+            str(ROOT / "bench" / "gpu_quality_mmnist.sh"),
+            str(tmp_path),
+            "--train-sequences",
+            "16",
+            "--test-sequences",
+            "4",
+            "--best-of",
+            "2",
+            "--set",
+            "train.batch_size=2",
+            "--json",
+        ],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        env=env,
     )
     assert out.returncode == 0, out.stderr[-2000:]
     results = json.loads(out.stdout.strip().splitlines()[-1])
@@ -77,9 +143,24 @@ def test_the_data_throughput_bench_runs_tiny(tmp_path):
 
     env = {**os.environ, "PYTHONPATH": str(ROOT), "HOME": str(tmp_path), "RAY_USAGE_STATS_ENABLED": "0"}
     out = subprocess.run(
-        [sys.executable, str(ROOT / "bench" / "data_throughput.py"), "--gigabytes", "0.004", "--image-size", "16",
-         "--steps", "3", "--batch-size", "8", "--json"],
-        capture_output=True, text=True, cwd=tmp_path, env=env, timeout=300,
+        [
+            sys.executable,
+            str(ROOT / "bench" / "data_throughput.py"),
+            "--gigabytes",
+            "0.004",
+            "--image-size",
+            "16",
+            "--steps",
+            "3",
+            "--batch-size",
+            "8",
+            "--json",
+        ],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        env=env,
+        timeout=300,
     )
     assert out.returncode == 0, out.stderr[-2000:]
     results = json.loads(out.stdout.strip().splitlines()[-1])
@@ -90,9 +171,24 @@ def test_the_data_throughput_bench_runs_tiny(tmp_path):
 def test_the_allreduce_bench_runs_tiny(tmp_path):
     """2 gloo ranks, each way of averaging for 2 steps: the code path, not its figures."""
     out = subprocess.run(
-        [sys.executable, str(ROOT / "bench" / "allreduce_overlap.py"), "--steps", "2", "--rounds", "1", "--batch", "4", "--size", "16",
-         "--width", "8"],
-        capture_output=True, text=True, cwd=tmp_path, timeout=300,
+        [
+            sys.executable,
+            str(ROOT / "bench" / "allreduce_overlap.py"),
+            "--steps",
+            "2",
+            "--rounds",
+            "1",
+            "--batch",
+            "4",
+            "--size",
+            "16",
+            "--width",
+            "8",
+        ],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        timeout=300,
         env={"PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin", "HOME": str(tmp_path)},
     )
     assert out.returncode == 0, out.stderr[-2000:]
@@ -123,5 +219,10 @@ def test_the_eval_overhead_bench_splits_a_flows_time_by_its_tasks():
         (75.0, "<exit>"),
     ]
     split = bench.split_time(lines)
-    assert split == {"training": 40.0, "evaluation": 19.0, "orchestration": 16.0, "total": 75.0,
-                     "training_share": round(40 / 75, 3)}
+    assert split == {
+        "training": 40.0,
+        "evaluation": 19.0,
+        "orchestration": 16.0,
+        "total": 75.0,
+        "training_share": round(40 / 75, 3),
+    }

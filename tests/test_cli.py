@@ -13,8 +13,19 @@ runner = CliRunner()
 # A small end-of-training evaluation (its feature network trains 100 steps).
 TINY_EVAL = ["--set", "eval.extractor_steps=100", "--set", "eval.samples=40", "--set", "eval.nll_k=4"]
 TINY_VAE = ["--workers", "0", "--set", "model.width=4", "--set", "model.latent_dim=4", "--batch-size", "16", *TINY_EVAL]
-TINY_RVAE = ["--workers", "0", "--set", "model.width=4", "--set", "model.frame_dim=16", "--set", "model.hidden_dim=16",
-             "--batch-size", "4", *TINY_EVAL]
+TINY_RVAE = [
+    "--workers",
+    "0",
+    "--set",
+    "model.width=4",
+    "--set",
+    "model.frame_dim=16",
+    "--set",
+    "model.hidden_dim=16",
+    "--batch-size",
+    "4",
+    *TINY_EVAL,
+]
 
 
 def invoke(*args: str):
@@ -22,8 +33,21 @@ def invoke(*args: str):
 
 
 def test_train_json_then_sample_a_png_grid(tmp_path):
-    result = invoke("train", "--model", "vae", "--dataset", "builtin:digits", "--steps", "3",
-                    *TINY_VAE, "-o", str(tmp_path / "vae"), "--run-name", "t1", "--json")
+    result = invoke(
+        "train",
+        "--model",
+        "vae",
+        "--dataset",
+        "builtin:digits",
+        "--steps",
+        "3",
+        *TINY_VAE,
+        "-o",
+        str(tmp_path / "vae"),
+        "--run-name",
+        "t1",
+        "--json",
+    )
     assert result.exit_code == 0, result.output
     payload = json.loads(result.stdout)
     assert payload["metrics"]["step"] == 3 and payload["resumed_from_step"] == 0
@@ -45,10 +69,24 @@ def test_resume_continues_the_named_run_and_a_rerun_without_it_is_refused(tmp_pa
 
 
 def test_sequence_model_samples_to_gif_and_png_strips(tmp_path):
-    result = invoke("train", "--model", "rvae", "--dataset", "builtin:moving-digits", "--steps", "1",
-                    *TINY_RVAE, "-o", str(tmp_path / "rvae"), "--json")
+    result = invoke(
+        "train",
+        "--model",
+        "rvae",
+        "--dataset",
+        "builtin:moving-digits",
+        "--steps",
+        "1",
+        *TINY_RVAE,
+        "-o",
+        str(tmp_path / "rvae"),
+        "--json",
+    )
     assert result.exit_code == 0, result.output
-    assert invoke("sample", str(tmp_path / "rvae"), "-n", "4", "--frames", "5", "-o", str(tmp_path / "s.gif")).exit_code == 0
+    assert (
+        invoke("sample", str(tmp_path / "rvae"), "-n", "4", "--frames", "5", "-o", str(tmp_path / "s.gif")).exit_code
+        == 0
+    )
     with Image.open(tmp_path / "s.gif") as gif:
         assert gif.n_frames == 5
     assert invoke("sample", str(tmp_path / "rvae"), "-n", "2", "-o", str(tmp_path / "s.png")).exit_code == 0
@@ -62,7 +100,10 @@ def test_sequence_model_samples_to_gif_and_png_strips(tmp_path):
         (["train", "--model", "diffusion", "--dataset", "builtin:digits"], "unknown model 'diffusion'"),
         (["train", "--model", "vae", "--dataset", "nowhere/at/all"], "dataset source not found: nowhere/at/all"),
         (["train", "--model", "vae", "--dataset", "builtin:digits", "--set", "model.beta=-1"], "model.beta"),
-        (["train", "--model", "vae", "--dataset", "builtin:digits", "--set", "train.stepz=3"], "unknown config key train.stepz"),
+        (
+            ["train", "--model", "vae", "--dataset", "builtin:digits", "--set", "train.stepz=3"],
+            "unknown config key train.stepz",
+        ),
         (["train", "--model", "vae", "--dataset", "builtin:digits", "--steps", "2", "--epochs", "1"], "not both"),
         (["train", "--model", "gan", "--dataset", "builtin:moving-digits"], "holds sequences, not images"),
         (["sample", "no/such/model", "-o", "x.png"], "model folder not found: no/such/model"),
@@ -77,14 +118,30 @@ def test_errors_are_one_line_naming_the_bad_item(args, message):
 
 
 def test_still_image_models_refuse_gif_output(tmp_path):
-    invoke("train", "--model", "vae", "--dataset", "builtin:digits", "--steps", "1", *TINY_VAE, "-o", str(tmp_path / "m"))
+    invoke(
+        "train", "--model", "vae", "--dataset", "builtin:digits", "--steps", "1", *TINY_VAE, "-o", str(tmp_path / "m")
+    )
     result = invoke("sample", str(tmp_path / "m"), "-o", str(tmp_path / "x.gif"))
     assert result.exit_code == 1 and "write a .png" in result.stderr
 
 
 def test_epochs_set_the_step_count(tmp_path):
-    result = invoke("train", "--model", "vae", "--dataset", "builtin:digits", "--epochs", "0.5",
-                    "--workers", "0", "--set", "model.width=4", "--batch-size", "256", "--json")
+    result = invoke(
+        "train",
+        "--model",
+        "vae",
+        "--dataset",
+        "builtin:digits",
+        "--epochs",
+        "0.5",
+        "--workers",
+        "0",
+        "--set",
+        "model.width=4",
+        "--batch-size",
+        "256",
+        "--json",
+    )
     payload = json.loads(result.stdout)
     # Raw sources train on their train split, like ingested ones: 1,491 of the 1,797 digits.
     assert payload["records"] == 1491
@@ -101,8 +158,19 @@ def test_rvae_reads_a_folder_of_sequence_folders(tmp_path, small_sequences):
         (tmp_path / "seqs" / f"s{s}").mkdir(parents=True)
         for t in range(6):
             Image.fromarray(small_sequences[s, t, 0]).save(tmp_path / "seqs" / f"s{s}" / f"{t}.png")
-    result = invoke("train", "--model", "rvae", "--dataset", str(tmp_path / "seqs"), "--steps", "1",
-                    *TINY_RVAE, "-o", str(tmp_path / "m"), "--json")
+    result = invoke(
+        "train",
+        "--model",
+        "rvae",
+        "--dataset",
+        str(tmp_path / "seqs"),
+        "--steps",
+        "1",
+        *TINY_RVAE,
+        "-o",
+        str(tmp_path / "m"),
+        "--json",
+    )
     assert result.exit_code == 0, result.output
     config = json.loads((tmp_path / "m" / "model.json").read_text())["config"]
     assert config["image_shape"] == [1, 16, 16] and config["num_frames"] == 6

@@ -52,8 +52,13 @@ def test_bad_input_with_workers_0_leaves_no_mlflow_run(args, message):
 
 @pytest.mark.parametrize(
     ("override", "key"),
-    [("train.lr=inf", "train.lr"), ("train.lr=nan", "train.lr"), ("model.beta=nan", "model.beta"),
-     ("train.betas=[0.5,inf]", "train.betas[1]"), ("train.grad_clip=-inf", "train.grad_clip")],
+    [
+        ("train.lr=inf", "train.lr"),
+        ("train.lr=nan", "train.lr"),
+        ("model.beta=nan", "model.beta"),
+        ("train.betas=[0.5,inf]", "train.betas[1]"),
+        ("train.grad_clip=-inf", "train.grad_clip"),
+    ],
 )
 def test_non_finite_config_values_are_refused_in_one_line(override, key):
     result = invoke("train", "--model", "vae", "--dataset", "builtin:digits", "--workers", "0", "--set", override)
@@ -64,13 +69,20 @@ def test_non_finite_config_values_are_refused_in_one_line(override, key):
 def test_non_finite_values_in_a_config_file_are_refused(tmp_path):
     config = tmp_path / "run.yaml"
     config.write_text("train:\n  lr: .nan\n")
-    one_line_error(invoke("train", "--model", "vae", "--dataset", "builtin:digits", "--config", str(config)),
-                   "invalid value for train.lr")
+    one_line_error(
+        invoke("train", "--model", "vae", "--dataset", "builtin:digits", "--config", str(config)),
+        "invalid value for train.lr",
+    )
 
 
-@pytest.mark.parametrize("command", [["train", "--model", "vae", "--dataset", "builtin:digits", "--config"],
-                                     ["tune", "--model", "vae", "--dataset", "builtin:digits", "--space"],
-                                     ["retrain", "--config"]])
+@pytest.mark.parametrize(
+    "command",
+    [
+        ["train", "--model", "vae", "--dataset", "builtin:digits", "--config"],
+        ["tune", "--model", "vae", "--dataset", "builtin:digits", "--space"],
+        ["retrain", "--config"],
+    ],
+)
 def test_a_yaml_that_is_not_utf8_is_one_line(tmp_path, command):
     bad = tmp_path / "latin1.yaml"
     bad.write_bytes("train:\n  steps: 3 # réglage\n".encode("latin-1"))
@@ -78,8 +90,22 @@ def test_a_yaml_that_is_not_utf8_is_one_line(tmp_path, command):
 
 
 def test_a_diverging_run_stops_and_its_mlflow_run_is_failed_with_the_reason():
-    result = invoke("train", "--model", "vae", "--dataset", "builtin:digits", *TINY_VAE, "--steps", "30",
-                    "--set", "train.lr=1e30", "--set", "train.log_every=5", "--run-name", "boom")
+    result = invoke(
+        "train",
+        "--model",
+        "vae",
+        "--dataset",
+        "builtin:digits",
+        *TINY_VAE,
+        "--steps",
+        "30",
+        "--set",
+        "train.lr=1e30",
+        "--set",
+        "train.log_every=5",
+        "--run-name",
+        "boom",
+    )
     one_line_error(result, "training diverged at step")
     [run] = mlflow_runs()
     assert run.info.status == "FAILED"
@@ -100,10 +126,28 @@ def test_evaluating_a_model_with_nan_weights_is_a_clear_error_not_a_crash(tmp_pa
         for parameter in model.parameters():
             parameter.fill_(float("nan"))
     save_model(model, tmp_path / "nan-model")
-    command = [sys.executable, "-m", "genimg.cli", "evaluate", str(tmp_path / "nan-model"), "--dataset",
-               "builtin:digits", "--samples", "20", "--nll-k", "2", "--features", "classifier"]
-    done = subprocess.run(command, capture_output=True, text=True, timeout=300,
-                          env={**__import__("os").environ, "GENIMG_HOME": str(tmp_path / "home")})
+    command = [
+        sys.executable,
+        "-m",
+        "genimg.cli",
+        "evaluate",
+        str(tmp_path / "nan-model"),
+        "--dataset",
+        "builtin:digits",
+        "--samples",
+        "20",
+        "--nll-k",
+        "2",
+        "--features",
+        "classifier",
+    ]
+    done = subprocess.run(
+        command,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**__import__("os").environ, "GENIMG_HOME": str(tmp_path / "home")},
+    )
     assert done.returncode == 1, (done.returncode, done.stderr[-2000:])
     assert done.stderr.strip().splitlines()[-1].startswith("error: model vae generates non-finite values")
 
@@ -111,12 +155,11 @@ def test_evaluating_a_model_with_nan_weights_is_a_clear_error_not_a_crash(tmp_pa
 def test_fid_refuses_features_that_are_not_finite(tmp_path):
     import torch
 
-    from genimg.store import open_store
-
     from genimg.errors import GenimgError
     from genimg.evaluation.config import EvalConfig
     from genimg.evaluation.evaluate import distances
     from genimg.evaluation.features import FeatureExtractor
+    from genimg.store import open_store
 
     class Broken(torch.nn.Module):
         num_features = 4
@@ -145,8 +188,21 @@ def ingest_digits(name: str, records: slice) -> str:
 
 def test_a_run_records_its_dataset_version_and_register_keeps_it_after_a_reingest(tmp_path):
     first = ingest_digits("dg", slice(0, 600))
-    trained = invoke("train", "--model", "vae", "--dataset", "dg", *TINY_VAE, "--steps", "2",
-                     "--set", "eval.at_end_of_training=false", "--run-name", "pin", "--json")
+    trained = invoke(
+        "train",
+        "--model",
+        "vae",
+        "--dataset",
+        "dg",
+        *TINY_VAE,
+        "--steps",
+        "2",
+        "--set",
+        "eval.at_end_of_training=false",
+        "--run-name",
+        "pin",
+        "--json",
+    )
     assert trained.exit_code == 0, trained.output
     payload = json.loads(trained.stdout)
     assert payload["dataset"] == f"dg@{first}"
@@ -162,12 +218,39 @@ def test_a_run_records_its_dataset_version_and_register_keeps_it_after_a_reinges
     assert resolve_target(payload["run_id"]).dataset == f"dg@{first}"
 
     # --resume onto what `dg` now means is refused, naming both versions …
-    refused = invoke("train", "--model", "vae", "--dataset", "dg", *TINY_VAE, "--steps", "4",
-                     "--set", "eval.at_end_of_training=false", "--run-name", "pin", "--resume")
+    refused = invoke(
+        "train",
+        "--model",
+        "vae",
+        "--dataset",
+        "dg",
+        *TINY_VAE,
+        "--steps",
+        "4",
+        "--set",
+        "eval.at_end_of_training=false",
+        "--run-name",
+        "pin",
+        "--resume",
+    )
     one_line_error(refused, f"cannot resume run pin on dg (now dg@{second}): it trained on dg@{first}")
     # … and the pinned version resumes.
-    resumed = invoke("train", "--model", "vae", "--dataset", f"dg@{first}", *TINY_VAE, "--steps", "4",
-                     "--set", "eval.at_end_of_training=false", "--run-name", "pin", "--resume", "--json")
+    resumed = invoke(
+        "train",
+        "--model",
+        "vae",
+        "--dataset",
+        f"dg@{first}",
+        *TINY_VAE,
+        "--steps",
+        "4",
+        "--set",
+        "eval.at_end_of_training=false",
+        "--run-name",
+        "pin",
+        "--resume",
+        "--json",
+    )
     assert resumed.exit_code == 0, resumed.output
     assert json.loads(resumed.stdout)["resumed_from_step"] == 2
 
@@ -189,7 +272,20 @@ def test_a_pinned_raw_source_is_accepted_back_and_a_changed_one_refused(tmp_path
 
 
 def test_resume_of_a_run_that_never_existed_says_it_starts_fresh():
-    result = invoke("train", "--model", "vae", "--dataset", "builtin:digits", *TINY_VAE, "--steps", "2",
-                    "--set", "eval.at_end_of_training=false", "--run-name", "NEVER-EXISTED", "--resume")
+    result = invoke(
+        "train",
+        "--model",
+        "vae",
+        "--dataset",
+        "builtin:digits",
+        *TINY_VAE,
+        "--steps",
+        "2",
+        "--set",
+        "eval.at_end_of_training=false",
+        "--run-name",
+        "NEVER-EXISTED",
+        "--resume",
+    )
     assert result.exit_code == 0, result.output
     assert "run NEVER-EXISTED has no checkpoints" in result.stderr and "starting it fresh" in result.stderr

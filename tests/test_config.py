@@ -8,9 +8,7 @@ from genimg.training.run import load_config_file, merge_sections, resolve_run_co
 
 
 def test_command_line_strings_are_coerced_to_the_declared_types():
-    config = config_from_dict(
-        GANConfig, {"image_shape": "1,32,32", "spectral_norm": "true", "latent_dim": "12"}
-    )
+    config = config_from_dict(GANConfig, {"image_shape": "1,32,32", "spectral_norm": "true", "latent_dim": "12"})
     assert config.image_shape == (1, 32, 32) and config.spectral_norm is True and config.latent_dim == 12
     train = config_from_dict(TrainConfig, {"lr": "1e-3", "betas": "[0.5, 0.99]", "grad_clip": "none"})
     assert train.lr == 1e-3 and train.betas == (0.5, 0.99) and train.grad_clip is None
@@ -35,8 +33,11 @@ def test_overrides_win_over_the_config_file(tmp_path):
 
 @pytest.mark.parametrize(
     ("text", "message"),
-    [("data:\n  x: 1\n", "unknown section 'data'"), ("- 1\n- 2\n", "expected a mapping"),
-     ("model: [1, 2\n", "not valid YAML")],
+    [
+        ("data:\n  x: 1\n", "unknown section 'data'"),
+        ("- 1\n- 2\n", "expected a mapping"),
+        ("model: [1, 2\n", "not valid YAML"),
+    ],
 )
 def test_bad_config_files_are_refused(tmp_path, text, message):
     path = tmp_path / "c.yaml"

@@ -15,8 +15,22 @@ runner = CliRunner()
 
 def test_training_prints_its_phases_and_periodic_progress_without_a_terminal(monkeypatch):
     monkeypatch.setattr(feedback, "PROGRESS_EVERY_SECONDS", 0.0)
-    result = runner.invoke(app, ["train", "--model", "vae", "--dataset", "builtin:digits", *TINY_VAE,
-                                 "--steps", "20", "--set", "train.log_every=5", "--json"])
+    result = runner.invoke(
+        app,
+        [
+            "train",
+            "--model",
+            "vae",
+            "--dataset",
+            "builtin:digits",
+            *TINY_VAE,
+            "--steps",
+            "20",
+            "--set",
+            "train.log_every=5",
+            "--json",
+        ],
+    )
     assert result.exit_code == 0, result.output
     lines = result.stderr.splitlines()
     assert any(line.startswith("genimg: step 5/20") and "img/s" in line for line in lines), result.stderr
@@ -28,8 +42,21 @@ def test_training_prints_its_phases_and_periodic_progress_without_a_terminal(mon
 
 
 def test_the_summary_of_a_short_run_shows_a_real_rate():
-    result = runner.invoke(app, ["train", "--model", "vae", "--dataset", "builtin:digits", *TINY_VAE,
-                                 "--steps", "3", "--set", "eval.at_end_of_training=false"])
+    result = runner.invoke(
+        app,
+        [
+            "train",
+            "--model",
+            "vae",
+            "--dataset",
+            "builtin:digits",
+            *TINY_VAE,
+            "--steps",
+            "3",
+            "--set",
+            "eval.at_end_of_training=false",
+        ],
+    )
     assert result.exit_code == 0, result.output
     rate = result.stdout.split(" s (", 1)[1].split(" img/s", 1)[0]
     assert float(rate) > 0, result.stdout

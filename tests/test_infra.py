@@ -45,8 +45,11 @@ def load(path: Path) -> dict[str, Any]:
 
 
 def pinned_ray_version() -> str:
-    pins = [line.split("==", 1)[1].strip() for line in CONSTRAINTS.read_text().splitlines()
-            if re.match(r"\s*ray\s*==", line)]
+    pins = [
+        line.split("==", 1)[1].strip()
+        for line in CONSTRAINTS.read_text().splitlines()
+        if re.match(r"\s*ray\s*==", line)
+    ]
     assert len(pins) == 1, f"{rel(CONSTRAINTS)}: expected exactly one `ray==X.Y.Z` line, found {pins}"
     assert re.fullmatch(VERSION, pins[0]), f"{rel(CONSTRAINTS)}: ray pin {pins[0]!r} is not X.Y.Z"
     return pins[0]
@@ -102,21 +105,34 @@ def test_launcher_config_passes_ray_validation(monkeypatch: pytest.MonkeyPatch) 
     gpu_types = {name: t for name, t in node_types.items() if t["resources"].get("GPU", 0) > 0}
     assert gpu_types, f"{rel(LAUNCHER)}: no node type offers a GPU"
     for name, node_type in gpu_types.items():
-        assert node_type["min_workers"] == 0, f"{rel(LAUNCHER)}: {name} keeps idle GPU nodes (min_workers {node_type['min_workers']})"
-        assert node_type["max_workers"] <= prepared["max_workers"], f"{rel(LAUNCHER)}: {name} max_workers above the global cap"
+        assert node_type["min_workers"] == 0, (
+            f"{rel(LAUNCHER)}: {name} keeps idle GPU nodes (min_workers {node_type['min_workers']})"
+        )
+        assert node_type["max_workers"] <= prepared["max_workers"], (
+            f"{rel(LAUNCHER)}: {name} max_workers above the global cap"
+        )
 
     docker = prepared["docker"]
     assert "--gpus all" in docker.get("worker_run_options", []), f"{rel(LAUNCHER)}: GPU workers' containers get no GPUs"
-    assert not any("--gpus" in option for option in docker.get("run_options", []) + docker.get("head_run_options", [])), \
-        f"{rel(LAUNCHER)}: --gpus on the CPU head makes docker refuse to start its container"
+    assert not any(
+        "--gpus" in option for option in docker.get("run_options", []) + docker.get("head_run_options", [])
+    ), f"{rel(LAUNCHER)}: --gpus on the CPU head makes docker refuse to start its container"
 
     head_start = " ".join(prepared["head_start_ray_commands"])
-    for flag in ("--head", "--port=6379", "--autoscaling-config=~/ray_bootstrap_config.yaml", "--dashboard-host=0.0.0.0"):
+    for flag in (
+        "--head",
+        "--port=6379",
+        "--autoscaling-config=~/ray_bootstrap_config.yaml",
+        "--dashboard-host=0.0.0.0",
+    ):
         assert flag in head_start, f"{rel(LAUNCHER)}: head_start_ray_commands lack {flag}"
-    assert "--address=$RAY_HEAD_IP:6379" in " ".join(prepared["worker_start_ray_commands"]), \
+    assert "--address=$RAY_HEAD_IP:6379" in " ".join(prepared["worker_start_ray_commands"]), (
         f"{rel(LAUNCHER)}: workers do not join the head's GCS port"
+    )
     for key in ("head_start_ray_commands", "worker_start_ray_commands"):
-        assert prepared[key][0] == "ray stop", f"{rel(LAUNCHER)}: {key} must stop a running Ray first (restarts reuse nodes)"
+        assert prepared[key][0] == "ray stop", (
+            f"{rel(LAUNCHER)}: {key} must stop a running Ray first (restarts reuse nodes)"
+        )
 
 
 # --------------------------------------------------------------------------------------------
@@ -132,8 +148,15 @@ def test_launcher_config_passes_ray_validation(monkeypatch: pytest.MonkeyPatch) 
 INT32 = {"type": "integer", "minimum": 0, "maximum": 2**31 - 1}
 STRING_MAP = {"type": "object", "additionalProperties": {"type": "string"}}
 # The resource.Quantity pattern of the generated CRD.
-QUANTITY = {"anyOf": [{"type": "integer", "minimum": 0},
-                      {"type": "string", "pattern": r"^(\+|-)?(([0-9]+(\.[0-9]*)?)|(\.[0-9]+))(([KMGTPE]i)|[numkMGTPE]|([eE](\+|-)?(([0-9]+(\.[0-9]*)?)|(\.[0-9]+))))?$"}]}
+QUANTITY = {
+    "anyOf": [
+        {"type": "integer", "minimum": 0},
+        {
+            "type": "string",
+            "pattern": r"^(\+|-)?(([0-9]+(\.[0-9]*)?)|(\.[0-9]+))(([KMGTPE]i)|[numkMGTPE]|([eE](\+|-)?(([0-9]+(\.[0-9]*)?)|(\.[0-9]+))))?$",
+        },
+    ]
+}
 CONTAINER = {
     "type": "object",
     # `image` is optional in core/v1 Container (for controllers that fill it in); KubeRay does not.
@@ -141,26 +164,42 @@ CONTAINER = {
     "properties": {
         "name": {"type": "string", "pattern": "^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"},
         "image": {"type": "string"},
-        "ports": {"type": "array", "items": {
-            "type": "object",
-            "required": ["containerPort"],
-            "properties": {
-                "containerPort": {"type": "integer", "minimum": 1, "maximum": 65535},
-                # IANA_SVC_NAME: at most 15 characters.
-                "name": {"type": "string", "maxLength": 15, "pattern": "^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"},
-                "protocol": {"enum": ["TCP", "UDP", "SCTP"]},
+        "ports": {
+            "type": "array",
+            "items": {
+                "type": "object",
+                "required": ["containerPort"],
+                "properties": {
+                    "containerPort": {"type": "integer", "minimum": 1, "maximum": 65535},
+                    # IANA_SVC_NAME: at most 15 characters.
+                    "name": {"type": "string", "maxLength": 15, "pattern": "^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"},
+                    "protocol": {"enum": ["TCP", "UDP", "SCTP"]},
+                },
             },
-        }},
-        "envFrom": {"type": "array", "items": {
-            "type": "object",
-            "properties": {"secretRef": {"type": "object", "required": ["name"], "properties": {"name": {"type": "string"}}},
-                           "configMapRef": {"type": "object", "required": ["name"], "properties": {"name": {"type": "string"}}}},
-        }},
+        },
+        "envFrom": {
+            "type": "array",
+            "items": {
+                "type": "object",
+                "properties": {
+                    "secretRef": {"type": "object", "required": ["name"], "properties": {"name": {"type": "string"}}},
+                    "configMapRef": {
+                        "type": "object",
+                        "required": ["name"],
+                        "properties": {"name": {"type": "string"}},
+                    },
+                },
+            },
+        },
         "env": {"type": "array", "items": {"type": "object", "required": ["name"]}},
-        "resources": {"type": "object", "additionalProperties": False, "properties": {
-            "requests": {"type": "object", "additionalProperties": QUANTITY},
-            "limits": {"type": "object", "additionalProperties": QUANTITY},
-        }},
+        "resources": {
+            "type": "object",
+            "additionalProperties": False,
+            "properties": {
+                "requests": {"type": "object", "additionalProperties": QUANTITY},
+                "limits": {"type": "object", "additionalProperties": QUANTITY},
+            },
+        },
     },
 }
 POD_TEMPLATE = {
@@ -169,14 +208,24 @@ POD_TEMPLATE = {
     "required": ["spec"],
     "properties": {
         "metadata": {"type": "object"},
-        "spec": {"type": "object", "required": ["containers"], "properties": {
-            "containers": {"type": "array", "minItems": 1, "items": CONTAINER},
-            "tolerations": {"type": "array", "items": {"type": "object", "properties": {
-                "operator": {"enum": ["Exists", "Equal"]},
-                "effect": {"enum": ["NoSchedule", "PreferNoSchedule", "NoExecute"]},
-            }}},
-            "serviceAccountName": {"type": "string"},
-        }},
+        "spec": {
+            "type": "object",
+            "required": ["containers"],
+            "properties": {
+                "containers": {"type": "array", "minItems": 1, "items": CONTAINER},
+                "tolerations": {
+                    "type": "array",
+                    "items": {
+                        "type": "object",
+                        "properties": {
+                            "operator": {"enum": ["Exists", "Equal"]},
+                            "effect": {"enum": ["NoSchedule", "PreferNoSchedule", "NoExecute"]},
+                        },
+                    },
+                },
+                "serviceAccountName": {"type": "string"},
+            },
+        },
     },
 }
 RAY_CLUSTER_SPEC = {
@@ -186,10 +235,13 @@ RAY_CLUSTER_SPEC = {
     "properties": {
         "suspend": {"type": "boolean"},
         "managedBy": {"enum": ["ray.io/kuberay-operator", "kueue.x-k8s.io/multikueue"]},
-        "autoscalerOptions": {"type": "object", "properties": {
-            "idleTimeoutSeconds": INT32,
-            "upscalingMode": {"enum": ["Default", "Aggressive", "Conservative"]},
-        }},
+        "autoscalerOptions": {
+            "type": "object",
+            "properties": {
+                "idleTimeoutSeconds": INT32,
+                "upscalingMode": {"enum": ["Default", "Aggressive", "Conservative"]},
+            },
+        },
         "headServiceAnnotations": STRING_MAP,
         "enableInTreeAutoscaling": {"type": "boolean"},
         "gcsFaultToleranceOptions": {"type": "object", "required": ["redisAddress"]},
@@ -206,23 +258,26 @@ RAY_CLUSTER_SPEC = {
             },
         },
         "rayVersion": {"type": "string"},
-        "workerGroupSpecs": {"type": "array", "items": {
-            "type": "object",
-            "required": ["groupName", "minReplicas", "maxReplicas", "rayStartParams", "template"],
-            "additionalProperties": False,
-            "properties": {
-                "suspend": {"type": "boolean"},
-                "groupName": {"type": "string", "minLength": 1},
-                "replicas": INT32,
-                "minReplicas": INT32,
-                "maxReplicas": INT32,
-                "idleTimeoutSeconds": INT32,
-                "rayStartParams": STRING_MAP,
-                "template": POD_TEMPLATE,
-                "scaleStrategy": {"type": "object"},
-                "numOfHosts": INT32,
+        "workerGroupSpecs": {
+            "type": "array",
+            "items": {
+                "type": "object",
+                "required": ["groupName", "minReplicas", "maxReplicas", "rayStartParams", "template"],
+                "additionalProperties": False,
+                "properties": {
+                    "suspend": {"type": "boolean"},
+                    "groupName": {"type": "string", "minLength": 1},
+                    "replicas": INT32,
+                    "minReplicas": INT32,
+                    "maxReplicas": INT32,
+                    "idleTimeoutSeconds": INT32,
+                    "rayStartParams": STRING_MAP,
+                    "template": POD_TEMPLATE,
+                    "scaleStrategy": {"type": "object"},
+                    "numOfHosts": INT32,
+                },
             },
-        }},
+        },
     },
 }
 RAY_JOB_SPEC = {
@@ -260,9 +315,13 @@ def manifest_schema(kind: str, spec: dict[str, Any]) -> dict[str, Any]:
             "apiVersion": {"const": "ray.io/v1"},
             "kind": {"const": kind},
             # A DNS-1123 label: KubeRay derives Service and Pod names from it.
-            "metadata": {"type": "object", "required": ["name"], "properties": {
-                "name": {"type": "string", "maxLength": 63, "pattern": "^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"},
-            }},
+            "metadata": {
+                "type": "object",
+                "required": ["name"],
+                "properties": {
+                    "name": {"type": "string", "maxLength": 63, "pattern": "^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"},
+                },
+            },
             "spec": spec,
         },
     }
@@ -270,8 +329,10 @@ def manifest_schema(kind: str, spec: dict[str, Any]) -> dict[str, Any]:
 
 def schema_errors(document: dict[str, Any], schema: dict[str, Any], path: Path) -> list[str]:
     validator = jsonschema.Draft7Validator(schema)
-    return [f"{rel(path)}: {'.'.join(str(p) for p in error.absolute_path) or '<root>'}: {error.message}"
-            for error in sorted(validator.iter_errors(document), key=lambda e: list(map(str, e.absolute_path)))]
+    return [
+        f"{rel(path)}: {'.'.join(str(p) for p in error.absolute_path) or '<root>'}: {error.message}"
+        for error in sorted(validator.iter_errors(document), key=lambda e: list(map(str, e.absolute_path)))
+    ]
 
 
 def cluster_spec(path: Path) -> dict[str, Any]:
@@ -280,8 +341,9 @@ def cluster_spec(path: Path) -> dict[str, Any]:
 
 
 def test_kuberay_manifests_match_the_crds() -> None:
-    errors = (schema_errors(load(KUBERAY_CLUSTER), manifest_schema("RayCluster", RAY_CLUSTER_SPEC), KUBERAY_CLUSTER)
-              + schema_errors(load(KUBERAY_JOB), manifest_schema("RayJob", RAY_JOB_SPEC), KUBERAY_JOB))
+    errors = schema_errors(
+        load(KUBERAY_CLUSTER), manifest_schema("RayCluster", RAY_CLUSTER_SPEC), KUBERAY_CLUSTER
+    ) + schema_errors(load(KUBERAY_JOB), manifest_schema("RayJob", RAY_JOB_SPEC), KUBERAY_JOB)
     assert not errors, "\n".join(errors)
 
 
@@ -311,10 +373,18 @@ def test_kuberay_containers_and_ports_are_consistent(path: Path) -> None:
     assert ports == HEAD_PORTS, f"{rel(path)}: head ports {ports}, expected {HEAD_PORTS}"
     start = head["rayStartParams"]
     assert start.get("dashboard-host") == "0.0.0.0", f"{rel(path)}: dashboard bound to {start.get('dashboard-host')!r}"
-    for param, port_name in (("port", "gcs-server"), ("dashboard-port", "dashboard"), ("ray-client-server-port", "client")):
+    for param, port_name in (
+        ("port", "gcs-server"),
+        ("dashboard-port", "dashboard"),
+        ("ray-client-server-port", "client"),
+    ):
         if param in start:
-            assert int(start[param]) == HEAD_PORTS[port_name], f"{rel(path)}: rayStartParams {param}={start[param]} but the {port_name} port is {HEAD_PORTS[port_name]}"
-    assert "nvidia.com/gpu" not in head_container.get("resources", {}).get("limits", {}), f"{rel(path)}: the head asks for a GPU"
+            assert int(start[param]) == HEAD_PORTS[port_name], (
+                f"{rel(path)}: rayStartParams {param}={start[param]} but the {port_name} port is {HEAD_PORTS[port_name]}"
+            )
+    assert "nvidia.com/gpu" not in head_container.get("resources", {}).get("limits", {}), (
+        f"{rel(path)}: the head asks for a GPU"
+    )
 
     groups = {g["groupName"]: g for g in spec["workerGroupSpecs"]}
     assert len(groups) == len(spec["workerGroupSpecs"]), f"{rel(path)}: duplicate groupName"
@@ -324,15 +394,23 @@ def test_kuberay_containers_and_ports_are_consistent(path: Path) -> None:
         assert low <= replicas <= high, f"{rel(path)}: group {name}: replicas {replicas} outside [{low}, {high}]"
         worker = group["template"]["spec"]["containers"][0]
         assert worker["name"] == "ray-worker", f"{rel(path)}: group {name}: first container is {worker['name']!r}"
-        assert worker["image"] == head_container["image"], f"{rel(path)}: group {name} runs {worker['image']}, the head {head_container['image']}"
-        assert worker.get("envFrom") == head_container.get("envFrom"), f"{rel(path)}: group {name} gets other settings than the head"
+        assert worker["image"] == head_container["image"], (
+            f"{rel(path)}: group {name} runs {worker['image']}, the head {head_container['image']}"
+        )
+        assert worker.get("envFrom") == head_container.get("envFrom"), (
+            f"{rel(path)}: group {name} gets other settings than the head"
+        )
     gpu = groups["gpu"]["template"]["spec"]["containers"][0]["resources"]
     assert int(gpu["limits"].get("nvidia.com/gpu", 0)) == 1, f"{rel(path)}: gpu group limits {gpu['limits']}"
     if "num-gpus" in groups["gpu"]["rayStartParams"]:
-        assert int(groups["gpu"]["rayStartParams"]["num-gpus"]) == 1, f"{rel(path)}: num-gpus disagrees with the GPU limit"
+        assert int(groups["gpu"]["rayStartParams"]["num-gpus"]) == 1, (
+            f"{rel(path)}: num-gpus disagrees with the GPU limit"
+        )
     # Kubernetes rejects a request for an extended resource that differs from its limit.
     if "nvidia.com/gpu" in gpu.get("requests", {}):
-        assert str(gpu["requests"]["nvidia.com/gpu"]) == str(gpu["limits"]["nvidia.com/gpu"]), f"{rel(path)}: GPU request != limit"
+        assert str(gpu["requests"]["nvidia.com/gpu"]) == str(gpu["limits"]["nvidia.com/gpu"]), (
+            f"{rel(path)}: GPU request != limit"
+        )
 
     secrets = {source["secretRef"]["name"] for source in head_container.get("envFrom", []) if "secretRef" in source}
     assert secrets == {"genimg-env"}, f"{rel(path)}: head env comes from secrets {secrets}"
@@ -341,17 +419,31 @@ def test_kuberay_containers_and_ports_are_consistent(path: Path) -> None:
 def test_rayjob_cluster_has_the_raycluster_shape() -> None:
     def shape(spec: dict[str, Any]) -> dict[str, Any]:
         def containers(template: dict[str, Any]) -> list[tuple[Any, ...]]:
-            return [(c["name"], c["image"], sorted((p.get("name"), p["containerPort"]) for p in c.get("ports", [])),
-                     c.get("envFrom"), c.get("resources")) for c in template["spec"]["containers"]]
+            return [
+                (
+                    c["name"],
+                    c["image"],
+                    sorted((p.get("name"), p["containerPort"]) for p in c.get("ports", [])),
+                    c.get("envFrom"),
+                    c.get("resources"),
+                )
+                for c in template["spec"]["containers"]
+            ]
 
-        return {"rayVersion": spec.get("rayVersion"),
-                "head": (spec["headGroupSpec"]["rayStartParams"], containers(spec["headGroupSpec"]["template"])),
-                "workers": {g["groupName"]: (g["minReplicas"], g["maxReplicas"], g["rayStartParams"], containers(g["template"]))
-                            for g in spec.get("workerGroupSpecs", [])}}
+        return {
+            "rayVersion": spec.get("rayVersion"),
+            "head": (spec["headGroupSpec"]["rayStartParams"], containers(spec["headGroupSpec"]["template"])),
+            "workers": {
+                g["groupName"]: (g["minReplicas"], g["maxReplicas"], g["rayStartParams"], containers(g["template"]))
+                for g in spec.get("workerGroupSpecs", [])
+            },
+        }
 
     cluster, job = shape(cluster_spec(KUBERAY_CLUSTER)), shape(cluster_spec(KUBERAY_JOB))
     for key in cluster:
-        assert job[key] == cluster[key], f"{rel(KUBERAY_JOB)}: rayClusterSpec {key} differs from {rel(KUBERAY_CLUSTER)}:\n{job[key]}\nvs\n{cluster[key]}"
+        assert job[key] == cluster[key], (
+            f"{rel(KUBERAY_JOB)}: rayClusterSpec {key} differs from {rel(KUBERAY_CLUSTER)}:\n{job[key]}\nvs\n{cluster[key]}"
+        )
 
 
 def dockerfile_workdir_and_copied() -> tuple[PurePosixPath, set[str]]:
@@ -375,10 +467,14 @@ def test_rayjob_runs_the_retrain_flow_from_the_image() -> None:
     job = load(KUBERAY_JOB)["spec"]
     assert job.get("shutdownAfterJobFinishes") is True, f"{rel(KUBERAY_JOB)}: the job's cluster outlives it"
     assert isinstance(job.get("ttlSecondsAfterFinished"), int), f"{rel(KUBERAY_JOB)}: no ttlSecondsAfterFinished"
-    assert job.get("submissionMode") == "K8sJobMode", f"{rel(KUBERAY_JOB)}: submissionMode {job.get('submissionMode')!r}"
+    assert job.get("submissionMode") == "K8sJobMode", (
+        f"{rel(KUBERAY_JOB)}: submissionMode {job.get('submissionMode')!r}"
+    )
 
     runtime_env = yaml.safe_load(job["runtimeEnvYAML"])
-    assert isinstance(runtime_env, dict), f"{rel(KUBERAY_JOB)}: runtimeEnvYAML is {type(runtime_env).__name__}, not a mapping"
+    assert isinstance(runtime_env, dict), (
+        f"{rel(KUBERAY_JOB)}: runtimeEnvYAML is {type(runtime_env).__name__}, not a mapping"
+    )
     env_vars = runtime_env.get("env_vars", {})
     # Ray rejects non-string env_vars values; YAML turns an unquoted 1 or true into int/bool.
     bad = {k: v for k, v in env_vars.items() if not isinstance(v, str)}
@@ -391,9 +487,12 @@ def test_rayjob_runs_the_retrain_flow_from_the_image() -> None:
     workdir, copied = dockerfile_workdir_and_copied()
     # The config is read inside the image: it must lie under something the Dockerfile copies,
     # and that something must be the repository's own file.
-    assert any(config == PurePosixPath(c) or PurePosixPath(c) in config.parents for c in copied), \
+    assert any(config == PurePosixPath(c) or PurePosixPath(c) in config.parents for c in copied), (
         f"{rel(KUBERAY_JOB)}: --config {config} is not under anything {rel(DOCKERFILE)} copies ({sorted(copied)})"
-    assert (ROOT / config.relative_to(workdir)).is_file(), f"{rel(KUBERAY_JOB)}: --config {config} is {config.relative_to(workdir)} in the repository, which does not exist"
+    )
+    assert (ROOT / config.relative_to(workdir)).is_file(), (
+        f"{rel(KUBERAY_JOB)}: --config {config} is {config.relative_to(workdir)} in the repository, which does not exist"
+    )
 
 
 # --------------------------------------------------------------------------------------------
@@ -433,10 +532,14 @@ def test_ray_version_agrees_everywhere() -> None:
             if ray_version != pinned:
                 mismatches.append(f"{rel(path)}: genimg image tag {genimg_version}-ray{ray_version}-…")
             if genimg_version != genimg.__version__:
-                mismatches.append(f"{rel(path)}: genimg image tag names genimg {genimg_version}, the package is {genimg.__version__}")
+                mismatches.append(
+                    f"{rel(path)}: genimg image tag names genimg {genimg_version}, the package is {genimg.__version__}"
+                )
     # The scan must have found what the files are known to contain, or it checked nothing.
     assert base_refs >= 1, "no rayproject/ray image reference found under infra/"
-    assert genimg_refs >= 3, f"only {genimg_refs} genimg image tags found under infra/ (launcher, RayCluster, RayJob expected)"
+    assert genimg_refs >= 3, (
+        f"only {genimg_refs} genimg image tags found under infra/ (launcher, RayCluster, RayJob expected)"
+    )
 
     launcher_image = load(LAUNCHER)["docker"]["image"]
     if f"-ray{pinned}-" not in launcher_image:

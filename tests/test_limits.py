@@ -33,8 +33,9 @@ from tests.test_cli_guards import invoke, mlflow_runs, one_line_error
     ],
 )
 def test_absurd_training_settings_are_one_line_and_leave_no_run(override, message):
-    result = invoke("train", "--model", "vae", "--dataset", "builtin:digits", "--workers", "0", "--steps", "2",
-                    "--set", override)
+    result = invoke(
+        "train", "--model", "vae", "--dataset", "builtin:digits", "--workers", "0", "--steps", "2", "--set", override
+    )
     one_line_error(result, message)
     if "seed" not in override:
         assert "limit" in result.stderr
@@ -80,8 +81,9 @@ def test_a_model_json_claiming_an_absurd_width_is_refused_before_the_module_is_b
 
 def test_a_conditional_model_of_a_trillion_classes_is_refused_by_its_size():
     # Labels this large are refused at ingest now; a version ingested before still trains no such model.
-    probe = Dataset("images", np.zeros((2, 1, 16, 16), np.uint8), "labels-from-an-old-version",
-                    labels=np.array([0, 10**12]))
+    probe = Dataset(
+        "images", np.zeros((2, 1, 16, 16), np.uint8), "labels-from-an-old-version", labels=np.array([0, 10**12])
+    )
     with pytest.raises(GenimgError, match=r"model.num_classes=1000000000001 .* limit"):
         resolve_run_config("vae", {"model": {"conditional": True}}, probe)
 
@@ -91,8 +93,9 @@ def test_tune_refuses_cpus_per_worker_0_before_starting_anything():
     from genimg.distributed.tune import tune_search
 
     with pytest.raises(GenimgError, match="--cpus-per-worker must each be ≥ 1, got .* and 0"):
-        tune_search("vae", "builtin:digits", {}, space=load_space("vae"), trials=2, steps=2, search="s",
-                    cpus_per_worker=0)
+        tune_search(
+            "vae", "builtin:digits", {}, space=load_space("vae"), trials=2, steps=2, search="s", cpus_per_worker=0
+        )
 
 
 # The records each packaged preset is for: (kind, record shape, labelled).
@@ -113,7 +116,11 @@ def test_every_packaged_preset_passes_the_limits_on_its_data(path):
     prefix = max((prefix for prefix in PRESET_DATA if path.stem.startswith(prefix)), key=len)
     kind, shape, labelled = PRESET_DATA[prefix]
     rows = 10
-    probe = Dataset(kind, np.broadcast_to(np.zeros((1, *shape), np.uint8), (rows, *shape)), path.name,
-                    labels=np.arange(rows) if labelled else None)
+    probe = Dataset(
+        kind,
+        np.broadcast_to(np.zeros((1, *shape), np.uint8), (rows, *shape)),
+        path.name,
+        labels=np.arange(rows) if labelled else None,
+    )
     run = resolve_run_config(model_of(path.name), load_config_file(path), probe)
     assert run.train.steps > 0

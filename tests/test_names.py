@@ -45,7 +45,9 @@ def test_store_keys_are_matched_in_full(tmp_path):
 def test_run_ids_and_model_uris_are_matched_in_full(target):
     from genimg.tracking.evaluations import resolve_target
 
-    with pytest.raises(GenimgError, match="is not an MLflow run id, a models:/ URI or a model folder|invalid model URI"):
+    with pytest.raises(
+        GenimgError, match="is not an MLflow run id, a models:/ URI or a model folder|invalid model URI"
+    ):
         resolve_target(target)
 
 

@@ -14,10 +14,14 @@ from genimg.cli_app import one_line_errors
 EXABYTE = 2**60
 
 
-@pytest.mark.parametrize("allocate", [
-    lambda: np.empty(EXABYTE, dtype=np.uint8),  # MemoryError
-    lambda: torch.empty(EXABYTE, dtype=torch.uint8),  # RuntimeError from PyTorch's CPU allocator
-], ids=["numpy", "torch"])
+@pytest.mark.parametrize(
+    "allocate",
+    [
+        lambda: np.empty(EXABYTE, dtype=np.uint8),  # MemoryError
+        lambda: torch.empty(EXABYTE, dtype=torch.uint8),  # RuntimeError from PyTorch's CPU allocator
+    ],
+    ids=["numpy", "torch"],
+)
 def test_an_allocation_that_fails_is_one_line(allocate: Callable[[], object]):
     app = typer.Typer()
 

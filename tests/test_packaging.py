@@ -62,8 +62,16 @@ def test_locate_config_prefers_an_existing_file(tmp_path, monkeypatch):
     assert locate_config("~/configs/cifar10-gan.yaml") == own
 
 
-@pytest.mark.parametrize("value", ["nope.yaml", "configs/nope.yaml", "other/cifar10-gan.yaml",
-                                   "a/configs/cifar10-gan.yaml", "/no/such/cifar10-gan.yaml"])
+@pytest.mark.parametrize(
+    "value",
+    [
+        "nope.yaml",
+        "configs/nope.yaml",
+        "other/cifar10-gan.yaml",
+        "a/configs/cifar10-gan.yaml",
+        "/no/such/cifar10-gan.yaml",
+    ],
+)
 def test_locate_config_refuses_what_is_neither_a_file_nor_a_preset(tmp_path, monkeypatch, value):
     monkeypatch.chdir(tmp_path)
     with pytest.raises(ConfigError, match=r"config file not found: .*packaged presets: .*vae-digits\.yaml"):
@@ -74,12 +82,16 @@ def test_locate_config_refuses_what_is_neither_a_file_nor_a_preset(tmp_path, mon
 # A wheel, installed into a fresh venv
 
 
-def _run(argv: list[str], cwd: Path, env: dict[str, str] | None = None, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+def _run(
+    argv: list[str], cwd: Path, env: dict[str, str] | None = None, timeout: float = 120
+) -> subprocess.CompletedProcess[str]:
     return subprocess.run(argv, cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
 
 
 def _ok(done: subprocess.CompletedProcess[str]) -> str:
-    assert done.returncode == 0, f"{done.args} exited {done.returncode}\nstdout:\n{done.stdout[-3000:]}\nstderr:\n{done.stderr[-3000:]}"
+    assert done.returncode == 0, (
+        f"{done.args} exited {done.returncode}\nstdout:\n{done.stdout[-3000:]}\nstderr:\n{done.stderr[-3000:]}"
+    )
     return done.stdout
 
 
@@ -95,18 +107,44 @@ def _source_snapshot(dest: Path) -> Path:
 
 
 def _clean_env(home: Path) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items()
-           if not k.startswith(("GENIMG_", "MLFLOW_", "PYTHON", "VIRTUAL_ENV", "RAY_ADDRESS", "PREFECT_API"))}
-    env.update(GENIMG_HOME=str(home), RAY_USAGE_STATS_ENABLED="0", DO_NOT_TRACK="1",
-               PREFECT_SERVER_ANALYTICS_ENABLED="false", PYTHONDONTWRITEBYTECODE="1", PYTHONNOUSERSITE="1")
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith(("GENIMG_", "MLFLOW_", "PYTHON", "VIRTUAL_ENV", "RAY_ADDRESS", "PREFECT_API"))
+    }
+    env.update(
+        GENIMG_HOME=str(home),
+        RAY_USAGE_STATS_ENABLED="0",
+        DO_NOT_TRACK="1",
+        PREFECT_SERVER_ANALYTICS_ENABLED="false",
+        PYTHONDONTWRITEBYTECODE="1",
+        PYTHONNOUSERSITE="1",
+    )
     return env
 
 
 def build_wheel(tmp_path: Path) -> Path:
     """A wheel of the checkout, built in `tmp_path` (offline: no build isolation, no index)."""
     dist = tmp_path / "dist"
-    _ok(_run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "--no-index",
-              "-q", "-w", str(dist), str(_source_snapshot(tmp_path / "src"))], cwd=tmp_path, timeout=180))
+    _ok(
+        _run(
+            [
+                sys.executable,
+                "-m",
+                "pip",
+                "wheel",
+                "--no-deps",
+                "--no-build-isolation",
+                "--no-index",
+                "-q",
+                "-w",
+                str(dist),
+                str(_source_snapshot(tmp_path / "src")),
+            ],
+            cwd=tmp_path,
+            timeout=180,
+        )
+    )
     (wheel,) = dist.glob("genimg-*.whl")
     return wheel
 
@@ -123,7 +161,11 @@ def install_in_fresh_venv(wheel: Path, tmp_path: Path) -> Path:
     _ok(_run([sys.executable, "-m", "venv", str(venv)], cwd=tmp_path))
     python = venv / "bin" / "python"
     _ok(_run([str(python), "-m", "pip", "install", "-q", "--no-deps", "--no-index", str(wheel)], cwd=tmp_path))
-    fresh_site = Path(_ok(_run([str(python), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"], cwd=tmp_path)).strip())
+    fresh_site = Path(
+        _ok(
+            _run([str(python), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"], cwd=tmp_path)
+        ).strip()
+    )
     (fresh_site / "genimg-project-deps.pth").write_text("".join(f"{p}\n" for p in _project_sites()))
     return fresh_site
 
@@ -137,14 +179,18 @@ def test_a_wheel_installed_in_a_fresh_venv_has_its_configs_and_trains(tmp_path):
     """Budget ≈ 20 s: build ≈ 2 s, venv with pip ≈ 4 s, two 2-step trainings without evaluation."""
     import setuptools  # the build backend, used without isolation (no network needed)
 
-    assert int(setuptools.__version__.split(".")[0]) >= 77, f"setuptools {setuptools.__version__} < 77 (pyproject's build requirement)"
+    assert int(setuptools.__version__.split(".")[0]) >= 77, (
+        f"setuptools {setuptools.__version__} < 77 (pyproject's build requirement)"
+    )
 
     # 1. The wheel: the configs as package data, genimg only (no pipelines/, tests/, bench/).
     wheel = build_wheel(tmp_path)
     names = zipfile.ZipFile(wheel).namelist()
     top = {n.split("/")[0] for n in names if not n.split("/")[0].endswith((".dist-info", ".data"))}
     assert top == {"genimg"}, f"the wheel ships top-level {sorted(top)}"
-    packaged = {n.removeprefix("genimg/configs/") for n in names if n.startswith("genimg/configs/") and n.endswith(".yaml")}
+    packaged = {
+        n.removeprefix("genimg/configs/") for n in names if n.startswith("genimg/configs/") and n.endswith(".yaml")
+    }
     assert packaged == {p.name for p in CONFIGS_DIR.glob("*.yaml")}
     assert "genimg/configs/__init__.py" in names
 
@@ -158,12 +204,14 @@ def test_a_wheel_installed_in_a_fresh_venv_has_its_configs_and_trains(tmp_path):
     env = _clean_env(home)
 
     # 3. genimg and its configs come from the fresh venv, not from the checkout.
-    probe = ("import importlib.util, json, sys, genimg, genimg.configs as c; "
-             "print(json.dumps({'genimg': genimg.__file__, 'configs': str(c.CONFIGS_DIR), "
-             "'retrain': str(c.packaged_config('retrain.yaml')), "
-             "'pipelines': importlib.util.find_spec('pipelines') is not None, "
-             "'editable_finder': any('editable' in type(f).__name__.lower() or 'editable' in getattr(f, '__module__', '') "
-             "for f in sys.meta_path), 'path': sys.path}))")
+    probe = (
+        "import importlib.util, json, sys, genimg, genimg.configs as c; "
+        "print(json.dumps({'genimg': genimg.__file__, 'configs': str(c.CONFIGS_DIR), "
+        "'retrain': str(c.packaged_config('retrain.yaml')), "
+        "'pipelines': importlib.util.find_spec('pipelines') is not None, "
+        "'editable_finder': any('editable' in type(f).__name__.lower() or 'editable' in getattr(f, '__module__', '') "
+        "for f in sys.meta_path), 'path': sys.path}))"
+    )
     found = json.loads(_ok(_run([str(python), "-c", probe], cwd=elsewhere, env=env)))
     assert Path(found["genimg"]).is_relative_to(fresh_site), f"genimg imported from {found['genimg']}"
     assert not Path(found["genimg"]).is_relative_to(ROOT)
@@ -177,8 +225,21 @@ def test_a_wheel_installed_in_a_fresh_venv_has_its_configs_and_trains(tmp_path):
 
     # Evaluation at the end of training is skipped: it trains a feature network (≈ 18 s) and
     # has nothing to do with packaging.
-    train = [str(genimg), "train", "--model", "vae", "--dataset", "builtin:digits", "--steps", "2",
-             "--workers", "0", "--set", "eval.at_end_of_training=false", "--json"]
+    train = [
+        str(genimg),
+        "train",
+        "--model",
+        "vae",
+        "--dataset",
+        "builtin:digits",
+        "--steps",
+        "2",
+        "--workers",
+        "0",
+        "--set",
+        "eval.at_end_of_training=false",
+        "--json",
+    ]
     result = json.loads(_ok(_run(train, cwd=elsewhere, env=env, timeout=300)))
     assert result["model"] == "vae" and result["metrics"], result
     assert int(result["metrics"]["step"]) == 2 and result["run_id"], result["metrics"]

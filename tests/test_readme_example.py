@@ -27,7 +27,8 @@ def test_the_readme_python_example_is_five_lines_of_calls():
 def test_the_readme_python_example_runs(tmp_path):
     env = {key: value for key, value in __import__("os").environ.items() if not key.startswith(("MLFLOW_", "GENIMG_"))}
     env["GENIMG_HOME"] = str(tmp_path / "home")
-    result = subprocess.run([sys.executable, "-c", python_example()], cwd=tmp_path, env=env,
-                            capture_output=True, text=True, timeout=580)
+    result = subprocess.run(
+        [sys.executable, "-c", python_example()], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=580
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     assert (tmp_path / "digits.png").stat().st_size > 0

@@ -17,8 +17,9 @@ def git(*args: str) -> str:
 
 @pytest.mark.skipif(shutil.which("git") is None or not (ROOT / ".git").exists(), reason="not a git checkout")
 def test_no_database_or_run_state_is_committed_and_such_files_are_ignored():
-    tracked = [path for path in git("ls-files").splitlines()
-               if re.search(r"\.(db|sqlite3?)$|(^|/)(mlruns|mlartifacts)/", path)]
+    tracked = [
+        path for path in git("ls-files").splitlines() if re.search(r"\.(db|sqlite3?)$|(^|/)(mlruns|mlartifacts)/", path)
+    ]
     assert tracked == []
     for stray in ("mlflow.db", "sub/dir/mlflow.db", "mlruns/0/meta.yaml", "mlartifacts/1/x"):
         assert git("check-ignore", "--no-index", stray).strip() == stray
@@ -27,7 +28,7 @@ def test_no_database_or_run_state_is_committed_and_such_files_are_ignored():
 def section(markdown: str, heading: str) -> str:
     start = markdown.index(f"## {heading}\n")
     end = markdown.find("\n## ", start + 1)
-    return markdown[start:end if end != -1 else None]
+    return markdown[start : end if end != -1 else None]
 
 
 def test_the_readme_states_the_trust_boundaries():
@@ -40,9 +41,11 @@ def test_the_readme_states_the_trust_boundaries():
 def test_torch_comes_from_the_cpu_wheel_index_with_a_fallback_to_the_plain_pin():
     makefile = (ROOT / "Makefile").read_text()
     assert "TORCH_INDEX ?= https://download.pytorch.org/whl/cpu" in makefile
-    probe, cpu, plain = (makefile.index("u.urlopen('$(TORCH_INDEX)/torch/'"),
-                         makefile.index('--index-url "$(TORCH_INDEX)" "$(TORCH_PIN)"'),
-                         makefile.index('else \\\n'))
+    probe, cpu, plain = (
+        makefile.index("u.urlopen('$(TORCH_INDEX)/torch/'"),
+        makefile.index('--index-url "$(TORCH_INDEX)" "$(TORCH_PIN)"'),
+        makefile.index("else \\\n"),
+    )
     assert probe < cpu < plain, "torch: the CPU index where it answers, else the plain pin"
     assert makefile[plain:].split("fi\n", 1)[0].count('-m pip install --quiet "$(TORCH_PIN)"') == 1
     # and before the project, whose open torch>=2.4 would otherwise resolve to a CUDA build

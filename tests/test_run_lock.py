@@ -20,8 +20,10 @@ from genimg.services.train import TrainRequest, train
 from genimg.store import open_store
 
 TINY = {"model": {"width": 4, "latent_dim": 4}, "train": {"batch_size": 16}}
-REFUSED = r"run {name} is already being trained \(.*pid \d+ on host .+, since \d{{4}}-.*Z; lock .*locks/run-{name}\.json\): " \
-          r"pick another --run-name, or wait for it to end and pass --resume to continue it"
+REFUSED = (
+    r"run {name} is already being trained \(.*pid \d+ on host .+, since \d{{4}}-.*Z; lock .*locks/run-{name}\.json\): "
+    r"pick another --run-name, or wait for it to end and pass --resume to continue it"
+)
 
 
 @pytest.fixture
@@ -32,8 +34,15 @@ def short_ttl(monkeypatch):
 
 def tiny_request(run_name, steps, **options):
     sections = {"model": TINY["model"], "train": {**TINY["train"], "steps": steps}}
-    return TrainRequest("vae", "builtin:digits", sections, workers=options.pop("workers", 0), run_name=run_name,
-                        evaluate=False, **options)
+    return TrainRequest(
+        "vae",
+        "builtin:digits",
+        sections,
+        workers=options.pop("workers", 0),
+        run_name=run_name,
+        evaluate=False,
+        **options,
+    )
 
 
 def test_a_second_holder_is_refused_naming_the_first_until_it_releases(store, short_ttl):
@@ -52,17 +61,27 @@ def test_a_lock_its_holder_stopped_renewing_is_taken_over(store, short_ttl, capl
     store.put_bytes(locks.run_lock_key("r2"), json.dumps(record).encode())
     with caplog.at_level("INFO", logger="genimg"), locks.run_lock("r2") as lock:
         assert json.loads(store.read_versioned(lock.key)[0])["token"] == lock.token
-    assert "run r2 is locked (pid 1 on host elsewhere.example, since 1970-01-01T00:00:00Z) but the lock is not " \
-           "being renewed: taking it over if it stays so for 0.6 s" in caplog.text
+    assert (
+        "run r2 is locked (pid 1 on host elsewhere.example, since 1970-01-01T00:00:00Z) but the lock is not "
+        "being renewed: taking it over if it stays so for 0.6 s" in caplog.text
+    )
 
 
 def test_a_killed_holder_on_this_host_is_taken_over_at_once(store):
     """It is refused while its process renews the lock; once killed, taken over without waiting
     out the TTL (60 s here)."""
     holder = subprocess.Popen(
-        [sys.executable, "-c", ("import time\nfrom genimg import locks\nlocks.RUN_LOCK_TTL_SECONDS = 0.6\n"
-                                "with locks.run_lock('r3'):\n    print('held', flush=True)\n    time.sleep(600)")],
-        stdout=subprocess.PIPE, text=True)
+        [
+            sys.executable,
+            "-c",
+            (
+                "import time\nfrom genimg import locks\nlocks.RUN_LOCK_TTL_SECONDS = 0.6\n"
+                "with locks.run_lock('r3'):\n    print('held', flush=True)\n    time.sleep(600)"
+            ),
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
     try:
         assert holder.stdout.readline().strip() == "held"
         with pytest.raises(GenimgError, match=f"pid {holder.pid} on host"), locks.run_lock("r3"):
@@ -119,8 +138,23 @@ def test_a_run_still_going_is_not_resumed_in_process_or_on_ray(tmp_path, monkeyp
     """Refused in one line before any MLflow run or Ray exists: the driver holds a Ray run's lock."""
     monkeypatch.setenv("GENIMG_STORE", (tmp_path / "store").as_uri())
     with locks.run_lock("busy"):
-        result = CliRunner().invoke(app, ["train", "--model", "vae", "--dataset", "builtin:digits", "--workers", workers,
-                                          "--steps", "2", "--run-name", "busy", "--resume"])
+        result = CliRunner().invoke(
+            app,
+            [
+                "train",
+                "--model",
+                "vae",
+                "--dataset",
+                "builtin:digits",
+                "--workers",
+                workers,
+                "--steps",
+                "2",
+                "--run-name",
+                "busy",
+                "--resume",
+            ],
+        )
     lines = result.stderr.strip().splitlines()
     assert result.exit_code == 1 and len(lines) == 1, result.output
     assert re.fullmatch("error: " + REFUSED.format(name="busy"), lines[0]), lines[0]

@@ -32,21 +32,26 @@ def count_reads(monkeypatch) -> list[str]:
     return reads
 
 
-@pytest.mark.parametrize(("model", "shape", "expected"), [
-    ("gan", (3, 64, 64), {"precision": "bf16", "channels_last": True}),
-    ("vae", (3, 128, 96), {"precision": "bf16", "channels_last": True}),
-    ("rvae", (20, 1, 64, 64), {"precision": "bf16", "channels_last": True}),
-    ("gan", (3, 32, 32), {}),  # measured slower in bf16 below 64 px
-    ("vae", (1, 16, 16), {}),
-    ("gan-mlp", (3, 64, 64), {}),  # not convolutional
-])
+@pytest.mark.parametrize(
+    ("model", "shape", "expected"),
+    [
+        ("gan", (3, 64, 64), {"precision": "bf16", "channels_last": True}),
+        ("vae", (3, 128, 96), {"precision": "bf16", "channels_last": True}),
+        ("rvae", (20, 1, 64, 64), {"precision": "bf16", "channels_last": True}),
+        ("gan", (3, 32, 32), {}),  # measured slower in bf16 below 64 px
+        ("vae", (1, 16, 16), {}),
+        ("gan-mlp", (3, 64, 64), {}),  # not convolutional
+    ],
+)
 def test_gpu_defaults_are_decided_once_for_every_entry_point(model, shape, expected):
     assert gpu_defaults(model_spec(model).convolutional, shape) == expected
     sections = training_sections(TrainRequest(model, "builtin:digits", {"train": {"steps": 2}}, gpu=True), shape)
-    assert {key: sections["train"][key] for key in ("precision", "channels_last") if key in sections["train"]} \
-        == expected
-    explicit = training_sections(TrainRequest(model, "builtin:digits", {"train": {"precision": "fp32"}}, gpu=True),
-                                 shape)
+    assert {
+        key: sections["train"][key] for key in ("precision", "channels_last") if key in sections["train"]
+    } == expected
+    explicit = training_sections(
+        TrainRequest(model, "builtin:digits", {"train": {"precision": "fp32"}}, gpu=True), shape
+    )
     assert explicit["train"]["precision"] == "fp32"  # a config's own choice wins over the default
     assert "precision" not in training_sections(TrainRequest(model, "builtin:digits"), shape)["train"]
     # Before the dataset is resolved (a request checked, or sent on as a Ray Job) nothing is added.
@@ -55,8 +60,20 @@ def test_gpu_defaults_are_decided_once_for_every_entry_point(model, shape, expec
 
 def test_a_raw_source_is_read_once_by_training_and_its_evaluation(monkeypatch):
     reads = count_reads(monkeypatch)
-    args = ["train", "--model", "vae", "--dataset", "builtin:digits", "--workers", "0", "--steps", "3",
-            *[item for key, value in TINY_VAE.items() for item in ("--set", f"{key}={value}")], *TINY_EVAL, "--json"]
+    args = [
+        "train",
+        "--model",
+        "vae",
+        "--dataset",
+        "builtin:digits",
+        "--workers",
+        "0",
+        "--steps",
+        "3",
+        *[item for key, value in TINY_VAE.items() for item in ("--set", f"{key}={value}")],
+        *TINY_EVAL,
+        "--json",
+    ]
     result = runner.invoke(app, args)
     assert result.exit_code == 0, result.output
     payload = json.loads(result.stdout)
@@ -77,7 +94,9 @@ def test_a_store_dataset_is_resolved_without_reading_records(tmp_path, monkeypat
 
 def test_the_python_api_trains_on_the_train_split_only():
     handle = resolve_dataset("builtin:digits")
-    outcome = genimg.train("vae", "builtin:digits", steps=2, workers=0, overrides={**TINY_VAE, "eval.at_end_of_training": False})
+    outcome = genimg.train(
+        "vae", "builtin:digits", steps=2, workers=0, overrides={**TINY_VAE, "eval.at_end_of_training": False}
+    )
     assert isinstance(outcome, TrainOutcome)
     assert outcome.records == handle.count(("train",)) < sum(handle.counts.values())
     assert outcome.dataset == handle.ref and outcome.evaluation is None

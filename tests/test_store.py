@@ -111,8 +111,23 @@ def test_a_home_with_a_space_and_a_non_ascii_letter_keeps_everything_in_it(tmp_p
         return json.loads(result.stdout)
 
     cli("ingest", "builtin:digits", "--name", "digits")
-    run = cli("train", "--model", "vae", "--dataset", "digits", "--workers", "0", "--steps", "2", "--set",
-              "model.width=4", "--set", "model.latent_dim=4", "--set", "eval.at_end_of_training=false")
+    run = cli(
+        "train",
+        "--model",
+        "vae",
+        "--dataset",
+        "digits",
+        "--workers",
+        "0",
+        "--steps",
+        "2",
+        "--set",
+        "model.width=4",
+        "--set",
+        "model.latent_dim=4",
+        "--set",
+        "eval.at_end_of_training=false",
+    )
     assert run["checkpoint"].startswith(home.as_uri())
     evaluated = cli("evaluate", run["run_id"], "--samples", "20", "--nll-k", "2", "--extractor-steps", "20")
     assert "nll" in evaluated["metrics"]

@@ -45,7 +45,9 @@ def test_a_missing_space_file_and_an_unknown_key_are_refused(tmp_path):
 
 def test_sampled_values_become_config_sections():
     assert split_overrides({"train.lr": 0.1, "train.betas": (0.5, 0.9), "model.latent_dim": 8}) == {
-        "train": {"lr": 0.1, "betas": [0.5, 0.9]}, "model": {"latent_dim": 8}}
+        "train": {"lr": 0.1, "betas": [0.5, 0.9]},
+        "model": {"latent_dim": 8},
+    }
 
 
 def test_bad_search_spaces_fail_before_ray_starts(tmp_path):

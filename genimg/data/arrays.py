@@ -46,8 +46,10 @@ def read_npy_header(stream: IO[bytes], size: int, shown: str) -> NpyHeader:
     header = NpyHeader(tuple(int(n) for n in shape), dtype)
     held = size - stream.tell()
     if header.data_bytes > held:
-        raise DataError(f"{shown}: its header claims {header.dtype} {header.shape} ({format_bytes(header.data_bytes)}) "
-                        f"but it holds {format_bytes(held)} of data: truncated or corrupt")
+        raise DataError(
+            f"{shown}: its header claims {header.dtype} {header.shape} ({format_bytes(header.data_bytes)}) "
+            f"but it holds {format_bytes(held)} of data: truncated or corrupt"
+        )
     check_memory(f"{shown}: {header.dtype} {header.shape}", header.data_bytes, "too large to load", DataError)
     return header
 
@@ -55,8 +57,10 @@ def read_npy_header(stream: IO[bytes], size: int, shown: str) -> NpyHeader:
 def check_pixel_dtype(header: NpyHeader, shown: str) -> None:
     # Objects are pickles: np.load refuses them unread (allow_pickle=False), as "not a readable" file.
     if header.dtype.kind not in PIXEL_DTYPE_KINDS and not header.dtype.hasobject:
-        raise DataError(f"{shown}: images of dtype {header.dtype} cannot be pixels (expected integers "
-                        "0–255, floats in [0, 1] or [0, 255], or booleans)")
+        raise DataError(
+            f"{shown}: images of dtype {header.dtype} cannot be pixels (expected integers "
+            "0–255, floats in [0, 1] or [0, 255], or booleans)"
+        )
 
 
 def npz_headers(path: Path) -> dict[str, NpyHeader]:
@@ -138,8 +142,7 @@ def read_array_file(path: Path, kind: DataKind | None) -> Dataset:
             rejected.append(
                 Rejection(
                     f"{path}:labels",
-                    f"labels ignored: expected {len(array)} integers, got {labels.dtype} "
-                    f"{labels.shape}",
+                    f"labels ignored: expected {len(array)} integers, got {labels.dtype} {labels.shape}",
                 )
             )
             labels = None
@@ -147,6 +150,9 @@ def read_array_file(path: Path, kind: DataKind | None) -> Dataset:
             check_label_values(labels, f"{path}:labels")
             labels = labels.astype(np.int64)[kept]
     return Dataset(
-        kind=kind, data=np.ascontiguousarray(data), source=str(path), labels=labels,
+        kind=kind,
+        data=np.ascontiguousarray(data),
+        source=str(path),
+        labels=labels,
         rejected=rejected,
     )

@@ -22,11 +22,7 @@ def load_digits_16() -> Dataset:
     levels = np.rint(digits.images * (255.0 / 16.0)).astype(np.uint8)
     images = np.stack(
         [
-            np.asarray(
-                Image.fromarray(image, "L").resize(
-                    (DIGITS_SIZE, DIGITS_SIZE), Image.Resampling.BILINEAR
-                )
-            )
+            np.asarray(Image.fromarray(image, "L").resize((DIGITS_SIZE, DIGITS_SIZE), Image.Resampling.BILINEAR))
             for image in levels
         ]
     )[:, None]

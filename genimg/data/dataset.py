@@ -46,8 +46,7 @@ class Dataset:
         expected_rank = 4 if self.kind == "images" else 5
         if self.data.dtype != np.uint8 or self.data.ndim != expected_rank:
             raise ValueError(
-                f"{self.kind} must be uint8 of rank {expected_rank}, "
-                f"got {self.data.dtype} {self.data.shape}"
+                f"{self.kind} must be uint8 of rank {expected_rank}, got {self.data.dtype} {self.data.shape}"
             )
         if self.labels is not None and self.labels.shape != (len(self.data),):
             raise ValueError(f"labels shape {self.labels.shape} != ({len(self.data)},)")
@@ -75,8 +74,10 @@ def check_label_values(labels: np.ndarray, where: str) -> None:
     if len(labels) == 0 or int(labels.max()) < MAX_CLASSES:
         return
     index = int(np.argmax(labels))
-    raise DataError(f"{where}: label {int(labels[index])} (record {index}) is not a class index below "
-                    f"{MAX_CLASSES:,}; labels must be small non-negative integers 0, 1, … (negative: unlabelled)")
+    raise DataError(
+        f"{where}: label {int(labels[index])} (record {index}) is not a class index below "
+        f"{MAX_CLASSES:,}; labels must be small non-negative integers 0, 1, … (negative: unlabelled)"
+    )
 
 
 def no_valid_records(source: str, kind: DataKind, rejected: list[Rejection]) -> Exception:
@@ -84,7 +85,4 @@ def no_valid_records(source: str, kind: DataKind, rejected: list[Rejection]) -> 
     if not rejected:
         return DataError(f"{source}: no {kind} found (empty source)")
     first = rejected[0]
-    return DataError(
-        f"{source}: no valid {kind}; {len(rejected)} item(s) rejected, "
-        f"first {first.item}: {first.reason}"
-    )
+    return DataError(f"{source}: no valid {kind}; {len(rejected)} item(s) rejected, first {first.item}: {first.reason}")

@@ -185,8 +185,9 @@ def decode_all(
     workers = decode_workers()
     results: list[np.ndarray | str] = []
     if len(paths) >= PARALLEL_MIN_FILES and workers > 1 and "fork" in mp.get_all_start_methods():
-        with ProcessPoolExecutor(workers, mp_context=mp.get_context("fork"),
-                                 initializer=die_with_parent, initargs=(os.getpid(),)) as pool:
+        with ProcessPoolExecutor(
+            workers, mp_context=mp.get_context("fork"), initializer=die_with_parent, initargs=(os.getpid(),)
+        ) as pool:
             for decoded in pool.map(partial(decode_chunk, resize=resize), chunks):
                 results += decoded
                 if progress is not None:
@@ -268,9 +269,7 @@ def decode_image(path: Path, resize: ResizePolicy | None = None) -> np.ndarray |
         return f"corrupt image: {exc}"
 
 
-def read_image_folder(
-    folder: Path, progress: Progress | None = None, resize: ResizePolicy | None = None
-) -> Dataset:
+def read_image_folder(folder: Path, progress: Progress | None = None, resize: ResizePolicy | None = None) -> Dataset:
     root = folder.resolve()  # the folder itself may be a link; what is inside must stay in it
     top = list_folder(folder, root)
     rejected = list(top.rejected)
@@ -286,7 +285,7 @@ def read_image_folder(
         raise DataError(f"{folder}: empty folder (no files)")
     images, labels = [], []
     decoded_all = decode_all([p for p, _ in entries], progress, resize)
-    for (path, label), decoded in zip(entries, decoded_all):
+    for (path, label), decoded in zip(entries, decoded_all, strict=True):
         if isinstance(decoded, str):
             rejected.append(Rejection(str(path), decoded))
         else:
@@ -304,9 +303,7 @@ def read_image_folder(
     )
 
 
-def read_sequence_folder(
-    folder: Path, progress: Progress | None = None, resize: ResizePolicy | None = None
-) -> Dataset:
+def read_sequence_folder(folder: Path, progress: Progress | None = None, resize: ResizePolicy | None = None) -> Dataset:
     root = folder.resolve()
     top = list_folder(folder, root)
     if not top.dirs and not top.rejected:

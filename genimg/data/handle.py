@@ -104,17 +104,22 @@ class DatasetHandle:
         records = np.concatenate([part.data for part in parts])
         labels = [part.labels for part in parts]
         return Dataset(
-            kind=self.kind, data=records, source=self.ref,
+            kind=self.kind,
+            data=records,
+            source=self.ref,
             labels=np.concatenate(labels) if all(label is not None for label in labels) else None,  # type: ignore[arg-type]
-            class_names=list(self.class_names) if self.class_names else None, rejected=list(self.rejected),
+            class_names=list(self.class_names) if self.class_names else None,
+            rejected=list(self.rejected),
         )
 
     def check_not_empty(self, splits: tuple[str, ...]) -> None:
         """Refuse, naming the dataset and the splits, when `splits` hold no records."""
         if self.count(splits) == 0:
             shares = ", ".join(f"{k} {v:.0%}" for k, v in SPLIT_FRACTIONS.items())
-            raise DataError(f"{self.given}: its {sum(self.counts.values())} record(s) leave none in the "
-                            f"{'+'.join(splits)} split (records are split {shares} by content hash)")
+            raise DataError(
+                f"{self.given}: its {sum(self.counts.values())} record(s) leave none in the "
+                f"{'+'.join(splits)} split (records are split {shares} by content hash)"
+            )
 
     def shape_probe(self) -> Dataset:
         """A Dataset with the training records' shape and labels (no records read from the store),
@@ -126,8 +131,13 @@ class DatasetHandle:
         labels = self.stored.load_labels() if self.stored.labelled else None
         rows = 1 if labels is None else len(labels)
         zeros = np.broadcast_to(np.zeros((1, *self.record_shape), np.uint8), (rows, *self.record_shape))
-        return Dataset(kind=self.kind, data=zeros, source=self.ref, labels=labels,
-                       class_names=list(self.class_names) if self.class_names else None)
+        return Dataset(
+            kind=self.kind,
+            data=zeros,
+            source=self.ref,
+            labels=labels,
+            class_names=list(self.class_names) if self.class_names else None,
+        )
 
     def split_bytes(self, splits: tuple[str, ...] = ("train",)) -> int:
         """The bytes the records of `splits` take in memory."""
@@ -137,8 +147,10 @@ class DatasetHandle:
         """Whether training workers stream this dataset (train.data_mode): only a store version's
         shards can be streamed; "auto" streams from STREAM_THRESHOLD_BYTES of train records on."""
         if data_mode == "stream" and self.stored is None:
-            raise DataError(f"{self.given}: train.data_mode=stream reads a store dataset's shards; ingest the "
-                            "source first (genimg ingest SOURCE --name NAME) or use train.data_mode=memory")
+            raise DataError(
+                f"{self.given}: train.data_mode=stream reads a store dataset's shards; ingest the "
+                "source first (genimg ingest SOURCE --name NAME) or use train.data_mode=memory"
+            )
         if data_mode == "auto":
             return self.stored is not None and self.split_bytes() >= STREAM_THRESHOLD_BYTES
         return data_mode == "stream"
@@ -159,9 +171,15 @@ def resolve_dataset(source: str, kind: DataKind | None = None, *, store: ObjectS
         if kind is not None and version.kind != kind:
             raise DataError(f"{version.ref} holds {version.kind}, not {kind}")
         return DatasetHandle(
-            given=source, ref=version.ref, version=version.version, kind=version.kind,
-            record_shape=version.record_shape, counts=version.counts, location=version.uri,
-            class_names=version.class_names, stored=version,
+            given=source,
+            ref=version.ref,
+            version=version.version,
+            kind=version.kind,
+            record_shape=version.record_shape,
+            counts=version.counts,
+            location=version.uri,
+            class_names=version.class_names,
+            stored=version,
         )
     base, pinned = split_pinned(source)
     handle = handle_of(read_source(base, kind), base, given=source)
@@ -174,12 +192,27 @@ def handle_of(dataset: Dataset, source: str, *, given: str | None = None) -> Dat
     (so they get the version ingesting them would give); `source` names them (SOURCE@VERSION)."""
     plan = plan_splits(dataset)
     return DatasetHandle(
-        given=given or source, ref=f"{source}@{plan.version}", version=plan.version, kind=dataset.kind,
-        record_shape=dataset.record_shape, counts={split: len(rows) for split, rows in plan.by_split.items()},
-        location=source, class_names=tuple(dataset.class_names) if dataset.class_names else None,
-        rejected=tuple(dataset.rejected), raw=dataset, plan=plan,
+        given=given or source,
+        ref=f"{source}@{plan.version}",
+        version=plan.version,
+        kind=dataset.kind,
+        record_shape=dataset.record_shape,
+        counts={split: len(rows) for split, rows in plan.by_split.items()},
+        location=source,
+        class_names=tuple(dataset.class_names) if dataset.class_names else None,
+        rejected=tuple(dataset.rejected),
+        raw=dataset,
+        plan=plan,
     )
 
 
-__all__ = ["STREAM_THRESHOLD_BYTES", "DataMode", "DatasetHandle", "InMemoryRecords", "StoreShards", "WorkerInput",
-           "handle_of", "resolve_dataset"]
+__all__ = [
+    "STREAM_THRESHOLD_BYTES",
+    "DataMode",
+    "DatasetHandle",
+    "InMemoryRecords",
+    "StoreShards",
+    "WorkerInput",
+    "handle_of",
+    "resolve_dataset",
+]

@@ -169,9 +169,7 @@ def is_moving_mnist_npy(path: Path) -> bool:
     return name.startswith("mnist_test_seq") and name.endswith(".npy")
 
 
-def read_moving_mnist_npy(
-    path: Path, count: int | None = None, shown_as: str | None = None
-) -> Dataset:
+def read_moving_mnist_npy(path: Path, count: int | None = None, shown_as: str | None = None) -> Dataset:
     """The first `count` (default: all) sequences of a T × N × H × W uint8 file, as
     (N, T, 1, H, W)."""
     shown = shown_as or str(path)
@@ -192,8 +190,12 @@ def read_moving_mnist_npy(
     if count is not None and count > available:
         raise DataError(f"{shown}: count={count} but the file holds {available} sequences")
     kept = frames_first[:, : available if count is None else count]
-    check_memory(f"{shown}: {kept.shape[1]} sequences of {kept.shape[0]} frames of {kept.shape[2]}x{kept.shape[3]} px",
-                 kept.size, "read fewer (moving-mnist:PATH.npy?count=N)", DataError)
+    check_memory(
+        f"{shown}: {kept.shape[1]} sequences of {kept.shape[0]} frames of {kept.shape[2]}x{kept.shape[3]} px",
+        kept.size,
+        "read fewer (moving-mnist:PATH.npy?count=N)",
+        DataError,
+    )
     data = np.ascontiguousarray(kept.transpose(1, 0, 2, 3))[:, :, None]
     return Dataset(kind="sequences", data=data, source=shown)
 
@@ -209,9 +211,7 @@ def parse_query(source: str, query: str, allowed: tuple[str, ...]) -> dict[str, 
             raise DataError(f"{source}: {key} given twice")
         lowest, highest, _ = QUERY_KEYS[key]
         if not equals or not INTEGER.fullmatch(text) or not lowest <= int(text) <= highest:
-            raise DataError(
-                f"{source}: {key} must be an integer from {lowest} to {highest}, got {text!r}"
-            )
+            raise DataError(f"{source}: {key} must be an integer from {lowest} to {highest}, got {text!r}")
         values[key] = int(text)
     return values
 
@@ -242,8 +242,12 @@ def read_moving_mnist(source: str) -> Dataset:
             f"(at most {MAX_GENERATED_BYTES // 1024**3} GiB); lower count, frames or size"
         )
     # The static cap above keeps a typo from asking for terabytes; this one, what this machine can hold.
-    check_memory(f"{source}: count={count} sequences of {frames} frames of {size}x{size} px",
-                 count * frames * size * size, "lower count, frames or size", DataError)
+    check_memory(
+        f"{source}: count={count} sequences of {frames} frames of {size}x{size} px",
+        count * frames * size * size,
+        "lower count, frames or size",
+        DataError,
+    )
     try:
         digits = read_idx(path)
     except OSError as exc:
@@ -252,9 +256,7 @@ def read_moving_mnist(source: str) -> Dataset:
         raise DataError(f"{source}: {path} holds no usable digit images")
     channels, height, width = digits.image_shape
     if channels != 1:
-        raise DataError(
-            f"{source}: {path} holds {channels}-channel images; Moving MNIST needs grey digits"
-        )
+        raise DataError(f"{source}: {path} holds {channels}-channel images; Moving MNIST needs grey digits")
     if height > size or width > size:
         raise DataError(f"{source}: size={size} is smaller than the {height}x{width} px digits")
     data = make_moving_mnist(

@@ -93,8 +93,12 @@ class ResizePolicy:
             # The crop is the resize's source box: no copy of the cropped photo is made.
             square = min(width, height)
             left, top = (width - square) // 2, (height - square) // 2
-            return image.resize((side, side), Image.Resampling.LANCZOS, reducing_gap=REDUCING_GAP,
-                                box=(left, top, left + square, top + square))
+            return image.resize(
+                (side, side),
+                Image.Resampling.LANCZOS,
+                reducing_gap=REDUCING_GAP,
+                box=(left, top, left + square, top + square),
+            )
         # pad: scale the longer side to `side`, then centre on black. Resizing before padding
         # costs less and keeps the black out of the filter at the image's edges.
         scale = side / max(width, height)
@@ -118,9 +122,7 @@ def resize_records(data: np.ndarray, policy: ResizePolicy) -> np.ndarray:
     return out.reshape(*data.shape[:-2], side, side)
 
 
-def numeric_to_uint8(
-    records: np.ndarray, item_names: Sequence[str]
-) -> tuple[np.ndarray, np.ndarray, list[Rejection]]:
+def numeric_to_uint8(records: np.ndarray, item_names: Sequence[str]) -> tuple[np.ndarray, np.ndarray, list[Rejection]]:
     """(kept uint8 records, kept indices, rejections) for an array of records of any dtype."""
     if records.dtype == np.uint8:
         return records, np.arange(len(records)), []

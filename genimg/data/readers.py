@@ -56,13 +56,16 @@ def read_source(
     elif source.startswith("s3://"):
         dataset = read_s3(source, kind, progress, resize)
     elif "://" in source:
-        raise DataError(f"cannot read {source!r}: sources are builtin:, local paths or s3:// URIs "
-                        f"(or {MOVING_MNIST_USAGE})")
+        raise DataError(
+            f"cannot read {source!r}: sources are builtin:, local paths or s3:// URIs (or {MOVING_MNIST_USAGE})"
+        )
     else:
         dataset = read_path(Path(source).expanduser(), kind, progress, resize=resize)
     if kind is not None and dataset.kind != kind:
-        raise DataError(f"{source} holds {dataset.kind}, not {kind} (a model that trains on "
-                        f"{kind} needs e.g. builtin:{'moving-digits' if kind == 'sequences' else 'digits'})")
+        raise DataError(
+            f"{source} holds {dataset.kind}, not {kind} (a model that trains on "
+            f"{kind} needs e.g. builtin:{'moving-digits' if kind == 'sequences' else 'digits'})"
+        )
     if len(dataset) == 0:
         raise no_valid_records(source, dataset.kind, dataset.rejected)
     return dataset
@@ -76,18 +79,14 @@ def with_resize(dataset: Dataset, resize: ResizePolicy | None) -> Dataset:
     return dataclasses.replace(dataset, data=resize_records(dataset.data, resize))
 
 
-def read_s3(
-    uri: str, kind: DataKind | None, progress: Progress | None, resize: ResizePolicy | None = None
-) -> Dataset:
+def read_s3(uri: str, kind: DataKind | None, progress: Progress | None, resize: ResizePolicy | None = None) -> Dataset:
     downloaded = download_s3_source(uri)
     try:
         dataset = read_path(downloaded.local_path, kind, progress, shown_as=uri, resize=resize)
     finally:
         downloaded.cleanup()
     dataset.source = uri
-    dataset.rejected = [
-        Rejection(downloaded.original_name(r.item), r.reason) for r in dataset.rejected
-    ]
+    dataset.rejected = [Rejection(downloaded.original_name(r.item), r.reason) for r in dataset.rejected]
     return dataset
 
 

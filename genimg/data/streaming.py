@@ -66,8 +66,14 @@ def emission_order(count: int, buffer: int, rng: np.random.Generator) -> np.ndar
 class StreamPlan:
     """Which shard rows a rank reads in each epoch, from the manifest alone (no records read)."""
 
-    def __init__(self, shards: Sequence[Mapping[str, Any]], rank: int, world: int, seed: int,
-                 labels: Sequence[np.ndarray] | None = None) -> None:
+    def __init__(
+        self,
+        shards: Sequence[Mapping[str, Any]],
+        rank: int,
+        world: int,
+        seed: int,
+        labels: Sequence[np.ndarray] | None = None,
+    ) -> None:
         if not shards:
             raise DataError("no shards to stream")
         self.shards, self.rank, self.world, self.seed = list(shards), rank, world, seed
@@ -86,8 +92,10 @@ class StreamPlan:
             chosen = [(index, 0, 1) for index in order[self.rank :: self.world]]
         else:
             chosen = [(index, self.rank, self.world) for index in order]
-        return [ShardPart(self.shards[index], first, stride, self.rows_kept(index, first, stride))
-                for index, first, stride in chosen]
+        return [
+            ShardPart(self.shards[index], first, stride, self.rows_kept(index, first, stride))
+            for index, first, stride in chosen
+        ]
 
     def epoch_size(self, epoch: int) -> int:
         if epoch not in self._sizes:
@@ -125,8 +133,10 @@ class ShardReader:
             keep = labels >= 0
             data, labels = data[keep], labels[keep]
         if len(data) != part.records:  # the plan counted labelled records from another read
-            raise DataError(f"{self.version.ref}: shard {part.shard['key']} gave {len(data)} records, "
-                            f"its manifest says {part.records}")
+            raise DataError(
+                f"{self.version.ref}: shard {part.shard['key']} gave {len(data)} records, "
+                f"its manifest says {part.records}"
+            )
         return data, (labels if self.version.labelled else None)
 
     def next(self) -> tuple[np.ndarray, np.ndarray | None]:
@@ -166,8 +176,15 @@ class RecordPool:
 class EpochCursor:
     """One epoch of a rank's stream, from an offset: its records in emission order."""
 
-    def __init__(self, plan: StreamPlan, epoch: int, offset: int, buffer: int, pool: RecordPool,
-                 reader: ShardReader | None = None) -> None:
+    def __init__(
+        self,
+        plan: StreamPlan,
+        epoch: int,
+        offset: int,
+        buffer: int,
+        pool: RecordPool,
+        reader: ShardReader | None = None,
+    ) -> None:
         self.order = plan.buffer_order(epoch, buffer)
         self.parts = plan.parts(epoch)
         self.pool, self.reader, self.position = pool, reader, offset
@@ -219,9 +236,19 @@ class RecordStream:
     `batches(step)` yields the batches of steps step, step + 1, …; the records of a step do not
     depend on where the stream was started."""
 
-    def __init__(self, version: DatasetVersion, splits: tuple[str, ...], *, rank: int, world: int, seed: int,
-                 batch_size: int, shuffle_buffer: int = DEFAULT_SHUFFLE_BUFFER,
-                 prefetch_shards: int = DEFAULT_PREFETCH_SHARDS, labelled_only: bool = False) -> None:
+    def __init__(
+        self,
+        version: DatasetVersion,
+        splits: tuple[str, ...],
+        *,
+        rank: int,
+        world: int,
+        seed: int,
+        batch_size: int,
+        shuffle_buffer: int = DEFAULT_SHUFFLE_BUFFER,
+        prefetch_shards: int = DEFAULT_PREFETCH_SHARDS,
+        labelled_only: bool = False,
+    ) -> None:
         shards = version.shards(splits)
         labels = [version.load_shard_labels(shard) for shard in shards] if labelled_only else None
         self.version, self.splits, self.batch_size = version, splits, batch_size
@@ -246,8 +273,9 @@ class RecordStream:
         epoch, offset = self.plan.locate(step * self.batch_size)
         pool = RecordPool(self.shuffle_buffer + self.batch_size, self.record_shape)
         cursor = EpochCursor(self.plan, epoch, offset, self.shuffle_buffer, pool)
-        reader = ShardReader(self.version, self.parts_from(epoch, cursor.first_part), self.prefetch_shards,
-                             self.labelled_only)
+        reader = ShardReader(
+            self.version, self.parts_from(epoch, cursor.first_part), self.prefetch_shards, self.labelled_only
+        )
         cursor.reader = reader
         try:
             while True:

@@ -18,18 +18,18 @@ import hashlib
 import io
 import json
 import re
-from datetime import datetime, timezone
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Any
 
 import numpy as np
 
-from genimg.version import __version__
 from genimg.data.dataset import DataKind, Dataset, Rejection
 from genimg.data.normalize import POLICY_ID, RESIZE_POLICY_ID, ResizePolicy
 from genimg.errors import DataError, GenimgError
 from genimg.store import DiskFull, ObjectStore, StoreError, open_store, sha256_hex
+from genimg.version import __version__
 
 MANIFEST_FORMAT = "genimg.dataset/1"
 MANIFEST_FILE = "manifest.json"
@@ -95,8 +95,10 @@ def preprocessing_of(dataset: Dataset, resize: ResizePolicy | None = None) -> di
     side = resize.resolution
     if dataset.record_shape[-2:] != (side, side):
         height, width = dataset.record_shape[-2:]
-        raise DataError(f"{dataset.source}: records are {height}x{width}, not the {side}x{side} of "
-                        f"--resolution {side} (read it with the same resize policy)")
+        raise DataError(
+            f"{dataset.source}: records are {height}x{width}, not the {side}x{side} of "
+            f"--resolution {side} (read it with the same resize policy)"
+        )
     return {**record, "policy": RESIZE_POLICY_ID, "resize": resize.record()}
 
 
@@ -144,11 +146,8 @@ def shard_bytes(ids: list[str], labels: np.ndarray, records: np.ndarray) -> byte
 
     record_size = int(np.prod(records.shape[1:]))
     flat = np.ascontiguousarray(records).reshape(-1)
-    data = pa.FixedSizeBinaryArray.from_buffers(
-        pa.binary(record_size), len(records), [None, pa.py_buffer(flat)]
-    )
-    table = pa.table({"id": pa.array(ids, pa.string()), "label": pa.array(labels, pa.int64()),
-                      "data": data})
+    data = pa.FixedSizeBinaryArray.from_buffers(pa.binary(record_size), len(records), [None, pa.py_buffer(flat)])
+    table = pa.table({"id": pa.array(ids, pa.string()), "label": pa.array(labels, pa.int64()), "data": data})
     sink = io.BytesIO()
     # No statistics or timestamps that vary between runs: the same records give the same bytes.
     pq.write_table(table, sink, compression="zstd", write_statistics=False)
@@ -239,8 +238,16 @@ def publish_version(
     # A killed ingest of this version may have left half-written shards in a local store.
     store.remove_stale_temporaries(prefix)
     counts = {split: len(indices) for split, indices in by_split.items()}
-    result = IngestResult(name, version, store.uri_for(prefix.rstrip("/")), counts,
-                          list(dataset.rejected), duplicates, reused=True, record_shape=dataset.record_shape)
+    result = IngestResult(
+        name,
+        version,
+        store.uri_for(prefix.rstrip("/")),
+        counts,
+        list(dataset.rejected),
+        duplicates,
+        reused=True,
+        record_shape=dataset.record_shape,
+    )
     if store.exists(prefix + MANIFEST_FILE):
         make_current(store, name, version)
         return result
@@ -262,8 +269,9 @@ def publish_version(
                 store.put_bytes(key, payload)
                 result.uploaded_objects += 1
                 result.uploaded_bytes += len(payload)
-            shards[split].append({"key": key[len(prefix):], "records": len(chosen), "sha256": digest,
-                                  "bytes": len(payload)})
+            shards[split].append(
+                {"key": key[len(prefix) :], "records": len(chosen), "sha256": digest, "bytes": len(payload)}
+            )
             done += 1
             if progress is not None:
                 progress(done, total_shards)
@@ -283,7 +291,7 @@ def publish_version(
         "rejected": [r.as_dict() for r in dataset.rejected],
         "duplicates": duplicates,
         # Microseconds: "latest" is decided by this, and versions can come within one second.
-        "created_at": datetime.now(timezone.utc).isoformat(timespec="microseconds"),
+        "created_at": datetime.now(UTC).isoformat(timespec="microseconds"),
         "genimg_version": __version__,
     }
     payload = json.dumps(manifest, indent=1).encode()
@@ -296,7 +304,7 @@ def publish_version(
 
 def make_current(store: ObjectStore, name: str, version: str) -> None:
     """Point `name` (without @VERSION) at `version`: the one ingested last."""
-    record = {"version": version, "time": datetime.now(timezone.utc).isoformat(timespec="microseconds")}
+    record = {"version": version, "time": datetime.now(UTC).isoformat(timespec="microseconds")}
     store.put_bytes(f"datasets/{name}/{CURRENT_FILE}", json.dumps(record).encode())
 
 
@@ -380,8 +388,11 @@ class DatasetVersion:
 
         prefix = version_prefix(self.name, self.version)
         columns = [
-            pq.read_table(io.BytesIO(self.store.get_bytes(prefix + shard["key"], sha256=shard["sha256"])),
-                          columns=["label"]).column("label").to_numpy()
+            pq.read_table(
+                io.BytesIO(self.store.get_bytes(prefix + shard["key"], sha256=shard["sha256"])), columns=["label"]
+            )
+            .column("label")
+            .to_numpy()
             for shard in self.shards(splits)
         ]
         return np.concatenate(columns).astype(np.int64) if columns else np.zeros(0, np.int64)
@@ -409,8 +420,9 @@ class DatasetVersion:
         start = column.offset * width
         records = np.frombuffer(column.buffers()[1], np.uint8)[start : start + count * width]
         if count != int(shard["records"]):
-            raise DataError(f"{self.ref}: shard {shard['key']} holds {count} records, its manifest says "
-                            f"{shard['records']}")
+            raise DataError(
+                f"{self.ref}: shard {shard['key']} holds {count} records, its manifest says {shard['records']}"
+            )
         return records.reshape(count, *self.record_shape), table.column("label").to_numpy().astype(np.int64)
 
     def load_shards(self, shards: list[dict[str, Any]]) -> Dataset:
@@ -467,7 +479,9 @@ def resolve_version(ref: str, store: ObjectStore | None = None) -> DatasetVersio
         return DatasetVersion(read_manifest(store, version_prefix(name, current) + MANIFEST_FILE), store)
     versions = list_versions(store, name)
     if not versions:
-        raise DataError(f"dataset {name!r} not found in {store.uri} (ingest it first: genimg ingest SOURCE --name {name})")
+        raise DataError(
+            f"dataset {name!r} not found in {store.uri} (ingest it first: genimg ingest SOURCE --name {name})"
+        )
     return versions[-1]
 
 

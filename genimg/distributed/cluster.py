@@ -30,9 +30,7 @@ def explain_connection_error(address: str, exc: BaseException) -> GenimgError:
     first_line = text.strip().splitlines()[0] if text.strip() else type(exc).__name__
     token_mode = os.environ.get("RAY_AUTH_MODE", "").lower() == "token"
     if "auth" in text.lower() or not token_mode or not has_auth_token():
-        return GenimgError(
-            f"cannot connect to Ray at {address} ({first_line}); if {AUTH_HINT}"
-        )
+        return GenimgError(f"cannot connect to Ray at {address} ({first_line}); if {AUTH_HINT}")
     return GenimgError(
         f"cannot connect to Ray at {address}: {first_line} (token auth is set up here: check that "
         "the token matches the cluster's and that the address is reachable)"

@@ -42,12 +42,14 @@ def version_of(shards: StoreShards) -> DatasetVersion:
     return DatasetVersion(dict(shards.manifest), open_store(shards.store_uri))
 
 
-def stream_partition(shared: StoreShards, rank: int, world: int, *, labelled_only: bool,
-                     options: dict[str, int]) -> RecordStream:
+def stream_partition(
+    shared: StoreShards, rank: int, world: int, *, labelled_only: bool, options: dict[str, int]
+) -> RecordStream:
     """Worker `rank` of `world`'s records of a streamed store dataset (`options`:
     TrainConfig.stream_options())."""
-    return RecordStream(version_of(shared), shared.splits, rank=rank, world=world, labelled_only=labelled_only,
-                        **options)
+    return RecordStream(
+        version_of(shared), shared.splits, rank=rank, world=world, labelled_only=labelled_only, **options
+    )
 
 
 def first_records(shared: SharedInput, limit: int) -> np.ndarray:
@@ -71,14 +73,17 @@ def load_partition(shared: SharedInput, rank: int, world: int) -> tuple[np.ndarr
 
         loaded = ray.get(shared.ref)
         labels = loaded["labels"]
-        return (np.ascontiguousarray(loaded["data"][rank::world]),
-                np.ascontiguousarray(labels[rank::world]) if labels is not None else None)
+        return (
+            np.ascontiguousarray(loaded["data"][rank::world]),
+            np.ascontiguousarray(labels[rank::world]) if labels is not None else None,
+        )
     version = version_of(shared)
     shards = version.shards(shared.splits)
     if len(shards) >= world:
         part = version.load_shards(shards[rank::world])
         return part.data, part.labels
     part = version.load_shards(shards)
-    return (np.ascontiguousarray(part.data[rank::world]),
-            np.ascontiguousarray(part.labels[rank::world]) if part.labels is not None else None)
-
+    return (
+        np.ascontiguousarray(part.data[rank::world]),
+        np.ascontiguousarray(part.labels[rank::world]) if part.labels is not None else None,
+    )

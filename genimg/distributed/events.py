@@ -31,7 +31,10 @@ def start_events_actor() -> Any:
     from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
     actor = ray.remote(num_cpus=0, max_restarts=-1)(RunEvents)
-    head = next((node["NodeID"] for node in ray.nodes() if node["Alive"] and HEAD_NODE_RESOURCE in node["Resources"]),
-                ray.get_runtime_context().get_node_id())
-    return actor.options(scheduling_strategy=NodeAffinitySchedulingStrategy(head, soft=True),
-                             max_task_retries=-1).remote()
+    head = next(
+        (node["NodeID"] for node in ray.nodes() if node["Alive"] and HEAD_NODE_RESOURCE in node["Resources"]),
+        ray.get_runtime_context().get_node_id(),
+    )
+    return actor.options(
+        scheduling_strategy=NodeAffinitySchedulingStrategy(head, soft=True), max_task_retries=-1
+    ).remote()

@@ -55,8 +55,9 @@ def training_error(error: BaseException) -> GenimgError:
         return cause
     text = str(cause).strip()
     where = f" on rank {rank}" if rank is not None else ""
-    return GenimgError(f"training failed{where}: {type(cause).__name__}: "
-                       f"{text.splitlines()[0] if text else 'no message'}")
+    return GenimgError(
+        f"training failed{where}: {type(cause).__name__}: {text.splitlines()[0] if text else 'no message'}"
+    )
 
 
 __all__ = ["NOT_RETRIED", "failure_cause", "stop_on_data_error", "training_error"]

@@ -99,7 +99,9 @@ class OverlappedAllReduce:
         if index is None:  # not in the group being averaged (or no backward of ours)
             return
         self.arrived[index] += 1
-        while self.next_bucket < len(self.buckets) and self.arrived[self.next_bucket] == len(self.buckets[self.next_bucket]):
+        while self.next_bucket < len(self.buckets) and self.arrived[self.next_bucket] == len(
+            self.buckets[self.next_bucket]
+        ):
             self.launch(self.next_bucket)
             self.started_in_backward += 1
 

@@ -28,8 +28,14 @@ from genimg.tracking.runs import experiment_name, tracking_uri
 # Submitter-side settings the job needs to see the same store and tracking server. Credentials
 # are not forwarded: a job's runtime_env is shown in the dashboard. Nodes bring their own
 # (instance role, Kubernetes Secret, ~/.aws), as they do for Ray Train's checkpoint uploads.
-FORWARDED_ENV = ("AWS_ENDPOINT_URL_S3", "AWS_ENDPOINT_URL", "AWS_DEFAULT_REGION", "AWS_REGION",
-                 "MLFLOW_S3_ENDPOINT_URL", "GENIMG_FLOW_RUN_ID")
+FORWARDED_ENV = (
+    "AWS_ENDPOINT_URL_S3",
+    "AWS_ENDPOINT_URL",
+    "AWS_DEFAULT_REGION",
+    "AWS_REGION",
+    "MLFLOW_S3_ENDPOINT_URL",
+    "GENIMG_FLOW_RUN_ID",
+)
 RUN_NAME_KEY = "genimg_run_name"
 ACTIVE = ("PENDING", "RUNNING")
 
@@ -57,9 +63,12 @@ class JobOutcome:
 def job_runtime_env(target: RayJobsTarget, submission_id: str) -> dict[str, Any]:
     # A job's runtime_env is shown in Ray's dashboard: the tracking URI goes without credentials
     # in it; the cluster gives MLflow its own (MLFLOW_TRACKING_USERNAME / _PASSWORD or _TOKEN).
-    env = {"GENIMG_STORE": default_store_uri(), "MLFLOW_TRACKING_URI": without_userinfo(tracking_uri()),
-           "MLFLOW_EXPERIMENT_NAME": experiment_name(),
-           "GENIMG_RAY_JOB": submission_id}  # tags the job's MLflow runs
+    env = {
+        "GENIMG_STORE": default_store_uri(),
+        "MLFLOW_TRACKING_URI": without_userinfo(tracking_uri()),
+        "MLFLOW_EXPERIMENT_NAME": experiment_name(),
+        "GENIMG_RAY_JOB": submission_id,
+    }  # tags the job's MLflow runs
     for name in (*FORWARDED_ENV, *target.forward_env):
         if os.environ.get(name):
             env[name] = os.environ[name]
@@ -105,32 +114,43 @@ def run_genimg_job(
     and return its JSON output; a submission after a failed or stopped one adds `resume_args`.
     Raises GenimgError naming the job when it does not succeed."""
     client = client_for(target.address)
-    earlier = sorted((job for job in client.list_jobs() if (job.metadata or {}).get(RUN_NAME_KEY) == run_name
-                      and job.submission_id), key=lambda job: job.start_time or 0)
+    earlier = sorted(
+        (job for job in client.list_jobs() if (job.metadata or {}).get(RUN_NAME_KEY) == run_name and job.submission_id),
+        key=lambda job: job.start_time or 0,
+    )
     current = next((job for job in reversed(earlier) if str(job.status.value) in ACTIVE + ("SUCCEEDED",)), None)
     if current is not None:
         submission_id, attached = current.submission_id, True
     else:
         submission_id, attached = f"genimg-{run_name}-{len(earlier) + 1}", False
         command = shlex.join([*shlex.split(target.entrypoint), *args, *(resume_args if earlier else ()), "--json"])
-        client.submit_job(entrypoint=command, submission_id=submission_id, runtime_env=job_runtime_env(target, submission_id),
-                          metadata={RUN_NAME_KEY: run_name})
+        client.submit_job(
+            entrypoint=command,
+            submission_id=submission_id,
+            runtime_env=job_runtime_env(target, submission_id),
+            metadata={RUN_NAME_KEY: run_name},
+        )
     status, logs = follow(client, submission_id, target.poll_seconds, on_log, timeout_s)
     if status != "SUCCEEDED":
         # One line: Ray's message (its first line; the rest repeats the logs) and the job's
         # last log line, which for genimg is its own one-line error.
         message = (client.get_job_info(submission_id).message or "").strip().splitlines()
         last_line = next((line.strip() for line in reversed(logs.splitlines()) if line.strip()), "")
-        raise GenimgError(f"Ray job {submission_id} on {target.address} ended {status}: "
-                          f"{message[0] if message else 'no message'}" + (f"; last log line: {last_line}" if last_line else ""))
+        raise GenimgError(
+            f"Ray job {submission_id} on {target.address} ended {status}: "
+            f"{message[0] if message else 'no message'}" + (f"; last log line: {last_line}" if last_line else "")
+        )
     payload = last_json_object(logs)
     if payload is None:
-        raise GenimgError(f"Ray job {submission_id} succeeded but printed no JSON result (entrypoint {target.entrypoint!r})")
+        raise GenimgError(
+            f"Ray job {submission_id} succeeded but printed no JSON result (entrypoint {target.entrypoint!r})"
+        )
     return JobOutcome(submission_id, status, attached, payload)
 
 
-def follow(client: Any, submission_id: str, poll_seconds: float, on_log: Callable[[str], None] | None,
-           timeout_s: float | None) -> tuple[str, str]:
+def follow(
+    client: Any, submission_id: str, poll_seconds: float, on_log: Callable[[str], None] | None, timeout_s: float | None
+) -> tuple[str, str]:
     """Poll the job until it ends, passing each new log line on; returns (status, all logs)."""
     started = time.monotonic()
     shown = 0
@@ -147,7 +167,9 @@ def follow(client: Any, submission_id: str, poll_seconds: float, on_log: Callabl
         if status not in ACTIVE:
             return status, logs
         if timeout_s is not None and time.monotonic() - started > timeout_s:
-            raise GenimgError(f"Ray job {submission_id} still {status} after {timeout_s:.0f} s; it goes on on the cluster")
+            raise GenimgError(
+                f"Ray job {submission_id} still {status} after {timeout_s:.0f} s; it goes on on the cluster"
+            )
         time.sleep(poll_seconds)
 
 

@@ -55,8 +55,7 @@ class RunMonitor:
 
         try:
             return ray.get(self.events.drain.remote(), timeout=30)  # type: ignore[no-any-return]
-        except (ray.exceptions.RayActorError, ray.exceptions.GetTimeoutError,
-                ray.exceptions.ActorUnavailableError):
+        except (ray.exceptions.RayActorError, ray.exceptions.GetTimeoutError, ray.exceptions.ActorUnavailableError):
             return []  # the events actor is being restarted: progress resumes after it
 
     def handle(self, event: dict[str, Any]) -> None:
@@ -68,8 +67,12 @@ class RunMonitor:
         elif kind == "attempt":
             self.attempts.append(event)
             resumed = int(event["resumed_from_step"])
-            say("%s on %d worker(s)%s", "training" if len(self.attempts) == 1 else f"restart {self.restarts}:",
-                self.world or 1, f", from the checkpoint of step {resumed}" if resumed else "")
+            say(
+                "%s on %d worker(s)%s",
+                "training" if len(self.attempts) == 1 else f"restart {self.restarts}:",
+                self.world or 1,
+                f", from the checkpoint of step {resumed}" if resumed else "",
+            )
         elif kind == "metrics":
             self.last_metrics = event["metrics"]
             self.tracking.add_metrics(int(event["step"]), event["metrics"], int(event["time"] * 1000))

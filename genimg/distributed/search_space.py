@@ -50,8 +50,11 @@ class SearchSpace:
         from ray import tune
 
         makers = {
-            "loguniform": lambda a: tune.loguniform(*a), "uniform": lambda a: tune.uniform(*a),
-            "randint": lambda a: tune.randint(*a), "choice": tune.choice, "grid": tune.grid_search,
+            "loguniform": lambda a: tune.loguniform(*a),
+            "uniform": lambda a: tune.uniform(*a),
+            "randint": lambda a: tune.randint(*a),
+            "choice": tune.choice,
+            "grid": tune.grid_search,
         }
         return {key: makers[name](args) for key, spec in self.space.items() for name, args in spec.items()}
 
@@ -93,8 +96,10 @@ def load_space(model_name: str, path: str | Path | None = None) -> SearchSpace:
 
 def check_space_keys(model_name: str, space: SearchSpace) -> None:
     """Every searched key names a real config field (values are checked per trial)."""
-    fields = {"model": {f.name for f in dataclasses.fields(model_spec(model_name).config_cls)},
-              "train": {f.name for f in dataclasses.fields(TrainConfig)}}
+    fields = {
+        "model": {f.name for f in dataclasses.fields(model_spec(model_name).config_cls)},
+        "train": {f.name for f in dataclasses.fields(TrainConfig)},
+    }
     for key in space.space:
         section, _, name = key.partition(".")
         if section not in fields or name not in fields[section]:
@@ -105,8 +110,10 @@ def check_space_keys(model_name: str, space: SearchSpace) -> None:
 def check_space_metric(model_name: str, space: SearchSpace) -> None:
     """The metric is one the model reports on its val split at each checkpoint."""
     if not space.metric.startswith("val_"):
-        raise ConfigError(f"{space.source}: metric must be a validation metric reported in training "
-                          f"(val_nll_bound for vae/rvae, val_fid for any image model), got {space.metric!r}")
+        raise ConfigError(
+            f"{space.source}: metric must be a validation metric reported in training "
+            f"(val_nll_bound for vae/rvae, val_fid for any image model), got {space.metric!r}"
+        )
     reported = model_spec(model_name).validation_metrics
     if space.metric in reported:
         return
@@ -132,8 +139,9 @@ def split_overrides(overrides: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
     return sections
 
 
-def fixed_sections(model_name: str, sections: Mapping[str, Mapping[str, Any]],
-                   steps: int) -> tuple[dict[str, dict[str, Any]], RunConfig]:
+def fixed_sections(
+    model_name: str, sections: Mapping[str, Mapping[str, Any]], steps: int
+) -> tuple[dict[str, dict[str, Any]], RunConfig]:
     """The fixed part of every trial's config (`steps`, reports spread over them), checked."""
     every = max(1, steps // REPORTS_PER_TRIAL)
     base = merge_sections({"train": {"steps": steps, "checkpoint_every": every, "log_every": every}}, sections)
@@ -149,11 +157,23 @@ def compact_probe(probe: Dataset) -> Dataset:
     return Dataset(kind=probe.kind, data=data, source=probe.source, labels=labels, class_names=probe.class_names)
 
 
-def trial_run_config(model_name: str, fixed: Mapping[str, Mapping[str, Any]], overrides: Mapping[str, Any],
-                     shape_probe: Dataset) -> RunConfig:
+def trial_run_config(
+    model_name: str, fixed: Mapping[str, Mapping[str, Any]], overrides: Mapping[str, Any], shape_probe: Dataset
+) -> RunConfig:
     """One trial's config: the fixed sections with its sampled values, fitted to the data."""
     return resolve_run_config(model_name, merge_sections(fixed, split_overrides(overrides)), shape_probe)
 
 
-__all__ = ["DISTRIBUTIONS", "REPORTS_PER_TRIAL", "SearchSpace", "check_space", "check_space_keys",
-           "check_space_metric", "compact_probe", "fixed_sections", "load_space", "split_overrides", "trial_run_config"]
+__all__ = [
+    "DISTRIBUTIONS",
+    "REPORTS_PER_TRIAL",
+    "SearchSpace",
+    "check_space",
+    "check_space_keys",
+    "check_space_metric",
+    "compact_probe",
+    "fixed_sections",
+    "load_space",
+    "split_overrides",
+    "trial_run_config",
+]

@@ -99,22 +99,30 @@ def parse_workers(text: str | int) -> int | tuple[int, int]:
         raise GenimgError(f"invalid --workers {text!r}: a count ≥ 1 or a range MIN-MAX") from None
 
 
-def validation_input(handle: DatasetHandle, features: dict[str, Any] | None = None,
-                     data_mode: DataMode = "memory") -> ValidationInput | None:
+def validation_input(
+    handle: DatasetHandle, features: dict[str, Any] | None = None, data_mode: DataMode = "memory"
+) -> ValidationInput | None:
     """The val split for rank 0 to validate on at each checkpoint; None when it has under 2 records.
     Streamed like the train split: rank 0 then reads only the shards its validator needs."""
     if handle.count(("val",)) < 2:
         return None
-    return ValidationInput(share(handle.worker_input(("val",), "stream" if handle.streams(data_mode) else "memory")),
-                           features)
+    return ValidationInput(
+        share(handle.worker_input(("val",), "stream" if handle.streams(data_mode) else "memory")), features
+    )
 
 
-def training_data(handle: DatasetHandle, features: dict[str, Any] | None = None,
-                  data_mode: DataMode = "memory") -> TrainingData:
+def training_data(
+    handle: DatasetHandle, features: dict[str, Any] | None = None, data_mode: DataMode = "memory"
+) -> TrainingData:
     """The handle's train split (and val split) handed to workers, in memory or streamed
     (train.data_mode); inside a Ray session."""
-    return TrainingData(handle.ref, handle.location, handle.count(), share(handle.worker_input(("train",), data_mode)),
-                        validation_input(handle, features, data_mode))
+    return TrainingData(
+        handle.ref,
+        handle.location,
+        handle.count(),
+        share(handle.worker_input(("train",), data_mode)),
+        validation_input(handle, features, data_mode),
+    )
 
 
 def train_on_ray(
@@ -161,32 +169,53 @@ def record_shape(run: RunConfig) -> tuple[int, ...]:
 
 
 def start_tracking(plan: FitPlan) -> TrainingRun:
-    tracking = TrainingRun(plan.run_name, tags={tags.MODEL: plan.run.model_name, tags.DATASET: plan.data.ref,
-                                                **plan.tags})
+    tracking = TrainingRun(
+        plan.run_name, tags={tags.MODEL: plan.run.model_name, tags.DATASET: plan.data.ref, **plan.tags}
+    )
     streamed = isinstance(plan.data.worker_input, StoreShards) and plan.data.worker_input.streaming
-    tracking.log_params(plan.run.as_dict() | {"dataset": plan.data.ref, "workers": str(plan.workers),
-                                              "use_gpu": plan.use_gpu, "cpus_per_worker": plan.cpus,
-                                              "data_streamed": streamed})
+    tracking.log_params(
+        plan.run.as_dict()
+        | {
+            "dataset": plan.data.ref,
+            "workers": str(plan.workers),
+            "use_gpu": plan.use_gpu,
+            "cpus_per_worker": plan.cpus,
+            "data_streamed": streamed,
+        }
+    )
     tracking.log_dataset(plan.data.ref, plan.data.location, plan.data.records, record_shape(plan.run))
     return tracking
 
 
 def build_trainer(plan: FitPlan, events: Any, store: ObjectStore, callbacks: list[Any] | None) -> Any:
-    from ray.train import CheckpointConfig, FailureConfig, RunConfig as RayRunConfig, ScalingConfig
+    from ray.train import CheckpointConfig, FailureConfig, ScalingConfig
+    from ray.train import RunConfig as RayRunConfig
     from ray.train.torch import TorchTrainer
 
     storage_path, filesystem = run_storage(store)
     # Ray Train's own (UserCallback) beside Tune's: RunConfig takes both kinds.
     run_callbacks: list[Any] = [stop_on_data_error(), *(callbacks or [])]
-    job = WorkerJob(plan.run.model_name, config_to_dict(plan.run.model), config_to_dict(plan.run.train),
-                    plan.data.worker_input, events, plan.use_gpu, plan.cpus, plan.samples, plan.data.validation)
+    job = WorkerJob(
+        plan.run.model_name,
+        config_to_dict(plan.run.model),
+        config_to_dict(plan.run.train),
+        plan.data.worker_input,
+        events,
+        plan.use_gpu,
+        plan.cpus,
+        plan.samples,
+        plan.data.validation,
+    )
     return TorchTrainer(
         train_worker,
         train_loop_config={"job": job},
-        scaling_config=ScalingConfig(num_workers=plan.workers, use_gpu=plan.use_gpu,
-                                     resources_per_worker={"CPU": plan.cpus}),
+        scaling_config=ScalingConfig(
+            num_workers=plan.workers, use_gpu=plan.use_gpu, resources_per_worker={"CPU": plan.cpus}
+        ),
         run_config=RayRunConfig(
-            name=plan.run_name, storage_path=storage_path, storage_filesystem=filesystem,
+            name=plan.run_name,
+            storage_path=storage_path,
+            storage_filesystem=filesystem,
             failure_config=FailureConfig(max_failures=plan.max_failures),
             checkpoint_config=CheckpointConfig(num_to_keep=plan.run.train.keep_checkpoints),
             callbacks=run_callbacks,
@@ -215,17 +244,26 @@ def run_trainer(trainer: Any, monitor: RunMonitor) -> Any:
     return outcome["result"]
 
 
-def fit(plan: FitPlan, store: ObjectStore, *, on_progress: ProgressCallback | None = None,
-        callbacks: list[Any] | None = None) -> FitResult:
+def fit(
+    plan: FitPlan,
+    store: ObjectStore,
+    *,
+    on_progress: ProgressCallback | None = None,
+    callbacks: list[Any] | None = None,
+) -> FitResult:
     """Run `plan` as one tracked MLflow run; the run ends FAILED (with why) if training does."""
     tracking = start_tracking(plan)
     started = time.perf_counter()
     with tracking.failed_on_error():
         monitor = RunMonitor(tracking, on_progress)
         trainer = build_trainer(plan, monitor.events, store, callbacks)
-        say("starting %s Ray Train worker(s) for run %s (%d CPU(s)%s each) …", plan.workers
-            if isinstance(plan.workers, int) else "-".join(map(str, plan.workers)), plan.run_name, plan.cpus,
-            " + 1 GPU" if plan.use_gpu else "")
+        say(
+            "starting %s Ray Train worker(s) for run %s (%d CPU(s)%s each) …",
+            plan.workers if isinstance(plan.workers, int) else "-".join(map(str, plan.workers)),
+            plan.run_name,
+            plan.cpus,
+            " + 1 GPU" if plan.use_gpu else "",
+        )
         result = run_trainer(trainer, monitor)
     metrics = {k: float(v) for k, v in (result.metrics or {}).items() if k != "resumed_from_step"}
     metrics = metrics or monitor.last_metrics
@@ -234,11 +272,21 @@ def fit(plan: FitPlan, store: ObjectStore, *, on_progress: ProgressCallback | No
     if plan.export_dir is not None and result.checkpoint is not None:
         export = str(export_model(result.checkpoint, plan.export_dir))
     tracking.set_tags({tags.CHECKPOINT: checkpoint or "", tags.RESTARTS: str(monitor.restarts)})
-    tracking.add_metrics(int(metrics.get("step", 0)), {f"final_{k}": v for k, v in metrics.items()},
-                         int(time.time() * 1000))
+    tracking.add_metrics(
+        int(metrics.get("step", 0)), {f"final_{k}": v for k, v in metrics.items()}, int(time.time() * 1000)
+    )
     tracking.finish()
-    return FitResult(tracking.run_id, checkpoint, metrics, monitor.restarts, monitor.resumed_from_step,
-                     monitor.workers, time.perf_counter() - started, monitor.throughput, export)
+    return FitResult(
+        tracking.run_id,
+        checkpoint,
+        metrics,
+        monitor.restarts,
+        monitor.resumed_from_step,
+        monitor.workers,
+        time.perf_counter() - started,
+        monitor.throughput,
+        export,
+    )
 
 
 __all__ = ["FitPlan", "FitResult", "TrainingData", "fit", "parse_workers", "train_on_ray"]

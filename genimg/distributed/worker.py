@@ -93,15 +93,17 @@ def worker_device(job: WorkerJob) -> torch.device:
     return torch.device("cpu")
 
 
-def training_records(job: WorkerJob, model: GenerativeModel, config: TrainConfig, rank: int,
-                     world: int) -> tuple[torch.Tensor | RecordStream, torch.Tensor | None]:
+def training_records(
+    job: WorkerJob, model: GenerativeModel, config: TrainConfig, rank: int, world: int
+) -> tuple[torch.Tensor | RecordStream, torch.Tensor | None]:
     """This rank's records (in memory, or a stream of them); a conditional model trains on the
     labelled ones, with their labels."""
     if isinstance(job.data, StoreShards) and job.data.streaming:
         # The shard order of an epoch is drawn from the run's seed (the same on every rank: the
         # ranks share the shards out); the shuffle within a rank from its own seed.
-        stream = stream_partition(job.data, rank, world, labelled_only=bool(model.num_classes),
-                                  options=config.stream_options())
+        stream = stream_partition(
+            job.data, rank, world, labelled_only=bool(model.num_classes), options=config.stream_options()
+        )
         return stream, None
     data, labels = load_partition(job.data, rank, world)
     if not model.num_classes:
@@ -138,8 +140,9 @@ class WorkerReports:
             if self.validator is not None:
                 validation_metrics = self.validator(self.model)
                 metrics = {**metrics, **validation_metrics}
-                self.job.events.push.remote({"type": "validation", "step": step, "metrics": validation_metrics,
-                                             "time": time.time()})
+                self.job.events.push.remote(
+                    {"type": "validation", "step": step, "metrics": validation_metrics, "time": time.time()}
+                )
             reported = {**metrics, "resumed_from_step": float(self.resumed_from)}
             ray.train.report(reported, checkpoint=ray.train.Checkpoint.from_directory(folder))
 
@@ -152,8 +155,9 @@ def train_worker(config: dict[str, Any]) -> None:
     job: WorkerJob = config["job"]
     context = ray.train.get_context()
     rank, world = context.get_world_rank(), context.get_world_size()
-    job.events.push.remote({"type": "worker", "rank": rank, "world": world,
-                            "node": ray.get_runtime_context().get_node_id()})
+    job.events.push.remote(
+        {"type": "worker", "rank": rank, "world": world, "node": ray.get_runtime_context().get_node_id()}
+    )
     train_config = config_from_dict(TrainConfig, job.train, where="train")
     spec = model_spec(job.model_name)
     seed_everything(train_config.seed)  # identical initial weights on every rank
@@ -172,9 +176,15 @@ def train_worker(config: dict[str, Any]) -> None:
         records, labels = training_records(job, model, train_config, rank, world)
         reports = WorkerReports(job, model, rank, world, resumed_from)
         result = train_model(
-            model, records, train_config, device=device, restore_from=restore_dir,
-            on_log=reports.on_log, on_checkpoint=reports.on_checkpoint,
-            gradient_sync=OverlappedAllReduce() if distributed else no_sync, rank=rank,
+            model,
+            records,
+            train_config,
+            device=device,
+            restore_from=restore_dir,
+            on_log=reports.on_log,
+            on_checkpoint=reports.on_checkpoint,
+            gradient_sync=OverlappedAllReduce() if distributed else no_sync,
+            rank=rank,
             finite_everywhere=all_ranks_finite(device) if distributed else (lambda finite: finite),
             labels=labels,
         )

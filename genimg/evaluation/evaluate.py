@@ -67,9 +67,16 @@ class Evaluation:
 
     def as_dict(self) -> dict[str, Any]:
         return {
-            "model": self.model, "dataset": self.dataset, "split": self.split, "seed": self.seed,
-            "num_samples": self.num_samples, "num_real": self.num_real, "metrics": self.metrics,
-            "features": self.features, "settings": self.settings, "reliability": self.reliability,
+            "model": self.model,
+            "dataset": self.dataset,
+            "split": self.split,
+            "seed": self.seed,
+            "num_samples": self.num_samples,
+            "num_real": self.num_real,
+            "metrics": self.metrics,
+            "features": self.features,
+            "settings": self.settings,
+            "reliability": self.reliability,
             "seconds": round(self.seconds, 2),
         }
 
@@ -79,13 +86,15 @@ def seeded_subset(dataset: Dataset, limit: int, seed: int) -> Dataset:
         return dataset
     chosen = torch.randperm(len(dataset), generator=torch.Generator().manual_seed(seed))[:limit]
     chosen = chosen.sort().values.numpy()
-    return Dataset(dataset.kind, dataset.data[chosen], dataset.source,
-                   dataset.labels[chosen] if dataset.labels is not None else None)
+    return Dataset(
+        dataset.kind,
+        dataset.data[chosen],
+        dataset.source,
+        dataset.labels[chosen] if dataset.labels is not None else None,
+    )
 
 
-def generate(
-    model: GenerativeModel, count: int, seed: int, batch_size: int, labels: Tensor | None = None
-) -> Tensor:
+def generate(model: GenerativeModel, count: int, seed: int, batch_size: int, labels: Tensor | None = None) -> Tensor:
     """`count` samples, batch by batch, each batch with its own seed derived from `seed` (and a
     conditional model's classes from `labels`, one per sample); refused when not finite (a
     diverged model's NaNs would crash FID's linear algebra)."""
@@ -102,8 +111,10 @@ def generate(
             update(start + len(batches[-1]))
     samples = torch.cat(batches)
     if not torch.isfinite(samples).all():
-        raise GenimgError(f"model {model.registry_name} generates non-finite values (NaN or inf): its "
-                          "weights are broken (a run that diverged?); nothing to evaluate")
+        raise GenimgError(
+            f"model {model.registry_name} generates non-finite values (NaN or inf): its "
+            "weights are broken (a run that diverged?); nothing to evaluate"
+        )
     return samples
 
 
@@ -120,14 +131,17 @@ def check_shapes(model: GenerativeModel, source: DatasetHandle) -> None:
         raise GenimgError(f"model {model.registry_name} works on {kind} but {source.ref} holds {source.kind}")
 
 
-def distances(extractor: FeatureExtractor, real: Tensor, fake: Tensor, config: EvalConfig,
-              store: ObjectStore) -> dict[str, float]:
+def distances(
+    extractor: FeatureExtractor, real: Tensor, fake: Tensor, config: EvalConfig, store: ObjectStore
+) -> dict[str, float]:
     real_features = real_features_of(extractor, real, config.batch_size, store)
     fake_features = extractor(fake, config.batch_size)
     for which, features in (("real", real_features), ("generated", fake_features)):
         if not torch.isfinite(features).all():
-            raise GenimgError(f"the {extractor.name} features of the {which} images are not finite (NaN or inf); "
-                              "FID/KID cannot be computed")
+            raise GenimgError(
+                f"the {extractor.name} features of the {which} images are not finite (NaN or inf); "
+                "FID/KID cannot be computed"
+            )
     metrics = frechet_and_kernel_distances(real_features, fake_features, config.seed)
     if len(real) > NEAREST_K and len(fake) > NEAREST_K:
         metrics |= precision_recall_density_coverage(real_features, fake_features)
@@ -197,11 +211,15 @@ def class_consistency(
             metrics[name] = float((predicted[chosen] == k).float().mean())
     notes = []
     if unknown:
-        notes.append(f"class consistency skips class(es) {', '.join(unknown)}: the dataset classifier was "
-                     "not trained on them (no such label in the train split)")
+        notes.append(
+            f"class consistency skips class(es) {', '.join(unknown)}: the dataset classifier was "
+            "not trained on them (no such label in the train split)"
+        )
     if unsampled:
-        notes.append(f"class consistency skips class(es) {', '.join(unsampled)}: eval.samples={len(labels)} "
-                     f"is fewer than the {model.num_classes} classes")
+        notes.append(
+            f"class consistency skips class(es) {', '.join(unsampled)}: eval.samples={len(labels)} "
+            f"is fewer than the {model.num_classes} classes"
+        )
     if metrics:
         metrics["class_consistency"] = sum(metrics.values()) / len(metrics)
     return metrics, notes
@@ -216,7 +234,10 @@ def labelled_for(model: GenerativeModel, real: Dataset) -> tuple[Tensor, Tensor]
 
 
 SEQUENCE_METRICS: dict[str, tuple[Any, bool]] = {  # name: (per-frame function, higher is better)
-    "mse": (frame_mse, False), "mae": (frame_mae, False), "ssim": (frame_ssim, True), "psnr": (frame_psnr, True),
+    "mse": (frame_mse, False),
+    "mae": (frame_mae, False),
+    "ssim": (frame_ssim, True),
+    "psnr": (frame_psnr, True),
 }
 SEQUENCE_PROTOCOL = (
     "per predicted frame, frames in [0, 1]: mse / mae summed over the frame's pixels, ssim as "
@@ -226,9 +247,7 @@ SEQUENCE_PROTOCOL = (
 )
 
 
-def sequence_metrics(
-    model: GenerativeModel, sequences: Tensor, config: EvalConfig
-) -> tuple[dict[str, float], Tensor]:
+def sequence_metrics(model: GenerativeModel, sequences: Tensor, config: EvalConfig) -> tuple[dict[str, float], Tensor]:
     """The video-prediction protocol on continuations of `sequences` (see SEQUENCE_PROTOCOL): K =
     eval.best_of draws per sequence, scored as their mean and as the best of K, beside the
     copy-last-frame baseline; plus the NLL bound. Returns the metrics and, per sequence, the
@@ -243,21 +262,28 @@ def sequence_metrics(
 
     def per_frame(predicted: Tensor) -> dict[str, Tensor]:  # each (sequences, predicted frames)
         flat_predicted, flat_truth = predicted.flatten(0, 1), future.flatten(0, 1)
-        return {name: function(flat_predicted, flat_truth).view(len(future), predicted_frames)
-                for name, (function, _) in SEQUENCE_METRICS.items()}
+        return {
+            name: function(flat_predicted, flat_truth).view(len(future), predicted_frames)
+            for name, (function, _) in SEQUENCE_METRICS.items()
+        }
 
     draws: list[dict[str, Tensor]] = []
     closest: Tensor | None = None
     closest_mse: Tensor | None = None
-    with progress(f"continuing {len(truth)} sequences, {config.best_of} draw(s) each", config.best_of, "draws") as update:
+    with progress(
+        f"continuing {len(truth)} sequences, {config.best_of} draw(s) each", config.best_of, "draws"
+    ) as update:
         for draw in range(config.best_of):
-            continued = torch.cat([
-                model.continue_sequence(  # type: ignore[operator]
-                    truth[start : start + config.batch_size, :context].to(model.device), steps,
-                    seed=config.seed * 1_000_003 + draw * 1009 + number,
-                ).cpu()
-                for number, start in enumerate(range(0, len(truth), config.batch_size))
-            ])
+            continued = torch.cat(
+                [
+                    model.continue_sequence(  # type: ignore[operator]
+                        truth[start : start + config.batch_size, :context].to(model.device),
+                        steps,
+                        seed=config.seed * 1_000_003 + draw * 1009 + number,
+                    ).cpu()
+                    for number, start in enumerate(range(0, len(truth), config.batch_size))
+                ]
+            )
             update(draw + 1)
             scores = per_frame(continued[:, context:])
             draws.append(scores)
@@ -273,7 +299,7 @@ def sequence_metrics(
     for name, (_, higher_is_better) in SEQUENCE_METRICS.items():
         stacked = torch.stack([scores[name] for scores in draws])  # (K, sequences, frames)
         per_sequence = stacked.mean(2)
-        best_draw = (per_sequence.argmax(0) if higher_is_better else per_sequence.argmin(0))
+        best_draw = per_sequence.argmax(0) if higher_is_better else per_sequence.argmin(0)
         best = stacked[best_draw, torch.arange(stacked.shape[1])]  # (sequences, frames)
         for suffix, values in (("", stacked.mean(0)), ("_best_of_k", best), ("_copy_last_baseline", baseline[name])):
             metrics[f"{name}{suffix}"] = float(values.mean())
@@ -332,7 +358,8 @@ def evaluate_model(
     with torch.no_grad():
         generated = generate(model, config.samples, config.seed, config.batch_size, sample_labels)
     scored = (score_sequences if source.kind == "sequences" else score_images)(
-        model, extractor, real, generated, sample_labels, config, split, store)
+        model, extractor, real, generated, sample_labels, config, split, store
+    )
     settings |= scored.settings
     notes += scored.notes
     verdicts = reliability(scored.metrics, scored.real_count, scored.generated_count, scored.scored_records)
@@ -342,10 +369,19 @@ def evaluate_model(
     if notes:
         features["note"] = "; ".join(([features["note"]] if features.get("note") else []) + notes)
     return Evaluation(
-        model=model.registry_name, dataset=source.ref, split=split, seed=config.seed,
-        num_samples=config.samples, num_real=len(real), metrics=scored.metrics,
-        features=features, settings=settings, seconds=time.perf_counter() - started,
-        samples=scored.samples, continuations=scored.continuations, ground_truth=scored.ground_truth,
+        model=model.registry_name,
+        dataset=source.ref,
+        split=split,
+        seed=config.seed,
+        num_samples=config.samples,
+        num_real=len(real),
+        metrics=scored.metrics,
+        features=features,
+        settings=settings,
+        seconds=time.perf_counter() - started,
+        samples=scored.samples,
+        continuations=scored.continuations,
+        ground_truth=scored.ground_truth,
         reliability=verdicts,
     )
 
@@ -363,26 +399,55 @@ class Scored:
     ground_truth: Tensor | None = None
 
 
-def score_sequences(model: GenerativeModel, extractor: FeatureExtractor | None, real: Dataset, generated: Tensor,
-                    sample_labels: Tensor | None, config: EvalConfig, split: str, store: ObjectStore) -> Scored:
+def score_sequences(
+    model: GenerativeModel,
+    extractor: FeatureExtractor | None,
+    real: Dataset,
+    generated: Tensor,
+    sample_labels: Tensor | None,
+    config: EvalConfig,
+    split: str,
+    store: ObjectStore,
+) -> Scored:
     real_sequences = torch.from_numpy(real.data)
     continued_count = min(len(real_sequences), config.samples)
     with torch.no_grad():
         metrics, best = sequence_metrics(model, real_sequences[:continued_count], config)
     real_frames, _ = as_frames(real)
-    real_frames = real_frames[torch.randperm(len(real_frames), generator=torch.Generator().manual_seed(config.seed))[: config.max_real]]
+    real_frames = real_frames[
+        torch.randperm(len(real_frames), generator=torch.Generator().manual_seed(config.seed))[: config.max_real]
+    ]
     generated_frames = generated.flatten(0, 1)
     if extractor is not None:
         metrics |= distances(extractor, real_frames, generated_frames, config, store)
-    settings = {"best_of": config.best_of, "context_frames": config.context_frames or real.data.shape[1] // 2,
-                "continued_sequences": continued_count, "sequence_metrics": SEQUENCE_PROTOCOL}
-    return Scored(metrics, generated[:GRID_SAMPLES // real.data.shape[1] or 1], len(real_frames),
-                  len(generated_frames), continued_count, settings, continuations=best[:GIF_SEQUENCES],
-                  ground_truth=real_sequences[:GIF_SEQUENCES].float() / 255.0)
+    settings = {
+        "best_of": config.best_of,
+        "context_frames": config.context_frames or real.data.shape[1] // 2,
+        "continued_sequences": continued_count,
+        "sequence_metrics": SEQUENCE_PROTOCOL,
+    }
+    return Scored(
+        metrics,
+        generated[: GRID_SAMPLES // real.data.shape[1] or 1],
+        len(real_frames),
+        len(generated_frames),
+        continued_count,
+        settings,
+        continuations=best[:GIF_SEQUENCES],
+        ground_truth=real_sequences[:GIF_SEQUENCES].float() / 255.0,
+    )
 
 
-def score_images(model: GenerativeModel, extractor: FeatureExtractor | None, real: Dataset, generated: Tensor,
-                 sample_labels: Tensor | None, config: EvalConfig, split: str, store: ObjectStore) -> Scored:
+def score_images(
+    model: GenerativeModel,
+    extractor: FeatureExtractor | None,
+    real: Dataset,
+    generated: Tensor,
+    sample_labels: Tensor | None,
+    config: EvalConfig,
+    split: str,
+    store: ObjectStore,
+) -> Scored:
     real_images = torch.from_numpy(real.data)
     metrics = distances(extractor, real_images, generated, config, store) if extractor is not None else {}
     settings: dict[str, Any] = {}
@@ -391,8 +456,10 @@ def score_images(model: GenerativeModel, extractor: FeatureExtractor | None, rea
         settings["classes"] = model.num_classes
     if sample_labels is not None and extractor is not None:  # without one, the skip note says why
         if extractor.classifier is None:
-            notes.append(f"class consistency needs the dataset's classifier; the {extractor.name} "
-                         "features have no classifier head (use eval.features=classifier for it)")
+            notes.append(
+                f"class consistency needs the dataset's classifier; the {extractor.name} "
+                "features have no classifier head (use eval.features=classifier for it)"
+            )
         else:
             consistency, skipped = class_consistency(model, extractor, generated, sample_labels, config.batch_size)
             metrics |= consistency
@@ -410,8 +477,7 @@ def score_images(model: GenerativeModel, extractor: FeatureExtractor | None, rea
             settings["nll_k"] = config.nll_k
         else:
             notes.append(f"no NLL: no record of split {split!r} carries one of the model's classes")
-    return Scored(metrics, generated[:GRID_SAMPLES], len(real_images), len(generated), len(nll_images), settings,
-                  notes)
+    return Scored(metrics, generated[:GRID_SAMPLES], len(real_images), len(generated), len(nll_images), settings, notes)
 
 
 __all__ = ["Evaluation", "evaluate_model"]

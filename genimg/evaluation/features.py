@@ -82,10 +82,15 @@ class FeatureNet(nn.Module):
         self.num_features = feature_dim
         first, second, third = WIDTHS
         self.trunk = nn.Sequential(
-            nn.Conv2d(channels, first, 3, padding=1, bias=False), nn.BatchNorm2d(first), nn.ReLU(),
+            nn.Conv2d(channels, first, 3, padding=1, bias=False),
+            nn.BatchNorm2d(first),
+            nn.ReLU(),
             nn.MaxPool2d(2, ceil_mode=True),  # ceil: images down to 1×1 pass
-            ResidualBlock(first, first, 1), ResidualBlock(first, second, 2), ResidualBlock(second, third, 2),
-            nn.AdaptiveAvgPool2d(1), nn.Flatten(),
+            ResidualBlock(first, first, 1),
+            ResidualBlock(first, second, 2),
+            ResidualBlock(second, third, 2),
+            nn.AdaptiveAvgPool2d(1),
+            nn.Flatten(),
         )
         self.project = nn.Linear(third, feature_dim)
         # Set from the train split once trained, so distances have a scale that does not depend
@@ -135,9 +140,12 @@ class Autoencoder(nn.Module):
         self.grid = (max(1, math.ceil(height / 8)), max(1, math.ceil(width / 8)))
         self.expand = nn.Linear(FEATURE_DIM, 64 * self.grid[0] * self.grid[1])
         self.decode = nn.Sequential(
-            nn.ReLU(), nn.ConvTranspose2d(64, 64, 4, stride=2, padding=1),
-            nn.ReLU(), nn.ConvTranspose2d(64, 32, 4, stride=2, padding=1),
-            nn.ReLU(), nn.ConvTranspose2d(32, channels, 4, stride=2, padding=1),
+            nn.ReLU(),
+            nn.ConvTranspose2d(64, 64, 4, stride=2, padding=1),
+            nn.ReLU(),
+            nn.ConvTranspose2d(64, 32, 4, stride=2, padding=1),
+            nn.ReLU(),
+            nn.ConvTranspose2d(32, channels, 4, stride=2, padding=1),
         )
 
     def forward(self, images: Tensor) -> Tensor:
@@ -160,7 +168,7 @@ class FeatureExtractor:
 
     @property
     def dim(self) -> int:
-        return int(getattr(self.network, "num_features"))
+        return int(self.network.num_features)
 
     def describe(self) -> dict[str, Any]:
         return {"name": self.name, "weights_sha256": self.weights_sha256, "dim": self.dim, **self.details}
@@ -236,24 +244,38 @@ def as_frames(dataset: Dataset) -> tuple[Tensor, np.ndarray | None]:
 
 
 def recipe_for(
-    kind: str, image_shape: tuple[int, int, int], config: EvalConfig, label_values: tuple[int, ...] = (),
+    kind: str,
+    image_shape: tuple[int, int, int],
+    config: EvalConfig,
+    label_values: tuple[int, ...] = (),
     train_records: int = 0,
 ) -> dict[str, Any]:
     """Everything that decides the trained weights; its hash names the cache folder. Steps: the
     config's `extractor_steps` exactly, else the data's budget with early stopping."""
     channels, height, width = image_shape
     recipe: dict[str, Any] = {
-        "format": RECIPE_FORMAT, "kind": kind, "image_shape": list(image_shape), "feature_dim": FEATURE_DIM,
-        "widths": list(WIDTHS), "steps": config.extractor_steps or extractor_budget(train_records, channels),
-        "early_stop": config.extractor_steps is None, "seed": 0,
+        "format": RECIPE_FORMAT,
+        "kind": kind,
+        "image_shape": list(image_shape),
+        "feature_dim": FEATURE_DIM,
+        "widths": list(WIDTHS),
+        "steps": config.extractor_steps or extractor_budget(train_records, channels),
+        "early_stop": config.extractor_steps is None,
+        "seed": 0,
     }
     if kind == "autoencoder":
         return recipe | {"batch_size": 64, "optimizer": "adam", "lr": 2e-3}
     return recipe | {
         # Output i of the classifier is the dataset label value label_values[i].
         "label_values": [int(value) for value in label_values],
-        "batch_size": 64, "optimizer": "sgd-nesterov", "lr": 0.1, "momentum": 0.9, "weight_decay": 5e-4,
-        "label_smoothing": 0.1, "schedule": "one-cycle", "warmup": 0.2,
+        "batch_size": 64,
+        "optimizer": "sgd-nesterov",
+        "lr": 0.1,
+        "momentum": 0.9,
+        "weight_decay": 5e-4,
+        "label_smoothing": 0.1,
+        "schedule": "one-cycle",
+        "warmup": 0.2,
         # Mirror images only for colour data: here that is photos, whose classes survive a
         # left-right flip, while grey data is digits and handwriting, where a mirrored 2 or 3 is
         # no longer that digit. Random crops (shifts) keep every class, so all data gets them.
@@ -285,8 +307,9 @@ def augment(images: Tensor, recipe: dict[str, Any], generator: torch.Generator) 
     left = torch.randint(0, 2 * pad + 1, (count, 1), generator=generator)
     rows = (top + torch.arange(height))[:, None, :, None]
     columns = (left + torch.arange(width))[:, None, None, :]
-    cropped = padded[torch.arange(count)[:, None, None, None], torch.arange(channels)[None, :, None, None],
-                     rows, columns]
+    cropped = padded[
+        torch.arange(count)[:, None, None, None], torch.arange(channels)[None, :, None, None], rows, columns
+    ]
     if not recipe["flip"]:
         return cropped
     flipped = torch.rand(count, generator=generator) < 0.5
@@ -294,8 +317,12 @@ def augment(images: Tensor, recipe: dict[str, Any], generator: torch.Generator) 
 
 
 def train_feature_network(
-    kind: str, images: Tensor, labels: Tensor | None, recipe: dict[str, Any],
-    val_images: Tensor | None = None, val_labels: Tensor | None = None,
+    kind: str,
+    images: Tensor,
+    labels: Tensor | None,
+    recipe: dict[str, Any],
+    val_images: Tensor | None = None,
+    val_labels: Tensor | None = None,
 ) -> tuple[nn.Module, int]:
     """Mini-batches drawn with the recipe's seed (deterministic on CPU). The classifier: SGD
     with Nesterov momentum and weight decay on a one-cycle schedule, on randomly cropped (and
@@ -308,7 +335,10 @@ def train_feature_network(
     optimizer: torch.optim.Optimizer
     if kind == "classifier":
         optimizer = torch.optim.SGD(
-            network.parameters(), lr=recipe["lr"], momentum=recipe["momentum"], nesterov=True,
+            network.parameters(),
+            lr=recipe["lr"],
+            momentum=recipe["momentum"],
+            nesterov=True,
             weight_decay=recipe["weight_decay"],
         )
         schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: one_cycle(step, steps, recipe["warmup"]))
@@ -338,8 +368,13 @@ def train_feature_network(
             schedule.step()
             update(step + 1)
             if stopper is not None and stopper.should_stop(step + 1, network):
-                say("the %s feature network stopped early at step %d of %d: its val score stopped improving (%s)",
-                    kind, step + 1, steps, stopper.history())
+                say(
+                    "the %s feature network stopped early at step %d of %d: its val score stopped improving (%s)",
+                    kind,
+                    step + 1,
+                    steps,
+                    stopper.history(),
+                )
                 return network.eval(), step + 1
     return network.eval(), steps
 
@@ -386,9 +421,7 @@ def held_out_score(kind: str, network: nn.Module, images: Tensor, labels: Tensor
         assert labels is not None
         predicted = torch.cat([network(batch).argmax(1) for batch in batches])
         return {"accuracy": round(float((predicted == labels).float().mean()), 4)}
-    error = torch.cat([
-        (torch.sigmoid(network(batch)) - batch).pow(2).flatten(1).mean(1) for batch in batches
-    ])
+    error = torch.cat([(torch.sigmoid(network(batch)) - batch).pow(2).flatten(1).mean(1) for batch in batches])
     return {"reconstruction_mse": round(float(error.mean()), 6)}
 
 
@@ -461,13 +494,23 @@ def cached_extractor(plan: ExtractorPlan, store: ObjectStore) -> FeatureExtracto
     weights = store.get_bytes(plan.prefix + "model.safetensors", sha256=info["weights_sha256"])
     network = build_network(plan.kind, plan.recipe)
     network.load_state_dict(load(weights))
-    return extractor_of(plan.kind, network, info["weights_sha256"], plan.recipe,
-                        {**info["held_out"], "uri": store.uri_for(plan.prefix.rstrip("/")), "reused": True,
-                         "steps_run": info.get("steps_run")})
+    return extractor_of(
+        plan.kind,
+        network,
+        info["weights_sha256"],
+        plan.recipe,
+        {
+            **info["held_out"],
+            "uri": store.uri_for(plan.prefix.rstrip("/")),
+            "reused": True,
+            "steps_run": info.get("steps_run"),
+        },
+    )
 
 
-def dataset_extractor(source: DatasetHandle, config: EvalConfig, store: ObjectStore,
-                      plan: ExtractorPlan | None = None) -> FeatureExtractor:
+def dataset_extractor(
+    source: DatasetHandle, config: EvalConfig, store: ObjectStore, plan: ExtractorPlan | None = None
+) -> FeatureExtractor:
     """The dataset's own feature network: loaded from the store cache (keyed by content and
     recipe), else trained on its train split, scored on its val split and published there."""
     plan = plan or plan_extractor(source, config)
@@ -475,32 +518,52 @@ def dataset_extractor(source: DatasetHandle, config: EvalConfig, store: ObjectSt
     if cached is not None:
         return cached
     if len(plan.images) < 2:
-        raise GenimgError(f"{source.ref}: its train split holds {len(plan.images)} record(s), too few to train a feature network")
+        raise GenimgError(
+            f"{source.ref}: its train split holds {len(plan.images)} record(s), too few to train a feature network"
+        )
     started = time.perf_counter()
-    budget = (f"at most {plan.recipe['steps']} steps, {EXTRACTOR_EPOCHS} passes' worth of its {plan.train_records} "
-              "train records, stopping early on its val score" if plan.recipe["early_stop"]
-              else f"{plan.recipe['steps']} steps, as eval.extractor_steps says")
-    with phase(f"training {source.ref}'s own {plan.kind} feature network for FID/KID ({budget}; once per "
-               "dataset content: cached in the store)"):
-        network, steps_run = train_feature_network(plan.kind, plan.images, plan.labels, plan.recipe,
-                                                   plan.val_images, plan.val_labels)
+    budget = (
+        f"at most {plan.recipe['steps']} steps, {EXTRACTOR_EPOCHS} passes' worth of its {plan.train_records} "
+        "train records, stopping early on its val score"
+        if plan.recipe["early_stop"]
+        else f"{plan.recipe['steps']} steps, as eval.extractor_steps says"
+    )
+    with phase(
+        f"training {source.ref}'s own {plan.kind} feature network for FID/KID ({budget}; once per "
+        "dataset content: cached in the store)"
+    ):
+        network, steps_run = train_feature_network(
+            plan.kind, plan.images, plan.labels, plan.recipe, plan.val_images, plan.val_labels
+        )
         network.features.standardize(plan.images)  # type: ignore[operator]
     seconds = time.perf_counter() - started
     held_out = held_out_score(plan.kind, network, plan.val_images, plan.val_labels)
     payload = save({key: value.contiguous() for key, value in network.state_dict().items()})
     digest = sha256_hex(payload)
     store.put_bytes(plan.prefix + "model.safetensors", payload)
-    info = {"name": plan.kind, "recipe": plan.recipe, "dataset": source.ref, "weights_sha256": digest,
-            "held_out": held_out, "train_records": len(plan.images), "val_records": len(plan.val_images),
-            "steps_run": steps_run, "seconds": round(seconds, 1)}
+    info = {
+        "name": plan.kind,
+        "recipe": plan.recipe,
+        "dataset": source.ref,
+        "weights_sha256": digest,
+        "held_out": held_out,
+        "train_records": len(plan.images),
+        "val_records": len(plan.val_images),
+        "steps_run": steps_run,
+        "seconds": round(seconds, 1),
+    }
     store.publish(plan.prefix + "extractor.json", json.dumps(info, indent=1).encode())
     # A concurrent evaluation may have published first: use what the cache holds, so every
     # evaluation of this content names the same weights.
     if json.loads(store.get_bytes(plan.prefix + "extractor.json"))["weights_sha256"] != digest:
         return dataset_extractor(source, config, store, plan)
-    return extractor_of(plan.kind, network, digest, plan.recipe,
-                        {**held_out, "uri": store.uri_for(plan.prefix.rstrip("/")), "reused": False,
-                         "steps_run": steps_run})
+    return extractor_of(
+        plan.kind,
+        network,
+        digest,
+        plan.recipe,
+        {**held_out, "uri": store.uri_for(plan.prefix.rstrip("/")), "reused": False, "steps_run": steps_run},
+    )
 
 
 def build_network(kind: str, recipe: dict[str, Any]) -> nn.Module:
@@ -509,8 +572,7 @@ def build_network(kind: str, recipe: dict[str, Any]) -> nn.Module:
     loaded from the cache share it, so both compute exactly the same features."""
     image_shape = tuple(recipe["image_shape"])
     network = (
-        Classifier(image_shape[0], len(recipe["label_values"])) if kind == "classifier"
-        else Autoencoder(image_shape)  # type: ignore[arg-type]
+        Classifier(image_shape[0], len(recipe["label_values"])) if kind == "classifier" else Autoencoder(image_shape)  # type: ignore[arg-type]
     )
     return network.to(memory_format=torch.channels_last)
 
@@ -524,8 +586,14 @@ def extractor_of(
     if kind != "classifier":
         return FeatureExtractor(kind, features, digest, details)
     label_values = tuple(int(value) for value in recipe["label_values"])
-    return FeatureExtractor(kind, features, digest, {**details, "label_values": list(label_values)},
-                            classifier=network.eval(), label_values=label_values)
+    return FeatureExtractor(
+        kind,
+        features,
+        digest,
+        {**details, "label_values": list(label_values)},
+        classifier=network.eval(),
+        label_values=label_values,
+    )
 
 
 def inception_extractor() -> tuple[FeatureExtractor | None, str | None]:
@@ -551,17 +619,21 @@ def choose_extractor(
             return extractor, None
         if config.features == "inception":
             raise GenimgError(f"features=inception: {reason}")
-        notice = f"Inception weights unavailable ({reason}): FID/KID use the dataset's own network, " \
-                 "comparable within genimg only"
+        notice = (
+            f"Inception weights unavailable ({reason}): FID/KID use the dataset's own network, "
+            "comparable within genimg only"
+        )
         say("note: %s", notice)
     plan = plan_extractor(source, config)
     asked = config.features == "classifier" or config.extractor_steps is not None
     too_long = step_limit is not None and plan.recipe["steps"] > step_limit
     if too_long and not asked and cached_extractor(plan, store) is None:
-        return None, (f"FID/KID/precision/recall skipped: {source.ref}'s own {plan.kind} feature network is not "
-                      f"trained yet, and its up to {plan.recipe['steps']} steps are more than this run's "
-                      f"{step_limit}; `genimg evaluate` trains it once (cached), or eval.features=classifier "
-                      "or eval.extractor_steps trains it here")
+        return None, (
+            f"FID/KID/precision/recall skipped: {source.ref}'s own {plan.kind} feature network is not "
+            f"trained yet, and its up to {plan.recipe['steps']} steps are more than this run's "
+            f"{step_limit}; `genimg evaluate` trains it once (cached), or eval.features=classifier "
+            "or eval.extractor_steps trains it here"
+        )
     extractor = dataset_extractor(source, config, store, plan)
     if notice:
         extractor.details["note"] = notice

@@ -20,7 +20,10 @@ def to_uint8(images: torch.Tensor | np.ndarray) -> np.ndarray:
 
 
 def image_grid(
-    images: torch.Tensor | np.ndarray, *, columns: int | None = None, padding: int = 2,
+    images: torch.Tensor | np.ndarray,
+    *,
+    columns: int | None = None,
+    padding: int = 2,
     scale: int | None = None,
 ) -> np.ndarray:
     """(N, C, H, W) → one (rows·H, columns·W, C) uint8 image with `padding` px of grey between."""
@@ -37,7 +40,8 @@ def image_grid(
     rows = max(1, math.ceil(count / columns))
     grid = np.full(
         (rows * (height + padding) + padding, columns * (width + padding) + padding, channels),
-        96, np.uint8,
+        96,
+        np.uint8,
     )
     for index in range(count):
         row, column = divmod(index, columns)
@@ -64,9 +68,7 @@ def save_sequence_strips(sequences: torch.Tensor | np.ndarray, path: str | Path)
     return save_image_grid(array.reshape(count * steps, *array.shape[2:]), path, columns=steps)
 
 
-def save_sequence_gif(
-    sequences: torch.Tensor | np.ndarray, path: str | Path, *, frame_ms: int = 200
-) -> Path:
+def save_sequence_gif(sequences: torch.Tensor | np.ndarray, path: str | Path, *, frame_ms: int = 200) -> Path:
     """(N, T, C, H, W) → animated GIF whose frame t is the grid of every sequence's frame t."""
     array = to_uint8(sequences)
     if array.ndim != 5:

@@ -38,8 +38,9 @@ WEIGHTS_ENV = "GENIMG_INCEPTION_WEIGHTS"
 # The same bytes as torch-fidelity's weights-inception-2015-12-05-6726825d.pth (95,628,359 bytes).
 WEIGHTS_SHA256 = "6726825d0af5f729cebd5821db510b11b1cfad8faad88a03f1befd49fb9129b2"
 WEIGHTS_MEGABYTES = 91
-WEIGHTS_URL = ("https://github.com/mseitzer/pytorch-fid/releases/download/fid_weights/"
-               "pt_inception-2015-12-05-6726825d.pth")
+WEIGHTS_URL = (
+    "https://github.com/mseitzer/pytorch-fid/releases/download/fid_weights/pt_inception-2015-12-05-6726825d.pth"
+)
 URL_ENV = "GENIMG_INCEPTION_URL"  # the empty string turns fetching off
 FETCH_TIMEOUT_SECONDS = 30.0
 FETCH_CHUNK_BYTES = 1 << 20
@@ -114,8 +115,7 @@ class InceptionC(nn.Module):
     def forward(self, x: Tensor) -> Tensor:
         branch7x7 = self.branch7x7_3(self.branch7x7_2(self.branch7x7_1(x)))
         branch7x7dbl = self.branch7x7dbl_1(x)
-        for layer in (self.branch7x7dbl_2, self.branch7x7dbl_3, self.branch7x7dbl_4,
-                      self.branch7x7dbl_5):
+        for layer in (self.branch7x7dbl_2, self.branch7x7dbl_3, self.branch7x7dbl_4, self.branch7x7dbl_5):
             branch7x7dbl = layer(branch7x7dbl)
         branch_pool = self.branch_pool(_avg_pool(x))
         return torch.cat([self.branch1x1(x), branch7x7, branch7x7dbl, branch_pool], 1)
@@ -159,10 +159,8 @@ class InceptionE(nn.Module):
         branch3x3 = self.branch3x3_1(x)
         branch3x3 = torch.cat([self.branch3x3_2a(branch3x3), self.branch3x3_2b(branch3x3)], 1)
         branch3x3dbl = self.branch3x3dbl_2(self.branch3x3dbl_1(x))
-        branch3x3dbl = torch.cat(
-            [self.branch3x3dbl_3a(branch3x3dbl), self.branch3x3dbl_3b(branch3x3dbl)], 1)
-        pooled = (F.max_pool2d(x, kernel_size=3, stride=1, padding=1) if self.max_pool
-                  else _avg_pool(x))
+        branch3x3dbl = torch.cat([self.branch3x3dbl_3a(branch3x3dbl), self.branch3x3dbl_3b(branch3x3dbl)], 1)
+        pooled = F.max_pool2d(x, kernel_size=3, stride=1, padding=1) if self.max_pool else _avg_pool(x)
         branch_pool = self.branch_pool(pooled)
         return torch.cat([self.branch1x1(x), branch3x3, branch3x3dbl, branch_pool], 1)
 
@@ -219,9 +217,19 @@ class FIDInceptionV3(nn.Module):
         x = F.max_pool2d(x, kernel_size=3, stride=2)
         x = self.Conv2d_4a_3x3(self.Conv2d_3b_1x1(x))
         x = F.max_pool2d(x, kernel_size=3, stride=2)
-        for block in (self.Mixed_5b, self.Mixed_5c, self.Mixed_5d, self.Mixed_6a, self.Mixed_6b,
-                      self.Mixed_6c, self.Mixed_6d, self.Mixed_6e, self.Mixed_7a, self.Mixed_7b,
-                      self.Mixed_7c):
+        for block in (
+            self.Mixed_5b,
+            self.Mixed_5c,
+            self.Mixed_5d,
+            self.Mixed_6a,
+            self.Mixed_6b,
+            self.Mixed_6c,
+            self.Mixed_6d,
+            self.Mixed_6e,
+            self.Mixed_7a,
+            self.Mixed_7b,
+            self.Mixed_7c,
+        ):
             x = block(x)
         return torch.flatten(F.adaptive_avg_pool2d(x, (1, 1)), 1)
 
@@ -281,15 +289,16 @@ def find_inception_weights() -> tuple[Path | None, str | None]:
     destination = cached_weights_path()
     url = os.environ.get(URL_ENV, WEIGHTS_URL)
     if not url:
-        return None, (f"fetching the FID Inception weights is off ({URL_ENV} is empty): put "
-                      f"{WEIGHTS_FILE_NAME} at {destination} or set {WEIGHTS_ENV} to its path")
+        return None, (
+            f"fetching the FID Inception weights is off ({URL_ENV} is empty): put "
+            f"{WEIGHTS_FILE_NAME} at {destination} or set {WEIGHTS_ENV} to its path"
+        )
     marker = destination.parent / FAILED_FETCH_MARKER
     remembered = remembered_failure(marker, url)
     if remembered is not None:
         return None, remembered
     try:
-        with phase(f"fetching the FID Inception weights ({WEIGHTS_MEGABYTES} MB) from {url} "
-                   f"into {destination}"):
+        with phase(f"fetching the FID Inception weights ({WEIGHTS_MEGABYTES} MB) from {url} into {destination}"):
             fetched = fetch_weights(url, destination, WEIGHTS_SHA256)
     except GenimgError as error:
         remember_failure(marker, url, str(error))
@@ -312,9 +321,11 @@ def remembered_failure(marker: Path, url: str) -> str | None:
     age = time.time() - when
     if not 0 <= age < FAILED_FETCH_MEMORY_SECONDS:
         return None
-    return (f"{reason} (remembered from {age / 60:.0f} min ago: genimg tries again "
-            f"{FAILED_FETCH_MEMORY_SECONDS / 60:.0f} min after a failure, or once {marker} "
-            "is deleted)")
+    return (
+        f"{reason} (remembered from {age / 60:.0f} min ago: genimg tries again "
+        f"{FAILED_FETCH_MEMORY_SECONDS / 60:.0f} min after a failure, or once {marker} "
+        "is deleted)"
+    )
 
 
 def remember_failure(marker: Path, url: str, reason: str) -> None:
@@ -336,18 +347,17 @@ def fetch_weights(url: str, destination: Path, sha256: str) -> Path:
     destination = Path(destination)
     try:
         destination.parent.mkdir(parents=True, exist_ok=True)
-        handle, name = tempfile.mkstemp(prefix=f".{destination.name}.", suffix=".part",
-                                        dir=destination.parent)
+        handle, name = tempfile.mkstemp(prefix=f".{destination.name}.", suffix=".part", dir=destination.parent)
     except OSError as error:
-        raise GenimgError(f"cannot write the download into {destination.parent}: {error}") \
-            from error
+        raise GenimgError(f"cannot write the download into {destination.parent}: {error}") from error
     partial = Path(name)
     try:
         with os.fdopen(handle, "wb") as out:
             digest = download(url, out)
         if digest != sha256:
-            raise GenimgError(f"checksum mismatch: {url} gave sha256 {digest}, expected {sha256}; "
-                              "the download was discarded")
+            raise GenimgError(
+                f"checksum mismatch: {url} gave sha256 {digest}, expected {sha256}; the download was discarded"
+            )
         os.replace(partial, destination)
     finally:
         partial.unlink(missing_ok=True)
@@ -379,18 +389,18 @@ def load_fid_inception(path: Path) -> FIDInceptionV3:
     except Exception as error:
         raise GenimgError(f"cannot read Inception weights {path}: {error}") from error
     if not isinstance(state, dict):
-        raise GenimgError(
-            f"Inception weights {path} hold a {type(state).__name__}, not a state dict")
+        raise GenimgError(f"Inception weights {path} hold a {type(state).__name__}, not a state dict")
     model = FIDInceptionV3()
     try:
         # strict=False only so the first offending key can be named; any mismatch is still fatal.
         result = model.load_state_dict(state, strict=False)
     except RuntimeError as error:
-        raise GenimgError(f"Inception weights {path} do not match the FID InceptionV3: {error}") \
-            from error
-    problems = [f"{what} key {keys[0]!r}" for what, keys in
-                (("missing", result.missing_keys), ("unexpected", result.unexpected_keys)) if keys]
+        raise GenimgError(f"Inception weights {path} do not match the FID InceptionV3: {error}") from error
+    problems = [
+        f"{what} key {keys[0]!r}"
+        for what, keys in (("missing", result.missing_keys), ("unexpected", result.unexpected_keys))
+        if keys
+    ]
     if problems:
-        raise GenimgError(f"Inception weights {path} do not match the FID InceptionV3: "
-                          + ", ".join(problems))
+        raise GenimgError(f"Inception weights {path} do not match the FID InceptionV3: " + ", ".join(problems))
     return model.eval()

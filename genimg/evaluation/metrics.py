@@ -54,8 +54,12 @@ def frechet_and_kernel_distances(real: Tensor, fake: Tensor, seed: int) -> dict[
     with torch.random.fork_rng():
         torch.manual_seed(seed)  # KID draws its subsets with torch's global generator
         kid_mean, kid_std = kid.compute()
-    return {"fid": frechet_distance(real, fake), "fid_std": fid_bootstrap_std(real, fake, seed),
-            "kid_mean": float(kid_mean), "kid_std": float(kid_std)}
+    return {
+        "fid": frechet_distance(real, fake),
+        "fid_std": fid_bootstrap_std(real, fake, seed),
+        "kid_mean": float(kid_mean),
+        "kid_std": float(kid_std),
+    }
 
 
 def frechet_distance(real: Tensor, fake: Tensor) -> float:
@@ -117,8 +121,10 @@ def precision_recall_density_coverage(real: Tensor, fake: Tensor, k: int = NEARE
         recalled |= (distances <= fake_radii[start : start + 2048].unsqueeze(1)).any(0)
     # The spreads are standard errors of each mean over its points (given the k-NN radii).
     per_point = {
-        "precision": (inside_real > 0).double(), "recall": recalled.double(),
-        "density": inside_real.double() / k, "coverage": (nearest_fake <= real_radii).double(),
+        "precision": (inside_real > 0).double(),
+        "recall": recalled.double(),
+        "density": inside_real.double() / k,
+        "coverage": (nearest_fake <= real_radii).double(),
     }
     metrics = {}
     for name, values in per_point.items():
@@ -175,7 +181,5 @@ def frame_psnr(predicted: Tensor, target: Tensor) -> Tensor:
     """Per-image PSNR in dB of (N, C, H, W) images in [0, 1]: shape (N,), capped."""
     from torchmetrics.functional.image import peak_signal_noise_ratio
 
-    psnr = peak_signal_noise_ratio(
-        predicted.double(), target.double(), data_range=1.0, reduction="none", dim=(1, 2, 3)
-    )
+    psnr = peak_signal_noise_ratio(predicted.double(), target.double(), data_range=1.0, reduction="none", dim=(1, 2, 3))
     return psnr.clamp(max=PSNR_CAP_DB)

@@ -21,14 +21,18 @@ from typing import Any
 FLOORS = {"fid": 2000, "kid_mean": 100, "precision": 1000, "recall": 1000, "density": 1000, "coverage": 1000}
 # metric: the metric holding its spread (a std over resamples or subsets, or a standard error)
 SPREADS = {
-    "fid": "fid_std", "kid_mean": "kid_std",
-    **{name: f"{name}_se" for name in ("precision", "recall", "density", "coverage", "nll", "bits_per_dim",
-                                       "mse", "mae", "ssim", "psnr")},
+    "fid": "fid_std",
+    "kid_mean": "kid_std",
+    **{
+        name: f"{name}_se"
+        for name in ("precision", "recall", "density", "coverage", "nll", "bits_per_dim", "mse", "mae", "ssim", "psnr")
+    },
 }
 
 
-def reliability(metrics: dict[str, float], num_real: int, num_generated: int,
-                scored_records: int | None = None) -> dict[str, dict[str, Any]]:
+def reliability(
+    metrics: dict[str, float], num_real: int, num_generated: int, scored_records: int | None = None
+) -> dict[str, dict[str, Any]]:
     """For each headline metric present: reliable or not, the counts, the floor and the spread.
     Distances count the real and generated images compared; likelihoods and sequence scores
     the `scored_records` they average over (n_generated: None)."""
@@ -39,8 +43,13 @@ def reliability(metrics: dict[str, float], num_real: int, num_generated: int,
         floor = FLOORS.get(name)
         reliable = floor is None or (num_real >= floor and num_generated >= floor)
         counts = (num_real, num_generated) if floor is not None else (scored_records or num_real, None)
-        verdict: dict[str, Any] = {"reliable": reliable, "n_real": counts[0], "n_generated": counts[1],
-                                   "floor": floor, "spread": metrics.get(spread)}
+        verdict: dict[str, Any] = {
+            "reliable": reliable,
+            "n_real": counts[0],
+            "n_generated": counts[1],
+            "floor": floor,
+            "spread": metrics.get(spread),
+        }
         if not reliable:
             verdict["reason"] = below_floor(name, verdict)
         verdicts[name] = verdict
@@ -51,8 +60,11 @@ def describe(verdict: dict[str, Any]) -> str:
     """'± spread, n = R real / G generated' (or 'n = N records') and, below the floor,
     '; UNRELIABLE: below the floor of F': how the report and the CLI show a verdict."""
     spread = f"± {verdict['spread']:.3g}, " if verdict.get("spread") is not None else ""
-    counts = (f"{verdict['n_real']} real / {verdict['n_generated']} generated" if verdict["n_generated"] is not None
-              else f"{verdict['n_real']} records")
+    counts = (
+        f"{verdict['n_real']} real / {verdict['n_generated']} generated"
+        if verdict["n_generated"] is not None
+        else f"{verdict['n_real']} records"
+    )
     text = f"{spread}n = {counts}"
     if not verdict["reliable"]:
         text += f"; UNRELIABLE: below the floor of {verdict['floor']}"
@@ -60,8 +72,10 @@ def describe(verdict: dict[str, Any]) -> str:
 
 
 def below_floor(name: str, verdict: dict[str, Any]) -> str:
-    return (f"{name} on {verdict['n_real']} real and {verdict['n_generated']} generated images is below its "
-            f"floor of {verdict['floor']} of each: not a measurement")
+    return (
+        f"{name} on {verdict['n_real']} real and {verdict['n_generated']} generated images is below its "
+        f"floor of {verdict['floor']} of each: not a measurement"
+    )
 
 
 def unreliable_note(verdicts: dict[str, dict[str, Any]]) -> str | None:
@@ -71,5 +85,7 @@ def unreliable_note(verdicts: dict[str, dict[str, Any]]) -> str | None:
         return None
     first = verdicts[below[0]]
     floors = ", ".join(f"{name} {verdicts[name]['floor']}" for name in below)
-    return (f"unreliable: {', '.join(below)} (n_real={first['n_real']}, n_generated={first['n_generated']}; "
-            f"floors: {floors})")
+    return (
+        f"unreliable: {', '.join(below)} (n_real={first['n_real']}, n_generated={first['n_generated']}; "
+        f"floors: {floors})"
+    )

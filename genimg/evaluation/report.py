@@ -29,14 +29,14 @@ def save_loss_curves(history: LossHistory, path: Path) -> Path | None:
     columns = min(3, len(names))
     rows = -(-len(names) // columns)
     figure, axes = plt.subplots(rows, columns, figsize=(4 * columns, 2.8 * rows), squeeze=False)
-    for axis, name in zip(axes.flat, names):
-        steps, values = zip(*history[name])
+    for axis, name in zip(axes.flat, names, strict=False):
+        steps, values = zip(*history[name], strict=True)
         # Markers while points are few: a line through one point draws nothing.
         axis.plot(steps, values, linewidth=1, marker="o" if len(steps) <= MARKERS_UP_TO else None, markersize=3)
         axis.set_title(name, fontsize=9)
         axis.set_xlabel("step", fontsize=8)
         axis.tick_params(labelsize=7)
-    for axis in list(axes.flat)[len(names):]:
+    for axis in list(axes.flat)[len(names) :]:
         axis.axis("off")
     figure.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -49,17 +49,19 @@ def format_value(value: float) -> str:
     return f"{value:.4g}" if abs(value) < 1e5 else f"{value:.3e}"
 
 
-def write_report(
-    evaluation: Evaluation, folder: Path, *, title: str, history: LossHistory | None = None
-) -> list[Path]:
+def write_report(evaluation: Evaluation, folder: Path, *, title: str, history: LossHistory | None = None) -> list[Path]:
     """Write the report files into `folder`; returns them (report.md first)."""
     folder.mkdir(parents=True, exist_ok=True)
     images: list[tuple[str, Path]] = []
     if evaluation.continuations is not None and evaluation.ground_truth is not None:
         # Rows alternate: ground truth, then the model's best continuation of its first frames.
         pairs = torch.stack([evaluation.ground_truth, evaluation.continuations], 1).flatten(0, 1)
-        images.append(("Continuations (odd rows: ground truth, even rows: model)",
-                       save_sequence_gif(pairs, folder / "continuations.gif")))
+        images.append(
+            (
+                "Continuations (odd rows: ground truth, even rows: model)",
+                save_sequence_gif(pairs, folder / "continuations.gif"),
+            )
+        )
         images.append(("Continuations, frame by frame", save_sequence_strips(pairs, folder / "continuations.png")))
         images.append(("Generated sequences", save_sequence_strips(evaluation.samples, folder / "samples.png")))
     else:
@@ -69,11 +71,15 @@ def write_report(
         images.append(("Training curves", curves))
     summary = evaluation.as_dict()
     (folder / "metrics.json").write_text(json.dumps(summary, indent=2) + "\n")
-    rows = [(name, format_value(value), describe(evaluation.reliability[name]) if name in evaluation.reliability else "")
-            for name, value in sorted(evaluation.metrics.items())]
+    rows = [
+        (name, format_value(value), describe(evaluation.reliability[name]) if name in evaluation.reliability else "")
+        for name, value in sorted(evaluation.metrics.items())
+    ]
     facts = [
-        ("model", evaluation.model), ("dataset", f"{evaluation.dataset} ({evaluation.split} split)"),
-        ("generated samples", str(evaluation.num_samples)), ("real records", str(evaluation.num_real)),
+        ("model", evaluation.model),
+        ("dataset", f"{evaluation.dataset} ({evaluation.split} split)"),
+        ("generated samples", str(evaluation.num_samples)),
+        ("real records", str(evaluation.num_real)),
         ("seed", str(evaluation.seed)),
         ("features", f"{evaluation.features['name']} (weights sha256 {evaluation.features['weights_sha256'][:12]})"),
         *[(key, str(value)) for key, value in evaluation.settings.items()],
@@ -81,18 +87,26 @@ def write_report(
     note = evaluation.features.get("note")
     markdown = [f"# {title}", ""]
     markdown += [f"- **{key}**: {value}" for key, value in facts]
-    markdown += ([f"- **note**: {note}"] if note else []) + ["", "| metric | value | spread, n, reliability |", "| --- | ---: | --- |"]
+    markdown += ([f"- **note**: {note}"] if note else []) + [
+        "",
+        "| metric | value | spread, n, reliability |",
+        "| --- | ---: | --- |",
+    ]
     markdown += [f"| {name} | {value} | {note} |" for name, value, note in rows] + [""]
     for caption, path in images:
         markdown += [f"## {caption}", "", f"![{caption}]({path.name})", ""]
     report = folder / "report.md"
     report.write_text("\n".join(markdown))
-    page = [f"<!doctype html><meta charset='utf-8'><title>{html.escape(title)}</title>",
-            f"<h1>{html.escape(title)}</h1><ul>"]
+    page = [
+        f"<!doctype html><meta charset='utf-8'><title>{html.escape(title)}</title>",
+        f"<h1>{html.escape(title)}</h1><ul>",
+    ]
     page += [f"<li><b>{html.escape(key)}</b>: {html.escape(value)}</li>" for key, value in facts]
     page += ([f"<li><b>note</b>: {html.escape(note)}</li>"] if note else []) + ["</ul><table>"]
-    page += [f"<tr><td>{html.escape(name)}</td><td align=right>{value}</td><td>{html.escape(note)}</td></tr>"
-             for name, value, note in rows]
+    page += [
+        f"<tr><td>{html.escape(name)}</td><td align=right>{value}</td><td>{html.escape(note)}</td></tr>"
+        for name, value, note in rows
+    ]
     page.append("</table>")
     for caption, path in images:
         page.append(f"<h2>{html.escape(caption)}</h2><img src='{path.name}' alt='{html.escape(caption)}'>")

@@ -36,9 +36,12 @@ def deploy_retrain(
     """Create or update the deployment; flow runs start in `working_dir` (default: this folder)."""
     api_url = os.environ.get("PREFECT_API_URL")
     if not api_url:
-        raise GenimgError("genimg deploy needs a Prefect server: set PREFECT_API_URL (e.g. http://prefect:4200/api); "
-                          "schedules do not run on Prefect's temporary local server")
+        raise GenimgError(
+            "genimg deploy needs a Prefect server: set PREFECT_API_URL (e.g. http://prefect:4200/api); "
+            "schedules do not run on Prefect's temporary local server"
+        )
     from prefect.schedules import Cron
+
     try:
         schedule = Cron(cron, timezone=timezone)
     except ValueError as exc:
@@ -48,8 +51,12 @@ def deploy_retrain(
     ensure_work_pool(work_pool, api_url)
     working_dir = (working_dir or Path.cwd()).resolve()
     deployment = retrain.to_deployment(
-        name, schedule=schedule, parameters={"config_path": config_path}, work_pool_name=work_pool,
-        tags=["genimg"], description="genimg retrain: ingest, train, evaluate, register, promote",
+        name,
+        schedule=schedule,
+        parameters={"config_path": config_path},
+        work_pool_name=work_pool,
+        tags=["genimg"],
+        description="genimg retrain: ingest, train, evaluate, register, promote",
         # The process worker starts flow runs here: a relative GENIMG_HOME (./.genimg) means this folder.
         job_variables={"working_dir": str(working_dir)},
     )
@@ -62,10 +69,15 @@ def deploy_retrain(
     with get_client(sync_client=True) as client:
         stored = client.read_deployment(deployment_id)
     return {
-        "deployment_id": str(deployment_id), "name": f"retrain/{stored.name}", "work_pool": stored.work_pool_name,
-        "schedules": [{"cron": s.schedule.cron, "timezone": s.schedule.timezone, "active": s.active}
-                      for s in stored.schedules],
-        "entrypoint": stored.entrypoint, "parameters": stored.parameters, "api_url": api_url,
+        "deployment_id": str(deployment_id),
+        "name": f"retrain/{stored.name}",
+        "work_pool": stored.work_pool_name,
+        "schedules": [
+            {"cron": s.schedule.cron, "timezone": s.schedule.timezone, "active": s.active} for s in stored.schedules
+        ],
+        "entrypoint": stored.entrypoint,
+        "parameters": stored.parameters,
+        "api_url": api_url,
     }
 
 

@@ -21,7 +21,6 @@ from typing import Any
 from prefect import flow, task
 from prefect.cache_policies import NONE as NO_CACHE
 
-from genimg.version import __version__
 from genimg.config import config_from_dict, parse_overrides
 from genimg.data.moving_mnist import MOVING_MNIST_PREFIX
 from genimg.data.versions import MANIFEST_FILE, version_prefix
@@ -36,10 +35,12 @@ from genimg.models.base import model_spec
 from genimg.services.evaluate import evaluate_target
 from genimg.services.ingest import ingest as ingest_source
 from genimg.services.register import register as register_run
-from genimg.services.train import TrainRequest, as_set_options, train as train_model
+from genimg.services.train import TrainRequest, as_set_options
+from genimg.services.train import train as train_model
 from genimg.store import default_store_uri, open_store, s3_listing
 from genimg.tracking.registry import promote as promote_version
 from genimg.training.run import load_config_file, merge_sections
+from genimg.version import __version__
 
 RETRY_DELAYS = [2, 10, 30]
 
@@ -84,7 +85,9 @@ def source_fingerprint(source: str) -> str:
         for path in files:
             if path.is_file():
                 stat = path.stat()
-                digest.update(f"{path.relative_to(root) if root.is_dir() else path.name}|{stat.st_size}|{stat.st_mtime_ns}\n".encode())
+                digest.update(
+                    f"{path.relative_to(root) if root.is_dir() else path.name}|{stat.st_size}|{stat.st_mtime_ns}\n".encode()
+                )
     return digest.hexdigest()[:16]
 
 
@@ -97,8 +100,13 @@ def ingest_cache_key(context: Any, parameters: dict[str, Any]) -> str:
 
 @task(retries=2, retry_delay_seconds=RETRY_DELAYS, cache_key_fn=ingest_cache_key, persist_result=True)
 def ingest(name: str, plan: DatasetPlan, kind: str | None) -> IngestedDataset:
-    result = ingest_source(plan.source, name, kind=kind, resolution=plan.resolution,  # type: ignore[arg-type]
-                           resize=plan.resize if plan.resolution else None)
+    result = ingest_source(
+        plan.source,
+        name,
+        kind=kind,
+        resolution=plan.resolution,  # type: ignore[arg-type]
+        resize=plan.resize if plan.resolution else None,
+    )
     return IngestedDataset(result.name, result.version, result.counts, result.reused, len(result.rejected))
 
 
@@ -107,8 +115,11 @@ def version_in_store(ingested: IngestedDataset) -> bool:
 
 
 def family_sections(plan: FamilyPlan) -> dict[str, dict[str, Any]]:
-    return merge_sections(load_config_file(plan.config) if plan.config else {}, parse_overrides(list(plan.overrides)),
-                          {"train": {"steps": plan.steps}} if plan.steps else {})
+    return merge_sections(
+        load_config_file(plan.config) if plan.config else {},
+        parse_overrides(list(plan.overrides)),
+        {"train": {"steps": plan.steps}} if plan.steps else {},
+    )
 
 
 def log_job_line(line: str) -> None:
@@ -121,41 +132,80 @@ def log_job_line(line: str) -> None:
 # another Prefect worker, continues the same Ray run (and attaches to its Ray Job) instead of
 # training again from scratch.
 @task(retries=2, retry_delay_seconds=RETRY_DELAYS, cache_policy=NO_CACHE)
-def train(plan: FamilyPlan, dataset_ref: str, workers: int, gpu: bool, run_name: str,
-          ray_jobs: RayJobsTarget | None) -> TrainedModel:
-    request = TrainRequest(plan.model, dataset_ref, family_sections(plan), workers=workers, gpu=gpu,
-                           run_name=run_name, resume="auto", ray_jobs=ray_jobs, evaluate=False)
+def train(
+    plan: FamilyPlan, dataset_ref: str, workers: int, gpu: bool, run_name: str, ray_jobs: RayJobsTarget | None
+) -> TrainedModel:
+    request = TrainRequest(
+        plan.model,
+        dataset_ref,
+        family_sections(plan),
+        workers=workers,
+        gpu=gpu,
+        run_name=run_name,
+        resume="auto",
+        ray_jobs=ray_jobs,
+        evaluate=False,
+    )
     outcome = train_model(request)
     return TrainedModel(outcome.run_id, run_name, outcome.checkpoint, dict(outcome.metrics), outcome.ray_job)
 
 
 @task(retries=2, retry_delay_seconds=RETRY_DELAYS, cache_policy=NO_CACHE)
-def tune(plan: FamilyPlan, dataset_ref: str, workers: int, gpu: bool, search_name: str,
-         ray_jobs: RayJobsTarget | None) -> TrainedModel:
+def tune(
+    plan: FamilyPlan, dataset_ref: str, workers: int, gpu: bool, search_name: str, ray_jobs: RayJobsTarget | None
+) -> TrainedModel:
     """Search the family's hyperparameters; the best trial's run goes on to evaluation."""
     sections = family_sections(plan)
     steps = plan.tune.steps or plan.steps or int(sections["train"].get("steps", 500))
     sections["train"].pop("steps", None)
     if ray_jobs is not None:
-        args = ["tune", "--model", plan.model, "--dataset", dataset_ref, "--trials", str(plan.tune.trials),
-                "--steps", str(steps), "--workers-per-trial", str(max(1, workers)), "--name", search_name,
-                *(["--max-concurrent", str(plan.tune.max_concurrent)] if plan.tune.max_concurrent else []),
-                *(["--space", plan.tune.space] if plan.tune.space else []), *(["--gpu"] if gpu else []),
-                *as_set_options(sections)]
+        args = [
+            "tune",
+            "--model",
+            plan.model,
+            "--dataset",
+            dataset_ref,
+            "--trials",
+            str(plan.tune.trials),
+            "--steps",
+            str(steps),
+            "--workers-per-trial",
+            str(max(1, workers)),
+            "--name",
+            search_name,
+            *(["--max-concurrent", str(plan.tune.max_concurrent)] if plan.tune.max_concurrent else []),
+            *(["--space", plan.tune.space] if plan.tune.space else []),
+            *(["--gpu"] if gpu else []),
+            *as_set_options(sections),
+        ]
         job = run_genimg_job(ray_jobs, args, search_name, on_log=log_job_line)
         result, ray_job = job.payload, job.submission_id
     else:
-        result = tune_search(plan.model, dataset_ref, sections,
-                             space=load_space(plan.model, Path(plan.tune.space) if plan.tune.space else None),
-                             trials=plan.tune.trials, steps=steps, search=search_name,
-                             max_concurrent=plan.tune.max_concurrent, workers_per_trial=max(1, workers),
-                             use_gpu=gpu, resume="auto").as_dict()
+        result = tune_search(
+            plan.model,
+            dataset_ref,
+            sections,
+            space=load_space(plan.model, Path(plan.tune.space) if plan.tune.space else None),
+            trials=plan.tune.trials,
+            steps=steps,
+            search=search_name,
+            max_concurrent=plan.tune.max_concurrent,
+            workers_per_trial=max(1, workers),
+            use_gpu=gpu,
+            resume="auto",
+        ).as_dict()
         ray_job = None
     if not result.get("best"):
         raise GenimgError(f"search {search_name}: every trial failed")
     best = result["best"]
-    return TrainedModel(best["run_id"], search_name, best["checkpoint"], {best["metric"]: best["value"]}, ray_job,
-                        result["parent_run_id"])
+    return TrainedModel(
+        best["run_id"],
+        search_name,
+        best["checkpoint"],
+        {best["metric"]: best["value"]},
+        ray_job,
+        result["parent_run_id"],
+    )
 
 
 @task(retries=2, retry_delay_seconds=RETRY_DELAYS, cache_policy=NO_CACHE)
@@ -194,7 +244,9 @@ class FamilyOutcome:
 
 
 def family_run_name(plan: FamilyPlan, flow_run_id: str | None, tuned: bool) -> str:
-    suffix = flow_run_id.replace("-", "")[:12] if flow_run_id else f"{time.strftime('%Y%m%d-%H%M%S')}-{os.urandom(3).hex()}"
+    suffix = (
+        flow_run_id.replace("-", "")[:12] if flow_run_id else f"{time.strftime('%Y%m%d-%H%M%S')}-{os.urandom(3).hex()}"
+    )
     return f"retrain-{'tune-' if tuned else ''}{plan.model}-{plan.dataset}-{suffix}"
 
 
@@ -219,12 +271,17 @@ def summary_markdown(datasets: list[dict[str, Any]], outcomes: list[FamilyOutcom
     """The flow run's artifact: from the flow run to each dataset version, run and model version."""
     lines = ["# Retrain", "", "| dataset | version | reused |", "|---|---|---|"]
     lines += [f"| {d['name']} | {d['version']} | {d['reused']} |" for d in datasets]
-    lines += ["", "| model | dataset | MLflow run | Ray run | Ray job | model version | promoted | reason / error |",
-              "|---|---|---|---|---|---|---|---|"]
+    lines += [
+        "",
+        "| model | dataset | MLflow run | Ray run | Ray job | model version | promoted | reason / error |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
     for o in outcomes:
         version = f"models:/{o.name}/{o.version}" if o.name else "—"
-        lines.append(f"| {o.model} | {o.dataset} | {o.run_id or '—'} | {o.run_name or '—'} | {o.ray_job or '—'} | "
-                     f"{version} | {o.promoted} | {(o.error or o.reason or '').replace('|', '/')} |")
+        lines.append(
+            f"| {o.model} | {o.dataset} | {o.run_id or '—'} | {o.run_name or '—'} | {o.ray_job or '—'} | "
+            f"{version} | {o.promoted} | {(o.error or o.reason or '').replace('|', '/')} |"
+        )
     return "\n".join(lines)
 
 
@@ -303,8 +360,11 @@ def retrain_all(config_path: str | None) -> dict[str, Any]:
         else:
             os.environ["GENIMG_FLOW_RUN_ID"] = previous
     dataset_list = list(datasets.values())
-    create_markdown_artifact(summary_markdown(dataset_list, outcomes), key="retrain-summary",
-                             description="datasets, runs and model versions of this flow run")
+    create_markdown_artifact(
+        summary_markdown(dataset_list, outcomes),
+        key="retrain-summary",
+        description="datasets, runs and model versions of this flow run",
+    )
     return {
         # `dataset` is the first (for a one-dataset config, the only) one; `datasets` lists all.
         "dataset": dataset_list[0] if dataset_list else None,

@@ -15,6 +15,7 @@ from genimg.distributed.jobs import RayJobsTarget
 from genimg.errors import ConfigError, GenimgError
 from genimg.evaluation.config import EvalConfig
 
+
 @dataclass(frozen=True)
 class TunePlan:
     trials: int = 4
@@ -81,19 +82,33 @@ def load_retrain_config(path: str | Path | None = None) -> RetrainConfig:
     for index, item in enumerate(raw.get("families") or []):
         where = f"{path}: families[{index}]"
         if not isinstance(item, dict) or set(item) - FAMILY_KEYS or "model" not in item or "dataset" not in item:
-            raise ConfigError(f"{where} needs model and dataset (and only {sorted(FAMILY_KEYS - {'model', 'dataset'})}), "
-                              f"got {sorted(item) if isinstance(item, dict) else item!r}")
+            raise ConfigError(
+                f"{where} needs model and dataset (and only {sorted(FAMILY_KEYS - {'model', 'dataset'})}), "
+                f"got {sorted(item) if isinstance(item, dict) else item!r}"
+            )
         if item["dataset"] not in raw["datasets"]:
             raise ConfigError(f"{where}.dataset {item['dataset']!r} is not in datasets")
         tune_raw = item.get("tune") or {}
         if not isinstance(tune_raw, dict) or set(tune_raw) - TUNE_KEYS:
             raise ConfigError(f"{where}.tune takes only {sorted(TUNE_KEYS)}, got {tune_raw!r}")
-        tune_plan = TunePlan(int(tune_raw.get("trials", 4)), tune_raw.get("steps"), tune_raw.get("max_concurrent"),
-                             config_file(tune_raw.get("space")))
+        tune_plan = TunePlan(
+            int(tune_raw.get("trials", 4)),
+            tune_raw.get("steps"),
+            tune_raw.get("max_concurrent"),
+            config_file(tune_raw.get("space")),
+        )
         if tune_plan.trials < 1:
             raise ConfigError(f"{where}.tune.trials must be ≥ 1, got {tune_plan.trials}")
-        families.append(FamilyPlan(item["model"], item["dataset"], config_file(item.get("config")),
-                                   item.get("steps"), tuple(item.get("set") or ()), tune_plan))
+        families.append(
+            FamilyPlan(
+                item["model"],
+                item["dataset"],
+                config_file(item.get("config")),
+                item.get("steps"),
+                tuple(item.get("set") or ()),
+                tune_plan,
+            )
+        )
     if not families:
         raise ConfigError(f"{path}: families: is empty")
     evaluation, promotion = {**EVALUATION_DEFAULTS, **(raw.get("evaluation") or {})}, raw.get("promotion") or {}
@@ -101,10 +116,17 @@ def load_retrain_config(path: str | Path | None = None) -> RetrainConfig:
     for switch in ("gpu", "tune"):
         if not isinstance(raw.get(switch, False), bool):
             raise ConfigError(f"{path}: {switch}: must be true or false, got {raw[switch]!r}")
-    return RetrainConfig(datasets, tuple(families), int(raw.get("workers", 1)), raw.get("gpu", False),
-                         raw.get("tune", False),
-                         evaluation,
-                         float(promotion.get("min_delta", 0.0)), ray_jobs_target(raw.get("ray_jobs"), path), str(path))
+    return RetrainConfig(
+        datasets,
+        tuple(families),
+        int(raw.get("workers", 1)),
+        raw.get("gpu", False),
+        raw.get("tune", False),
+        evaluation,
+        float(promotion.get("min_delta", 0.0)),
+        ray_jobs_target(raw.get("ray_jobs"), path),
+        str(path),
+    )
 
 
 DATASET_KEYS = {"source", "resolution", "resize"}
@@ -140,12 +162,17 @@ def ray_jobs_target(raw: Any, path: Path) -> RayJobsTarget | None:
     if not address:
         return None
     if not str(address).startswith(("http://", "https://")):
-        raise ConfigError(f"Ray Jobs address {address!r} (GENIMG_RAY_JOBS or ray_jobs.address) must be the "
-                          "dashboard's http(s):// URL, e.g. http://head:8265")
+        raise ConfigError(
+            f"Ray Jobs address {address!r} (GENIMG_RAY_JOBS or ray_jobs.address) must be the "
+            "dashboard's http(s):// URL, e.g. http://head:8265"
+        )
     runtime_env = raw.get("runtime_env") or {}
     if not isinstance(runtime_env, dict):
         raise ConfigError(f"{path}: ray_jobs.runtime_env must be a mapping, got {runtime_env!r}")
-    return RayJobsTarget(str(address), str(raw.get("entrypoint", "genimg")), runtime_env,
-                         tuple(raw.get("forward_env") or ()), float(raw.get("poll_seconds", 2.0)))
-
-
+    return RayJobsTarget(
+        str(address),
+        str(raw.get("entrypoint", "genimg")),
+        runtime_env,
+        tuple(raw.get("forward_env") or ()),
+        float(raw.get("poll_seconds", 2.0)),
+    )

@@ -105,8 +105,9 @@ class AveragedWeights:
 
 def averaged_weights(model: nn.Module) -> list[tuple[AveragedWeights, nn.Module]]:
     """Every weight average in `model`, with the module that owns its count."""
-    return [(module.ema, module) for module in model.modules() if isinstance(getattr(module, "ema", None),
-                                                                           AveragedWeights)]
+    return [
+        (module.ema, module) for module in model.modules() if isinstance(getattr(module, "ema", None), AveragedWeights)
+    ]
 
 
 class GenerativeModel(nn.Module, abc.ABC):
@@ -177,7 +178,9 @@ def sample_labels(model: GenerativeModel, n: int, seed: int | None, labels: Tens
     if len(labels) != n:
         raise GenimgError(f"{len(labels)} labels for {n} samples")
     if len(labels) and (int(labels.min()) < 0 or int(labels.max()) >= classes):
-        raise GenimgError(f"class labels must be in 0–{classes - 1} for model {model.registry_name}, got {labels.tolist()}")
+        raise GenimgError(
+            f"class labels must be in 0–{classes - 1} for model {model.registry_name}, got {labels.tolist()}"
+        )
     return labels.to(model.device)
 
 
@@ -185,8 +188,10 @@ def class_index(model: GenerativeModel, value: str) -> int:
     """A class given as its name (the dataset's class folder names) or else its index."""
     classes = require_classes(model) if model.num_classes else 0
     if classes == 0:
-        raise GenimgError(f"model {model.registry_name} is not class-conditional: --class needs a model "
-                          "trained with model.conditional=true")
+        raise GenimgError(
+            f"model {model.registry_name} is not class-conditional: --class needs a model "
+            "trained with model.conditional=true"
+        )
     # A name wins over an index: with class folders "1", "2", "3", "2" is the folder "2".
     if value in model.class_names:
         return model.class_names.index(value)
@@ -285,9 +290,7 @@ def discretized_logistic_log_prob(target: Tensor, mean: Tensor, log_scale: Tenso
     return torch.where(target <= 0.0, log_cdf_upper, torch.where(target >= 1.0, log_sf_lower, log_bin))
 
 
-def log_likelihood(
-    target: Tensor, decoded: Tensor, likelihood: Likelihood, log_scale: Tensor | None
-) -> Tensor:
+def log_likelihood(target: Tensor, decoded: Tensor, likelihood: Likelihood, log_scale: Tensor | None) -> Tensor:
     """log p(target | decoded) summed over (C, H, W): shape (B,).
 
     `decoded` holds Bernoulli logits, Gaussian means before a sigmoid, or (logistic) the means
@@ -295,21 +298,19 @@ def log_likelihood(
     the per-channel Gaussian log standard deviation.
     """
     if likelihood == "bernoulli":
-        per_pixel = -nn.functional.binary_cross_entropy_with_logits(
-            decoded, target, reduction="none"
-        )
+        per_pixel = -nn.functional.binary_cross_entropy_with_logits(decoded, target, reduction="none")
     elif likelihood == "logistic":
         mean_logits, pixel_log_scale = decoded.chunk(2, dim=1)
         per_pixel = discretized_logistic_log_prob(
-            target, torch.sigmoid(mean_logits), (pixel_log_scale + LOGISTIC_LOG_SCALE_SHIFT).clamp(*LOGISTIC_LOG_SCALE_RANGE)
+            target,
+            torch.sigmoid(mean_logits),
+            (pixel_log_scale + LOGISTIC_LOG_SCALE_SHIFT).clamp(*LOGISTIC_LOG_SCALE_RANGE),
         )
     else:
         assert log_scale is not None
         scale = log_scale.view(1, -1, 1, 1)
         mean = torch.sigmoid(decoded)
-        per_pixel = -0.5 * ((target - mean) / scale.exp()).pow(2) - scale - 0.5 * math.log(
-            2 * math.pi
-        )
+        per_pixel = -0.5 * ((target - mean) / scale.exp()).pow(2) - scale - 0.5 * math.log(2 * math.pi)
     return per_pixel.flatten(1).sum(1)
 
 
@@ -419,8 +420,11 @@ def size_settings(config: Any) -> str:
     sized = []
     for field in dataclasses.fields(config):
         value = getattr(config, field.name)
-        if not isinstance(value, (int, tuple)) or isinstance(value, bool) or \
-                (isinstance(value, tuple) and not all(isinstance(v, int) for v in value)):
+        if (
+            not isinstance(value, (int, tuple))
+            or isinstance(value, bool)
+            or (isinstance(value, tuple) and not all(isinstance(v, int) for v in value))
+        ):
             continue
         shown = list(value) if isinstance(value, tuple) else value
         sized.append((value != field.default, f"model.{field.name}={shown}"))
@@ -428,13 +432,18 @@ def size_settings(config: Any) -> str:
     return ", ".join(changed or [text for _, text in sized])
 
 
-def check_model_memory(name: str, config: Any, bytes_per_weight: int, hint: str,
-                       error: type[GenimgError] = ConfigError, where: str = "") -> None:
+def check_model_memory(
+    name: str, config: Any, bytes_per_weight: int, hint: str, error: type[GenimgError] = ConfigError, where: str = ""
+) -> None:
     """Refuse a model config whose weights alone need more memory than this machine can spare
     (genimg.limits), before the module is built."""
     weights = weight_count(name, json.dumps(config_to_dict(config), sort_keys=True))
-    check_memory(f"{where}model {name} with {size_settings(config)} ({weights:,} weights)",
-                 weights * bytes_per_weight, hint, error)
+    check_memory(
+        f"{where}model {name} with {size_settings(config)} ({weights:,} weights)",
+        weights * bytes_per_weight,
+        hint,
+        error,
+    )
 
 
 def build_model(name: str, config: dict[str, Any] | None = None) -> GenerativeModel:
@@ -494,15 +503,20 @@ def check_weights(weights_path: Path, description: dict[str, Any], expected_sha2
         return
     actual = file_sha256(weights_path)
     if recorded and actual != recorded:
-        raise GenimgError(f"weights {weights_path} do not match the sha256 their {MODEL_CONFIG_FILE} records "
-                          f"({recorded[:12]}…, the file has {actual[:12]}…): corrupt or replaced; not loaded")
+        raise GenimgError(
+            f"weights {weights_path} do not match the sha256 their {MODEL_CONFIG_FILE} records "
+            f"({recorded[:12]}…, the file has {actual[:12]}…): corrupt or replaced; not loaded"
+        )
     if expected_sha256 and actual != expected_sha256:
-        raise GenimgError(f"weights {weights_path} are not the ones registered (sha256 {expected_sha256[:12]}… "
-                          f"recorded at registration, the file has {actual[:12]}…); not loaded")
+        raise GenimgError(
+            f"weights {weights_path} are not the ones registered (sha256 {expected_sha256[:12]}… "
+            f"recorded at registration, the file has {actual[:12]}…); not loaded"
+        )
 
 
-def load_model(directory: str | Path, device: str | torch.device = "cpu",
-               expected_sha256: str | None = None) -> GenerativeModel:
+def load_model(
+    directory: str | Path, device: str | torch.device = "cpu", expected_sha256: str | None = None
+) -> GenerativeModel:
     """The model of a folder, its weights checked against the sha256 its model.json records
     (folders written before that was recorded load unchecked) and against `expected_sha256`
     (what a registry recorded for them) when given."""
@@ -510,8 +524,14 @@ def load_model(directory: str | Path, device: str | torch.device = "cpu",
     description = read_model_description(directory)
     spec = model_spec(description["model"])
     typed: Any = config_from_dict(spec.config_cls, description["config"], where="model")
-    check_model_memory(spec.name, typed, LOADING_BYTES_PER_WEIGHT, "not loaded (is its config altered?)",
-                       GenimgError, where=f"{directory / MODEL_CONFIG_FILE}: ")
+    check_model_memory(
+        spec.name,
+        typed,
+        LOADING_BYTES_PER_WEIGHT,
+        "not loaded (is its config altered?)",
+        GenimgError,
+        where=f"{directory / MODEL_CONFIG_FILE}: ",
+    )
     model = spec.model_cls(typed)
     weights_path = directory / MODEL_WEIGHTS_FILE
     if not weights_path.is_file():

@@ -134,9 +134,7 @@ class ResNetEncoder(nn.Module):
     """Image → feature vector: strided 4×4 convolutions down to the base grid, then `blocks`
     residual blocks there (the MNIST ResNet of pythae's benchmarks, for any resolution)."""
 
-    def __init__(
-        self, image_shape: tuple[int, int, int], width: int, out_features: int, *, blocks: int = 2
-    ) -> None:
+    def __init__(self, image_shape: tuple[int, int, int], width: int, out_features: int, *, blocks: int = 2) -> None:
         super().__init__()
         channels, height, width_px = image_shape
         stages, base_h, base_w = resolution_plan(height, width_px)
@@ -193,9 +191,7 @@ class ResNetDecoder(nn.Module):
 
 def gaussian_kl(mu_q: Tensor, logvar_q: Tensor, mu_p: Tensor, logvar_p: Tensor) -> Tensor:
     """KL(N(mu_q, var_q) ‖ N(mu_p, var_p)) summed over the last dimension."""
-    return 0.5 * (
-        logvar_p - logvar_q + (logvar_q.exp() + (mu_q - mu_p).pow(2)) / logvar_p.exp() - 1.0
-    ).sum(-1)
+    return 0.5 * (logvar_p - logvar_q + (logvar_q.exp() + (mu_q - mu_p).pow(2)) / logvar_p.exp() - 1.0).sum(-1)
 
 
 def standard_normal_kl(mu: Tensor, logvar: Tensor) -> Tensor:
@@ -205,6 +201,4 @@ def standard_normal_kl(mu: Tensor, logvar: Tensor) -> Tensor:
 
 def gaussian_log_density(x: Tensor, mu: Tensor, logvar: Tensor) -> Tensor:
     """log N(x; mu, var) summed over the last dimension."""
-    return -0.5 * (
-        (x - mu).pow(2) / logvar.exp() + logvar + torch.log(torch.tensor(2 * torch.pi))
-    ).sum(-1)
+    return -0.5 * ((x - mu).pow(2) / logvar.exp() + logvar + torch.log(torch.tensor(2 * torch.pi))).sum(-1)

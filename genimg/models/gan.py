@@ -13,6 +13,7 @@ from __future__ import annotations
 import copy
 import math
 from dataclasses import dataclass
+from itertools import pairwise
 from typing import Any, Literal
 
 import torch
@@ -72,8 +73,7 @@ class GANConfig:
         _, height, width = self.image_shape
         if not (MIN_SIDE <= height <= MAX_SIDE and MIN_SIDE <= width <= MAX_SIDE):
             raise ConfigError(
-                f"model.image_shape: the conv GAN supports {MIN_SIDE}–{MAX_SIDE} px, "
-                f"got {height}x{width}"
+                f"model.image_shape: the conv GAN supports {MIN_SIDE}–{MAX_SIDE} px, got {height}x{width}"
             )
         check_positive(latent_dim=self.latent_dim, width=self.width)
         check_gan_options(self.ema_decay, self.augment)
@@ -213,7 +213,7 @@ class MLPGenerator(nn.Module):
         self.image_shape = config.image_shape
         sizes = [config.latent_dim, *config.generator_hidden]
         layers: list[nn.Module] = []
-        for n_in, n_out in zip(sizes, sizes[1:]):
+        for n_in, n_out in pairwise(sizes):
             layers += [nn.Linear(n_in, n_out), nn.LeakyReLU(0.2)]
         layers += [nn.Linear(sizes[-1], math.prod(config.image_shape)), nn.Sigmoid()]
         self.net = nn.Sequential(*layers)
@@ -227,7 +227,7 @@ class MLPDiscriminator(nn.Module):
         super().__init__()
         sizes = [math.prod(config.image_shape), *config.discriminator_hidden]
         layers: list[nn.Module] = []
-        for n_in, n_out in zip(sizes, sizes[1:]):
+        for n_in, n_out in pairwise(sizes):
             layers += [nn.Linear(n_in, n_out), nn.LeakyReLU(0.2)]
         layers.append(nn.Linear(sizes[-1], 1))
         self.net = nn.Sequential(*layers)
@@ -268,9 +268,7 @@ class ConvDiscriminator(nn.Module):
         super().__init__()
         # No batch norm: it couples samples in a batch, which breaks the per-sample gradient
         # penalty of WGAN-GP and is redundant with spectral norm.
-        self.encoder = ConvEncoder(
-            config.image_shape, config.width, 1, norm="none", spectral_norm=config.spectral_norm
-        )
+        self.encoder = ConvEncoder(config.image_shape, config.width, 1, norm="none", spectral_norm=config.spectral_norm)
         self.projection = None
         if config.conditional and config.num_classes > 0:
             embed = nn.Embedding(config.num_classes, self.encoder.head.in_features)

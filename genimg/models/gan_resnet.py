@@ -13,6 +13,7 @@ channels, D downsampling to 8×8 then two more blocks); 64–256 px follow BigGA
 from __future__ import annotations
 
 from dataclasses import dataclass
+from itertools import pairwise
 
 from torch import Tensor, nn
 from torch.nn import functional as F
@@ -24,12 +25,24 @@ from genimg.models.gan import GAN, GANLoss, check_gan_options, check_image_shape
 
 SIDES = (8, 16, 32, 64, 128, 256)
 # Channels (× width) of the generator: at 4×4, then after each up-block (BigGAN's "arch").
-GENERATOR_PLAN = {8: (4, 4), 16: (4, 4, 4), 32: (4, 4, 4, 4), 64: (16, 8, 4, 2, 1),
-                  128: (16, 16, 8, 4, 2, 1), 256: (16, 16, 8, 8, 4, 2, 1)}
+GENERATOR_PLAN = {
+    8: (4, 4),
+    16: (4, 4, 4),
+    32: (4, 4, 4, 4),
+    64: (16, 8, 4, 2, 1),
+    128: (16, 16, 8, 4, 2, 1),
+    256: (16, 16, 8, 8, 4, 2, 1),
+}
 # Channels (× width) after each discriminator block, and how many of the first blocks halve
 # the grid: SNGAN stops at 8×8 up to 32 px; BigGAN goes down to 4×4.
-DISCRIMINATOR_PLAN = {8: ((4, 4), 0), 16: ((4, 4, 4), 1), 32: ((4, 4, 4, 4), 2), 64: ((1, 2, 4, 8, 16), 4),
-                      128: ((1, 2, 4, 8, 16, 16), 5), 256: ((1, 2, 4, 8, 8, 16, 16), 6)}
+DISCRIMINATOR_PLAN = {
+    8: ((4, 4), 0),
+    16: ((4, 4, 4), 1),
+    32: ((4, 4, 4, 4), 2),
+    64: ((1, 2, 4, 8, 16), 4),
+    128: ((1, 2, 4, 8, 16, 16), 5),
+    256: ((1, 2, 4, 8, 8, 16, 16), 6),
+}
 
 
 @dataclass(frozen=True)
@@ -121,7 +134,7 @@ class ResNetGenerator(nn.Module):
         classes = config.num_classes if config.conditional else 0
         self.base_channels = plan[0]
         self.project = nn.Linear(config.latent_dim, plan[0] * 4 * 4)
-        self.blocks = nn.ModuleList(GeneratorBlock(c_in, c_out, classes) for c_in, c_out in zip(plan, plan[1:]))
+        self.blocks = nn.ModuleList(GeneratorBlock(c_in, c_out, classes) for c_in, c_out in pairwise(plan))
         self.out_norm = nn.BatchNorm2d(plan[-1])
         self.out_conv = nn.Conv2d(plan[-1], channels, 3, 1, 1)
         init_weights(self)
@@ -164,10 +177,12 @@ class ResNetDiscriminator(nn.Module):
         channels, side, _ = config.image_shape
         multipliers, downsampling = DISCRIMINATOR_PLAN[side]
         plan = [channels] + [config.width * m for m in multipliers]
-        self.blocks = nn.Sequential(*(
-            DiscriminatorBlock(c_in, c_out, downsample=i < downsampling, first=i == 0)
-            for i, (c_in, c_out) in enumerate(zip(plan, plan[1:]))
-        ))
+        self.blocks = nn.Sequential(
+            *(
+                DiscriminatorBlock(c_in, c_out, downsample=i < downsampling, first=i == 0)
+                for i, (c_in, c_out) in enumerate(pairwise(plan))
+            )
+        )
         self.head = sn(nn.Linear(plan[-1], 1))
         classes = config.num_classes if config.conditional else 0
         self.projection = sn(nn.Embedding(classes, plan[-1])) if classes else None

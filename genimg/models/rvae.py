@@ -78,8 +78,10 @@ class RVAEConfig:
         if self.context_frames is not None and self.context_frames < 1:
             raise ConfigError(f"model.context_frames must be ≥ 1, got {self.context_frames}")
         if self.core == "convlstm" and any(side % SPATIAL_DOWNSAMPLING for side in self.image_shape[1:]):
-            raise ConfigError(f"model.core=convlstm needs frame sides divisible by {SPATIAL_DOWNSAMPLING}, "
-                              f"got {self.image_shape[1]}×{self.image_shape[2]}")
+            raise ConfigError(
+                f"model.core=convlstm needs frame sides divisible by {SPATIAL_DOWNSAMPLING}, "
+                f"got {self.image_shape[1]}×{self.image_shape[2]}"
+            )
         check_positive(
             num_frames=self.num_frames,
             latent_dim=self.latent_dim,
@@ -144,8 +146,10 @@ class SkipEncoder(nn.Module):
         super().__init__()
         self.to_half = nn.Sequential(nn.Conv2d(channels, width, 4, 2, 1), nn.LeakyReLU(0.2))
         self.to_quarter = nn.Sequential(
-            nn.Conv2d(width, out_channels, 4, 2, 1), nn.LeakyReLU(0.2),
-            nn.Conv2d(out_channels, out_channels, 3, 1, 1), nn.LeakyReLU(0.2),
+            nn.Conv2d(width, out_channels, 4, 2, 1),
+            nn.LeakyReLU(0.2),
+            nn.Conv2d(out_channels, out_channels, 3, 1, 1),
+            nn.LeakyReLU(0.2),
         )
 
     def forward(self, frames: Tensor) -> tuple[Tensor, Tensor]:
@@ -216,9 +220,7 @@ class RVAE(GenerativeModel):
         batch, steps = sequences.shape[:2]
         return self.frame_encoder(sequences.flatten(0, 1)).view(batch, steps, -1)
 
-    def step_terms(
-        self, sequences: Tensor, generator: torch.Generator | None = None
-    ) -> tuple[Tensor, Tensor]:
+    def step_terms(self, sequences: Tensor, generator: torch.Generator | None = None) -> tuple[Tensor, Tensor]:
         """Per-step reconstruction NLL and KL, each (B, T), in nats (one posterior sample)."""
         self.check_sequences(sequences)
         batch, steps = sequences.shape[:2]
@@ -233,9 +235,7 @@ class RVAE(GenerativeModel):
         z = mu_q + (0.5 * logvar_q).exp() * self.normal_like(mu_q, generator)
         g, _ = self.predictor(torch.cat([h_prev, z], dim=-1))
         decoded = self.frame_decoder(g.flatten(0, 1))
-        reconstruction = -log_likelihood(
-            target.flatten(0, 1), decoded, c.likelihood, self.log_scale
-        ).view(batch, steps)
+        reconstruction = -log_likelihood(target.flatten(0, 1), decoded, c.likelihood, self.log_scale).view(batch, steps)
         kl = gaussian_kl(mu_q, logvar_q, mu_p, logvar_p)
         return reconstruction, kl
 
@@ -324,9 +324,7 @@ class RVAE(GenerativeModel):
             },
         )
 
-    def generate(
-        self, n: int, num_frames: int, seed: int | None = None, context: Tensor | None = None
-    ) -> Tensor:
+    def generate(self, n: int, num_frames: int, seed: int | None = None, context: Tensor | None = None) -> Tensor:
         """n sequences of `num_frames` frames in [0, 1]; the first k equal `context` when given."""
         known = 0
         if context is not None:
@@ -354,15 +352,11 @@ class RVAE(GenerativeModel):
                     assert context is not None
                     frame = context[:, t].to(self.device)
                     h_t = self.frame_encoder(frame)
-                    mu_q, logvar_q, posterior_state = self.posterior(
-                        h_t.unsqueeze(1), posterior_state
-                    )
+                    mu_q, logvar_q, posterior_state = self.posterior(h_t.unsqueeze(1), posterior_state)
                     z = mu_q + (0.5 * logvar_q).exp() * eps
                 else:
                     z = mu_p + (0.5 * logvar_p).exp() * eps
-                g, predictor_state = self.predictor(
-                    torch.cat([h_prev.unsqueeze(1), z], dim=-1), predictor_state
-                )
+                g, predictor_state = self.predictor(torch.cat([h_prev.unsqueeze(1), z], dim=-1), predictor_state)
                 if t >= known:
                     frame = decoded_mean(self.frame_decoder(g.squeeze(1)), self.config.likelihood)
                     h_t = self.frame_encoder(frame)
@@ -370,13 +364,9 @@ class RVAE(GenerativeModel):
                 h_prev = h_t
             return torch.stack(frames, dim=1)
 
-    def continue_sequence(
-        self, context: Tensor, num_frames: int | None = None, seed: int | None = None
-    ) -> Tensor:
+    def continue_sequence(self, context: Tensor, num_frames: int | None = None, seed: int | None = None) -> Tensor:
         """Continue each sequence of `context` (B, k, C, H, W) to `num_frames` frames."""
-        return self.generate(
-            context.shape[0], num_frames or self.config.num_frames, seed, context=context
-        )
+        return self.generate(context.shape[0], num_frames or self.config.num_frames, seed, context=context)
 
     def sample(self, n: int, seed: int | None = None, num_frames: int | None = None) -> Tensor:
         return self.generate(n, num_frames or self.config.num_frames, seed)
@@ -385,8 +375,7 @@ class RVAE(GenerativeModel):
         expected = tuple(self.config.image_shape)
         if sequences.dim() != 5 or tuple(sequences.shape[2:]) != expected:
             raise ValueError(
-                f"expected sequences of shape (B, T, {', '.join(map(str, expected))}), "
-                f"got {tuple(sequences.shape)}"
+                f"expected sequences of shape (B, T, {', '.join(map(str, expected))}), got {tuple(sequences.shape)}"
             )
         if sequences.shape[1] < 1:
             raise ValueError("sequences need at least one frame")

@@ -102,8 +102,9 @@ class VAE(GenerativeModel):
         decoder_in = 2 * latent if c.conditional else latent
         if c.architecture == "resnet":
             self.encoder = ResNetEncoder(c.image_shape, c.width, 2 * latent, blocks=c.res_blocks)
-            self.decoder = ResNetDecoder(decoder_in, output_shape, decoder_width, blocks=c.res_blocks,
-                                         blocks_per_stage=c.decoder_stage_blocks)
+            self.decoder = ResNetDecoder(
+                decoder_in, output_shape, decoder_width, blocks=c.res_blocks, blocks_per_stage=c.decoder_stage_blocks
+            )
         else:
             self.encoder = ConvEncoder(c.image_shape, c.width, 2 * latent, norm=c.norm)
             self.decoder = ConvDecoder(decoder_in, output_shape, decoder_width, norm=c.norm)
@@ -177,7 +178,8 @@ class VAE(GenerativeModel):
         # Counted with index_add_, not bincount: on a GPU bincount reads the largest label back to
         # size its output (a device sync, which a CUDA graph cannot record).
         counts = torch.zeros(classes, dtype=means.dtype, device=means.device).index_add_(
-            0, labels, torch.ones(labels.shape, dtype=means.dtype, device=means.device))
+            0, labels, torch.ones(labels.shape, dtype=means.dtype, device=means.device)
+        )
         sums = torch.zeros_like(means).index_add_(0, labels, mu.detach().to(means.dtype))
         # Masked with torch.where, not by indexing with `counts > 0`: that would wait for the
         # device to say how many classes the batch holds.
@@ -210,16 +212,12 @@ class VAE(GenerativeModel):
         target = likelihood_target(images, self.config.likelihood, self.config.binarize)
         mu, logvar = self.encode(images, labels)
         z = mu + torch.randn_like(mu) * (0.5 * logvar).exp()
-        reconstruction = -log_likelihood(
-            target, self.decode(z, labels), self.config.likelihood, self.log_scale
-        )
+        reconstruction = -log_likelihood(target, self.decode(z, labels), self.config.likelihood, self.log_scale)
         if labels is not None and self.training:
             self.update_class_priors(mu, labels)
         kl = standard_normal_kl(mu - self.prior_mean(labels, mu), logvar)
         total = (reconstruction + self.config.beta * kl).mean()
-        neg_elbo = (reconstruction + kl).mean() + discrete_nll_offset(
-            self.config.likelihood, self.config.image_shape
-        )
+        neg_elbo = (reconstruction + kl).mean() + discrete_nll_offset(self.config.likelihood, self.config.image_shape)
         return Losses(
             total,
             {
@@ -253,9 +251,7 @@ class VAE(GenerativeModel):
             return self.averaged.nll(images, k, labels=labels, generator=generator, chunk_size=chunk_size)
         labels = self.check_labels(labels, images.shape[0])
         with evaluating(self):
-            target = likelihood_target(
-                images, self.config.likelihood, self.config.binarize, generator
-            )
+            target = likelihood_target(images, self.config.likelihood, self.config.binarize, generator)
             mu, logvar = self.encode(images, labels)
             std = (0.5 * logvar).exp()
             batch = images.shape[0]
@@ -274,11 +270,10 @@ class VAE(GenerativeModel):
                 log_px = log_likelihood(
                     target.repeat(count, 1, 1, 1), decoded, self.config.likelihood, self.log_scale
                 ).view(count, batch)
-                log_pz = gaussian_log_density(z, self.prior_mean(labels, mu).unsqueeze(0).expand_as(z),
-                                              torch.zeros_like(z))
-                log_qz = gaussian_log_density(
-                    z, mu.unsqueeze(0).expand_as(z), logvar.unsqueeze(0).expand_as(z)
+                log_pz = gaussian_log_density(
+                    z, self.prior_mean(labels, mu).unsqueeze(0).expand_as(z), torch.zeros_like(z)
                 )
+                log_qz = gaussian_log_density(z, mu.unsqueeze(0).expand_as(z), logvar.unsqueeze(0).expand_as(z))
                 log_weights.append(log_px + log_pz - log_qz)
             log_p = torch.logsumexp(torch.cat(log_weights, 0), dim=0) - math.log(k)
             return -log_p + discrete_nll_offset(self.config.likelihood, self.config.image_shape)

@@ -63,27 +63,47 @@ def evaluate_target(
     if not dataset:
         raise GenimgError(f"{target}: give --dataset (the target does not say what it was trained on)")
     model = load_model_at(resolved.checkpoint)
-    handle = dataset if isinstance(dataset, DatasetHandle) else resolve_dataset(
-        dataset, model_spec(model.registry_name).data_kind)
+    handle = (
+        dataset
+        if isinstance(dataset, DatasetHandle)
+        else resolve_dataset(dataset, model_spec(model.registry_name).data_kind)
+    )
     key = evaluation_key(weights_digest(model), handle.ref, split, key_settings(config))
     if out_dir is None:  # asked for report files in a folder: those are written anew
         recorded = recorded_evaluation(key, split, resolved.log_run_id)
         if recorded is not None:
-            say("reusing the recorded evaluation of %s on %s (%s split, same settings: key %s, run %s)",
-                target, handle.ref, split, key, recorded["run_id"])
+            say(
+                "reusing the recorded evaluation of %s on %s (%s split, same settings: key %s, run %s)",
+                target,
+                handle.ref,
+                split,
+                key,
+                recorded["run_id"],
+            )
             return recorded
     evaluation = evaluate_model(model, handle, split, config)
     extra = {tags.EVALUATES: target}
     if resolved.model_version:
         extra[tags.MODEL_VERSION] = resolved.model_version
     return record_evaluation(
-        evaluation, log_run_id=resolved.log_run_id, training_run_id=resolved.training_run_id,
-        title=f"Evaluation of {target} on {evaluation.dataset} ({split})", out_dir=out_dir, tags=extra, key=key,
+        evaluation,
+        log_run_id=resolved.log_run_id,
+        training_run_id=resolved.training_run_id,
+        title=f"Evaluation of {target} on {evaluation.dataset} ({split})",
+        out_dir=out_dir,
+        tags=extra,
+        key=key,
     )
 
 
-def evaluate_after_training(run_id: str, run_name: str, checkpoint: str | None, handle: DatasetHandle,
-                            config: EvalConfig, run_steps: int | None = None) -> dict[str, Any] | None:
+def evaluate_after_training(
+    run_id: str,
+    run_name: str,
+    checkpoint: str | None,
+    handle: DatasetHandle,
+    config: EvalConfig,
+    run_steps: int | None = None,
+) -> dict[str, Any] | None:
     """The small val-split evaluation every run carries, logged to the run. Proportionate to
     the run: the dataset's feature network is trained here only when its budget is within the
     run's own `run_steps` (or eval.features=classifier asks for it); otherwise FID/KID are left
@@ -92,12 +112,15 @@ def evaluate_after_training(run_id: str, run_name: str, checkpoint: str | None, 
     if not checkpoint:
         return None
     try:
-        with phase(f"evaluating the trained model on the val split of {handle.ref} "
-                   "(eval.at_end_of_training=false skips this)"):
+        with phase(
+            f"evaluating the trained model on the val split of {handle.ref} (eval.at_end_of_training=false skips this)"
+        ):
             model = load_model_at(checkpoint)
             evaluation = evaluate_model(model, handle, "val", config, extractor_step_limit=run_steps)
         return record_evaluation(
-            evaluation, log_run_id=run_id, training_run_id=run_id,
+            evaluation,
+            log_run_id=run_id,
+            training_run_id=run_id,
             title=f"Run {run_name}: {evaluation.model} on {evaluation.dataset} (val)",
             key=evaluation_key(weights_digest(model), handle.ref, "val", key_settings(config)),
         )

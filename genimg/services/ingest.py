@@ -19,8 +19,15 @@ def resize_policy(resolution: int | None, resize: str | None) -> ResizePolicy | 
     return None if resolution is None else ResizePolicy(resolution, mode)  # type: ignore[arg-type]
 
 
-def ingest(source: str, name: str, *, kind: DataKind | None = None, resolution: int | None = None,
-           resize: str | None = None, store: ObjectStore | None = None) -> IngestResult:
+def ingest(
+    source: str,
+    name: str,
+    *,
+    kind: DataKind | None = None,
+    resolution: int | None = None,
+    resize: str | None = None,
+    store: ObjectStore | None = None,
+) -> IngestResult:
     """Validate `source` and publish it as a version of dataset `name` (the same content gives
     the same version, uploaded once)."""
     check_name(name)
@@ -30,6 +37,8 @@ def ingest(source: str, name: str, *, kind: DataKind | None = None, resolution: 
     store = store or open_store()
     with phase(f"reading {source}"), progress_callback(f"decoding {source}") as progress:
         dataset = read_source(source, kind, progress=progress, resize=policy)
-    with phase(f"publishing {len(dataset)} records as a version of {name} in {store.uri}"), \
-            progress_callback(f"writing {name}") as progress:
+    with (
+        phase(f"publishing {len(dataset)} records as a version of {name} in {store.uri}"),
+        progress_callback(f"writing {name}") as progress,
+    ):
         return ingest_dataset(dataset, name, store=store, progress=progress, resize=policy)

@@ -24,13 +24,16 @@ def run_eval_section(run: Any) -> dict[str, Any]:
     """The `eval:` section the run was trained with (its `eval.*` params), as typed values."""
     import yaml
 
-    return {key[len("eval."):]: None if value == "None" else yaml.safe_load(value)
-            for key, value in run.data.params.items()
-            if key.startswith("eval.") and key[len("eval."):] not in NOT_FOR_REGISTER}
+    return {
+        key[len("eval.") :]: None if value == "None" else yaml.safe_load(value)
+        for key, value in run.data.params.items()
+        if key.startswith("eval.") and key[len("eval.") :] not in NOT_FOR_REGISTER
+    }
 
 
-def register(run_id: str, name: str | None = None, *, flow_run_id: str | None = None,
-             evaluation: Mapping[str, Any] | None = None) -> dict[str, Any]:
+def register(
+    run_id: str, name: str | None = None, *, flow_run_id: str | None = None, evaluation: Mapping[str, Any] | None = None
+) -> dict[str, Any]:
     """What `genimg register --json` prints: name, version, model_uri, source, run_id, tags.
     `evaluation`: eval settings that override the run's own for its test evaluation."""
     run = training_run(run_id)
@@ -38,8 +41,10 @@ def register(run_id: str, name: str | None = None, *, flow_run_id: str | None = 
     if asked or not has_test_evaluation(run):
         config = config_from_dict(EvalConfig, run_eval_section(run) | asked, where="eval")
         _, dataset = run_checkpoint(run)
-        with phase(f"test evaluation of run {run_id} on {dataset} for its registration ({config.samples} "
-                   f"samples; recorded once per settings, reused after)"):
+        with phase(
+            f"test evaluation of run {run_id} on {dataset} for its registration ({config.samples} "
+            f"samples; recorded once per settings, reused after)"
+        ):
             evaluated = evaluate_target(run_id, None, config, split="test")
         if evaluated.get("reused"):
             say("its test evaluation with these settings was already recorded: reused, not recomputed")

@@ -31,8 +31,14 @@ class SampleOutcome:
 
     def as_dict(self) -> dict[str, Any]:
         """What `genimg sample --json` prints."""
-        return {"model": self.model, "output": self.output, "num_samples": self.num_samples, "seed": self.seed,
-                "shape": list(self.shape), "classes": list(self.classes) if self.classes is not None else None}
+        return {
+            "model": self.model,
+            "output": self.output,
+            "num_samples": self.num_samples,
+            "seed": self.seed,
+            "shape": list(self.shape),
+            "classes": list(self.classes) if self.classes is not None else None,
+        }
 
 
 def class_labels(model: GenerativeModel, classes: list[str] | None, n: int) -> torch.Tensor | None:
@@ -50,12 +56,20 @@ def check_sample_memory(model: GenerativeModel, n: int, frames: int | None) -> N
     values = math.prod(model.config.image_shape)
     if model_spec(model.registry_name).data_kind == "sequences":
         values *= frames or model.config.num_frames
-    check_memory(f"-n {n}", n * values * SAMPLE_BYTES_PER_VALUE, f"draw fewer (a sample holds {values:,} values)",
-                 GenimgError)
+    check_memory(
+        f"-n {n}", n * values * SAMPLE_BYTES_PER_VALUE, f"draw fewer (a sample holds {values:,} values)", GenimgError
+    )
 
 
-def sample(model_uri: str, output: Path, n: int = 64, *, seed: int = 0, frames: int | None = None,
-           classes: list[str] | None = None) -> SampleOutcome:
+def sample(
+    model_uri: str,
+    output: Path,
+    n: int = 64,
+    *,
+    seed: int = 0,
+    frames: int | None = None,
+    classes: list[str] | None = None,
+) -> SampleOutcome:
     """`model_uri`: an exported model or checkpoint folder (path, file://, s3://) or
     models:/NAME/VERSION | models:/NAME@ALIAS; `output`: FILE.png (grid) or FILE.gif (sequences)."""
     suffix = output.suffix.lower()

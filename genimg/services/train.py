@@ -74,25 +74,42 @@ class TrainOutcome:
     def as_dict(self) -> dict[str, Any]:
         """What `genimg train --json` prints."""
         return {
-            "model": self.model, "dataset": self.dataset, "run_name": self.run_name, "run_id": self.run_id,
-            "checkpoint": self.checkpoint, "export": self.export, "metrics": dict(self.metrics),
-            "restarts": self.restarts, "resumed_from_step": self.resumed_from_step,
+            "model": self.model,
+            "dataset": self.dataset,
+            "run_name": self.run_name,
+            "run_id": self.run_id,
+            "checkpoint": self.checkpoint,
+            "export": self.export,
+            "metrics": dict(self.metrics),
+            "restarts": self.restarts,
+            "resumed_from_step": self.resumed_from_step,
             "workers": {str(rank): node for rank, node in self.workers.items()},
-            "records": self.records, "rejected": [dict(r) for r in self.rejected],
-            "seconds": round(self.seconds, 3), "images_per_second": round(self.images_per_second, 1),
+            "records": self.records,
+            "rejected": [dict(r) for r in self.rejected],
+            "seconds": round(self.seconds, 3),
+            "images_per_second": round(self.images_per_second, 1),
             "evaluation": dict(self.evaluation) if self.evaluation is not None else None,
         }
 
     @classmethod
     def from_dict(cls, payload: Mapping[str, Any], ray_job: str | None = None) -> TrainOutcome:
         return cls(
-            model=payload["model"], dataset=payload["dataset"], run_name=payload["run_name"],
-            run_id=payload["run_id"], checkpoint=payload.get("checkpoint"), metrics=payload.get("metrics") or {},
-            restarts=int(payload.get("restarts", 0)), resumed_from_step=int(payload.get("resumed_from_step", 0)),
+            model=payload["model"],
+            dataset=payload["dataset"],
+            run_name=payload["run_name"],
+            run_id=payload["run_id"],
+            checkpoint=payload.get("checkpoint"),
+            metrics=payload.get("metrics") or {},
+            restarts=int(payload.get("restarts", 0)),
+            resumed_from_step=int(payload.get("resumed_from_step", 0)),
             workers={int(rank): node for rank, node in (payload.get("workers") or {}).items()},
-            records=int(payload.get("records", 0)), rejected=tuple(payload.get("rejected") or ()),
-            seconds=float(payload.get("seconds", 0.0)), images_per_second=float(payload.get("images_per_second", 0.0)),
-            export=payload.get("export"), evaluation=payload.get("evaluation"), ray_job=ray_job,
+            records=int(payload.get("records", 0)),
+            rejected=tuple(payload.get("rejected") or ()),
+            seconds=float(payload.get("seconds", 0.0)),
+            images_per_second=float(payload.get("images_per_second", 0.0)),
+            export=payload.get("export"),
+            evaluation=payload.get("evaluation"),
+            ray_job=ray_job,
         )
 
 
@@ -129,8 +146,19 @@ def train_as_ray_job(request: TrainRequest, sections: Mapping[str, Mapping[str, 
     """`genimg train --json` as a Ray Job on the target cluster (which also evaluates there)."""
     assert request.ray_jobs is not None
     workers = request.workers if isinstance(request.workers, int) else "-".join(map(str, request.workers))
-    args = ["train", "--model", request.model, "--dataset", request.dataset, "--workers", str(workers or 1),
-            "--run-name", run_name, *(["--gpu"] if request.gpu else []), *as_set_options(sections)]
+    args = [
+        "train",
+        "--model",
+        request.model,
+        "--dataset",
+        request.dataset,
+        "--workers",
+        str(workers or 1),
+        "--run-name",
+        run_name,
+        *(["--gpu"] if request.gpu else []),
+        *as_set_options(sections),
+    ]
     job = run_genimg_job(request.ray_jobs, args, run_name, on_log=lambda line: say("%s", line))
     return TrainOutcome.from_dict(job.payload, ray_job=job.submission_id)
 
@@ -138,16 +166,22 @@ def train_as_ray_job(request: TrainRequest, sections: Mapping[str, Mapping[str, 
 def check_workers(workers: Any) -> None:
     """`workers`: 0 (this process), N ≥ 1, or (min, max) with 1 ≤ min ≤ max; anything else is
     refused before a run or a Ray exists."""
+
     def whole(value: Any) -> bool:
         return isinstance(value, int) and not isinstance(value, bool)
 
     if whole(workers) and workers >= 0:
         return
-    if isinstance(workers, tuple) and len(workers) == 2 and all(whole(n) for n in workers) \
-            and 1 <= workers[0] <= workers[1]:
+    if (
+        isinstance(workers, tuple)
+        and len(workers) == 2
+        and all(whole(n) for n in workers)
+        and 1 <= workers[0] <= workers[1]
+    ):
         return
-    raise GenimgError(f"workers must be 0 (train in this process), a count N ≥ 1 or (min, max) with "
-                      f"1 ≤ min ≤ max, got {workers!r}")
+    raise GenimgError(
+        f"workers must be 0 (train in this process), a count N ≥ 1 or (min, max) with 1 ≤ min ≤ max, got {workers!r}"
+    )
 
 
 def train(request: TrainRequest, *, handle: DatasetHandle | None = None) -> TrainOutcome:
@@ -163,9 +197,11 @@ def train(request: TrainRequest, *, handle: DatasetHandle | None = None) -> Trai
     run_name = check_run_name(request.run_name or default_run_name(request.model), "--run-name")
     if request.epochs is not None and request.epochs <= 0:
         raise GenimgError(f"--epochs must be > 0, got {request.epochs}")
-    if request.cpus_per_worker is not None and (not isinstance(request.cpus_per_worker, int)
-                                                or isinstance(request.cpus_per_worker, bool)
-                                                or request.cpus_per_worker < 1):
+    if request.cpus_per_worker is not None and (
+        not isinstance(request.cpus_per_worker, int)
+        or isinstance(request.cpus_per_worker, bool)
+        or request.cpus_per_worker < 1
+    ):
         raise GenimgError(f"--cpus-per-worker must be a whole number ≥ 1, got {request.cpus_per_worker!r}")
     if request.ray_jobs is not None:
         return train_as_ray_job(request, sections, run_name)  # the job's `genimg train` locks the run
@@ -183,14 +219,20 @@ def train(request: TrainRequest, *, handle: DatasetHandle | None = None) -> Trai
         finally:
             progress.close()
         if lock.lost is not None:
-            raise GenimgError(f"run {run_name} lost its lock {lock.uri} ({lock.lost}): its checkpoints may "
-                              "be mixed with another run's; check them, or train again under another --run-name")
+            raise GenimgError(
+                f"run {run_name} lost its lock {lock.uri} ({lock.lost}): its checkpoints may "
+                "be mixed with another run's; check them, or train again under another --run-name"
+            )
         if sections["eval"]:  # what `register` evaluates the run's model with, unless told otherwise
             TrainingRun.existing(outcome.run_id).log_params({"eval": dict(sections["eval"])})
         if request.evaluate and eval_config.at_end_of_training:
             run_steps = int(outcome.metrics.get("step", 0)) if outcome.metrics else 0
-            outcome = replace(outcome, evaluation=evaluate_after_training(
-                outcome.run_id, outcome.run_name, outcome.checkpoint, handle, eval_config, run_steps))
+            outcome = replace(
+                outcome,
+                evaluation=evaluate_after_training(
+                    outcome.run_id, outcome.run_name, outcome.checkpoint, handle, eval_config, run_steps
+                ),
+            )
     return outcome
 
 
@@ -202,8 +244,11 @@ def running_mlflow_run(run_name: str, holder: Mapping[str, Any]) -> dict[str, st
     try:
         mlflow_client = client(f"looking up the run that holds {run_name}")
         found = mlflow_client.search_runs(
-            [experiment_id(mlflow_client)], max_results=1, order_by=["attributes.start_time DESC"],
-            filter_string=f"tags.`{tags.RUN_NAME}` = '{run_name}' and attributes.status = 'RUNNING'")
+            [experiment_id(mlflow_client)],
+            max_results=1,
+            order_by=["attributes.start_time DESC"],
+            filter_string=f"tags.`{tags.RUN_NAME}` = '{run_name}' and attributes.status = 'RUNNING'",
+        )
     except Exception:  # noqa: BLE001 - best effort: the lock's own record already names the holder
         return {}
     if not found or (isinstance(started, (int, float)) and found[0].info.start_time < (started - 1) * 1000):
@@ -211,27 +256,64 @@ def running_mlflow_run(run_name: str, holder: Mapping[str, Any]) -> dict[str, st
     return {"mlflow_run_id": str(found[0].info.run_id)}
 
 
-def train_here(request: TrainRequest, sections: dict[str, dict[str, Any]], run_name: str,
-               handle: DatasetHandle, on_progress: Any) -> TrainOutcome:
+def train_here(
+    request: TrainRequest, sections: dict[str, dict[str, Any]], run_name: str, handle: DatasetHandle, on_progress: Any
+) -> TrainOutcome:
     """In this process (workers 0) or on the Ray cluster this process reaches."""
-    common = {"model": request.model, "dataset": handle.ref, "run_name": run_name,
-              "rejected": tuple(r.as_dict() for r in handle.rejected)}
+    common = {
+        "model": request.model,
+        "dataset": handle.ref,
+        "run_name": run_name,
+        "rejected": tuple(r.as_dict() for r in handle.rejected),
+    }
     if request.workers == 0:
         local, run_id, records = train_in_process(
-            request.model, handle, sections, run_name=run_name, resume=request.resume, epochs=request.epochs,
-            export_dir=request.export_dir, gpu=request.gpu, on_progress=on_progress)
+            request.model,
+            handle,
+            sections,
+            run_name=run_name,
+            resume=request.resume,
+            epochs=request.epochs,
+            export_dir=request.export_dir,
+            gpu=request.gpu,
+            on_progress=on_progress,
+        )
         return TrainOutcome(
-            **common, run_id=run_id, checkpoint=local.checkpoint.as_uri() if local.checkpoint else None,
-            metrics=local.metrics, resumed_from_step=local.resumed_from_step, records=records,
-            seconds=local.seconds, images_per_second=local.images_per_second,
-            export=str(local.export) if local.export else None)
+            **common,
+            run_id=run_id,
+            checkpoint=local.checkpoint.as_uri() if local.checkpoint else None,
+            metrics=local.metrics,
+            resumed_from_step=local.resumed_from_step,
+            records=records,
+            seconds=local.seconds,
+            images_per_second=local.images_per_second,
+            export=str(local.export) if local.export else None,
+        )
     fitted = train_on_ray(
-        request.model, handle, sections, run_name=run_name, workers=request.workers, use_gpu=request.gpu,
-        cpus_per_worker=request.cpus_per_worker, resume=request.resume, epochs=request.epochs,
-        max_failures=request.max_failures, export_dir=request.export_dir, samples=request.samples,
-        on_progress=on_progress)
+        request.model,
+        handle,
+        sections,
+        run_name=run_name,
+        workers=request.workers,
+        use_gpu=request.gpu,
+        cpus_per_worker=request.cpus_per_worker,
+        resume=request.resume,
+        epochs=request.epochs,
+        max_failures=request.max_failures,
+        export_dir=request.export_dir,
+        samples=request.samples,
+        on_progress=on_progress,
+    )
     return TrainOutcome(
-        **common, run_id=fitted.run_id, checkpoint=fitted.checkpoint, metrics=fitted.metrics,
-        restarts=fitted.restarts, resumed_from_step=fitted.resumed_from_step, workers=fitted.workers,
-        records=handle.count(), seconds=fitted.seconds, images_per_second=fitted.images_per_second,
-        export=fitted.export)
+        **common,
+        run_id=fitted.run_id,
+        checkpoint=fitted.checkpoint,
+        metrics=fitted.metrics,
+        restarts=fitted.restarts,
+        resumed_from_step=fitted.resumed_from_step,
+        workers=fitted.workers,
+        records=handle.count(),
+        seconds=fitted.seconds,
+        images_per_second=fitted.images_per_second,
+        export=fitted.export,
+    )

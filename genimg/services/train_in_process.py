@@ -50,8 +50,9 @@ def training_input(handle: DatasetHandle, run: RunConfig) -> tuple[Dataset | Rec
     conditional = bool(getattr(run.model, "num_classes", None))
     if handle.streams(run.train.data_mode):
         assert handle.stored is not None
-        stream = RecordStream(handle.stored, ("train",), rank=0, world=1, labelled_only=conditional,
-                              **run.train.stream_options())
+        stream = RecordStream(
+            handle.stored, ("train",), rank=0, world=1, labelled_only=conditional, **run.train.stream_options()
+        )
         return stream, stream.records_per_epoch()
     dataset = handle.load_splits(("train",))
     if conditional:
@@ -93,8 +94,15 @@ def train_in_process(
             on_progress(step, metrics)
 
     with tracking.failed_on_error():
-        result = train_locally(run, records, run_dir=run_dir, resume=resume, export_dir=export_dir,
-                               device="cuda" if gpu else "cpu", on_log=on_log)
+        result = train_locally(
+            run,
+            records,
+            run_dir=run_dir,
+            resume=resume,
+            export_dir=export_dir,
+            device="cuda" if gpu else "cpu",
+            on_log=on_log,
+        )
     tracking.set_tags({tags.CHECKPOINT: result.checkpoint.as_uri() if result.checkpoint else ""})
     tracking.finish()
     return result, tracking.run_id, count

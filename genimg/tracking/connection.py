@@ -119,16 +119,23 @@ def wait_for_tracking(uri: str, doing: str) -> None:
     why = problem(uri)
     shown = redact_credentials(uri)
     if why is not None and delays:
-        say("waiting for the tracking server at %s (%s): retrying for up to %s "
-            "(MLFLOW_HTTP_REQUEST_MAX_RETRIES sets how many times) …", shown, why, seconds(sum(delays)))
+        say(
+            "waiting for the tracking server at %s (%s): retrying for up to %s "
+            "(MLFLOW_HTTP_REQUEST_MAX_RETRIES sets how many times) …",
+            shown,
+            why,
+            seconds(sum(delays)),
+        )
     for delay in delays:
         if why is None:
             break
         time.sleep(delay)
         why = problem(uri)
     if why is not None:
-        raise GenimgError(f"cannot reach the tracking server at {shown} (MLFLOW_TRACKING_URI) while {doing}: "
-                          f"{why}; check that it is running and that the URI is right")
+        raise GenimgError(
+            f"cannot reach the tracking server at {shown} (MLFLOW_TRACKING_URI) while {doing}: "
+            f"{why}; check that it is running and that the URI is right"
+        )
     REACHED.add(uri)
 
 

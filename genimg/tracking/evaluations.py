@@ -43,7 +43,9 @@ class EvalTarget:
 def run_checkpoint(run: Any) -> tuple[str, str | None]:
     checkpoint = run.data.tags.get(tag_names.CHECKPOINT)
     if not checkpoint:
-        raise GenimgError(f"MLflow run {run.info.run_id} has no genimg.checkpoint tag (not a finished genimg training run)")
+        raise GenimgError(
+            f"MLflow run {run.info.run_id} has no genimg.checkpoint tag (not a finished genimg training run)"
+        )
     return checkpoint, run.data.tags.get(tag_names.DATASET)
 
 
@@ -60,8 +62,14 @@ def resolve_target(target: str) -> EvalTarget:
             raise GenimgError(f"{target}: not found in the registry at {tracking_uri()} ({exc.message})") from exc
         # Pinned (NAME@VERSION, or SOURCE@VERSION for a raw source whose content must not have changed).
         dataset = version.tags.get(tag_names.DATASET)
-        return EvalTarget(target, f"models:/{name}/{version.version}", None, version.run_id or None, dataset,
-                          f"{name}/{version.version}")
+        return EvalTarget(
+            target,
+            f"models:/{name}/{version.version}",
+            None,
+            version.run_id or None,
+            dataset,
+            f"{name}/{version.version}",
+        )
     if target.startswith("models:/"):
         raise GenimgError(f"invalid model URI {target!r}: expected models:/NAME/VERSION or models:/NAME@ALIAS")
     if Path(target).expanduser().is_dir():
@@ -79,11 +87,9 @@ def resolve_target(target: str) -> EvalTarget:
 def loss_history(run_id: str) -> LossHistory:
     """The training metrics of a run (not evaluation or final_ summaries), step by step."""
     mlflow = client()
-    names = [name for name in mlflow.get_run(run_id).data.metrics
-             if "/" not in name and not name.startswith("final_")]
+    names = [name for name in mlflow.get_run(run_id).data.metrics if "/" not in name and not name.startswith("final_")]
     return {
-        name: sorted((int(m.step), float(m.value)) for m in mlflow.get_metric_history(run_id, name))
-        for name in names
+        name: sorted((int(m.step), float(m.value)) for m in mlflow.get_metric_history(run_id, name)) for name in names
     }
 
 
@@ -99,10 +105,18 @@ def record_evaluation(
 ) -> dict[str, Any]:
     """Write the report, log metrics, tags and report files; returns the JSON payload. `key`:
     what the evaluation measured (`evaluation_key`), recorded so it is not computed twice."""
-    run = TrainingRun.existing(log_run_id) if log_run_id else TrainingRun(
-        f"evaluate-{evaluation.model}-{time.strftime('%Y%m%d-%H%M%S')}",
-        tags={tag_names.MODEL: evaluation.model, tag_names.DATASET: evaluation.dataset,
-              tag_names.KIND: "evaluation", **(tags or {})},
+    run = (
+        TrainingRun.existing(log_run_id)
+        if log_run_id
+        else TrainingRun(
+            f"evaluate-{evaluation.model}-{time.strftime('%Y%m%d-%H%M%S')}",
+            tags={
+                tag_names.MODEL: evaluation.model,
+                tag_names.DATASET: evaluation.dataset,
+                tag_names.KIND: "evaluation",
+                **(tags or {}),
+            },
+        )
     )
     history = loss_history(training_run_id) if training_run_id else None
     split, version = evaluation.split, pinned_version(evaluation.dataset) or evaluation.dataset
@@ -110,26 +124,34 @@ def record_evaluation(
     with tempfile.TemporaryDirectory(prefix="genimg-report-") as scratch:
         folder = out_dir or Path(scratch)
         files = write_report(evaluation, folder, title=title, history=history)
-        run.add_metrics(0, {f"{split}/{name}": value for name, value in evaluation.metrics.items()},
-                        int(time.time() * 1000))
+        run.add_metrics(
+            0, {f"{split}/{name}": value for name, value in evaluation.metrics.items()}, int(time.time() * 1000)
+        )
         run.flush()
-        run.set_tags({
-            tag_names.eval_tag(split, "dataset"): evaluation.dataset,
-            tag_names.eval_tag(split, "features"): evaluation.features["name"],
-            tag_names.eval_tag(split, "features_sha256"): evaluation.features["weights_sha256"],
-            tag_names.eval_tag(split, "num_samples"): str(evaluation.num_samples),
-            tag_names.eval_tag(split, "seed"): str(evaluation.seed),
-            tag_names.eval_tag(split, "settings"): ",".join(f"{k}={v}" for k, v in sorted(evaluation.settings.items())),
-            tag_names.eval_tag(split, "num_real"): str(evaluation.num_real),
-            tag_names.eval_tag(split, "reliability"): compact_reliability(evaluation.reliability),
-            **({tag_names.eval_tag(split, "key"): key} if key else {}),
-        })
+        run.set_tags(
+            {
+                tag_names.eval_tag(split, "dataset"): evaluation.dataset,
+                tag_names.eval_tag(split, "features"): evaluation.features["name"],
+                tag_names.eval_tag(split, "features_sha256"): evaluation.features["weights_sha256"],
+                tag_names.eval_tag(split, "num_samples"): str(evaluation.num_samples),
+                tag_names.eval_tag(split, "seed"): str(evaluation.seed),
+                tag_names.eval_tag(split, "settings"): ",".join(
+                    f"{k}={v}" for k, v in sorted(evaluation.settings.items())
+                ),
+                tag_names.eval_tag(split, "num_real"): str(evaluation.num_real),
+                tag_names.eval_tag(split, "reliability"): compact_reliability(evaluation.reliability),
+                **({tag_names.eval_tag(split, "key"): key} if key else {}),
+            }
+        )
         run.log_folder(folder, artifact_path)
         if not log_run_id:
             run.finish()
     artifacts = run.client.get_run(run.run_id).info.artifact_uri.rstrip("/") + "/" + artifact_path
     return evaluation.as_dict() | {
-        "run_id": run.run_id, "artifacts": artifacts, "reused": False, "key": key,
+        "run_id": run.run_id,
+        "artifacts": artifacts,
+        "reused": False,
+        "key": key,
         "report": str(out_dir / files[0].name) if out_dir else f"{artifacts}/{files[0].name}",
     }
 
@@ -145,15 +167,28 @@ def evaluation_key(weights: str, dataset: str, split: str, settings: dict[str, A
 def compact_reliability(verdicts: dict[str, dict[str, Any]]) -> str:
     """The reliability verdicts as a tag value: {metric: [reliable 0/1, n_real, n_generated,
     floor, spread]} (a tag holds at most a few thousand characters)."""
-    return json.dumps({name: [int(v["reliable"]), v["n_real"], v["n_generated"], v["floor"], v["spread"]]
-                       for name, v in verdicts.items()}, separators=(",", ":"))
+    return json.dumps(
+        {
+            name: [int(v["reliable"]), v["n_real"], v["n_generated"], v["floor"], v["spread"]]
+            for name, v in verdicts.items()
+        },
+        separators=(",", ":"),
+    )
 
 
 def expand_reliability(value: str | None) -> dict[str, dict[str, Any]]:
     if not value:
         return {}
-    verdicts = {name: {"reliable": bool(entry[0]), "n_real": entry[1], "n_generated": entry[2], "floor": entry[3],
-                       "spread": entry[4]} for name, entry in json.loads(value).items()}
+    verdicts = {
+        name: {
+            "reliable": bool(entry[0]),
+            "n_real": entry[1],
+            "n_generated": entry[2],
+            "floor": entry[3],
+            "spread": entry[4],
+        }
+        for name, entry in json.loads(value).items()
+    }
     for name, verdict in verdicts.items():
         if not verdict["reliable"]:
             verdict["reason"] = below_floor(name, verdict)
@@ -183,17 +218,35 @@ def recorded_evaluation(key: str, split: str, run_id: str | None = None) -> dict
     version = pinned_version(dataset) or dataset
     artifacts = run.info.artifact_uri.rstrip("/") + f"/evaluation/{split}-{version}"
     return {
-        "model": run_tags.get(tag_names.MODEL, ""), "dataset": dataset, "split": split,
-        "seed": int(recorded("seed") or 0), "num_samples": int(recorded("num_samples") or 0),
+        "model": run_tags.get(tag_names.MODEL, ""),
+        "dataset": dataset,
+        "split": split,
+        "seed": int(recorded("seed") or 0),
+        "num_samples": int(recorded("num_samples") or 0),
         "num_real": int(recorded("num_real") or 0),
-        "metrics": {name[len(split) + 1:]: float(value) for name, value in run.data.metrics.items()
-                    if name.startswith(f"{split}/")},
+        "metrics": {
+            name[len(split) + 1 :]: float(value)
+            for name, value in run.data.metrics.items()
+            if name.startswith(f"{split}/")
+        },
         "features": {"name": recorded("features"), "weights_sha256": recorded("features_sha256")},
         "settings": dict(item.split("=", 1) for item in recorded("settings").split(",") if "=" in item),
-        "reliability": expand_reliability(recorded("reliability")), "seconds": 0.0,
-        "run_id": run.info.run_id, "artifacts": artifacts, "report": f"{artifacts}/report.md",
-        "reused": True, "key": key,
+        "reliability": expand_reliability(recorded("reliability")),
+        "seconds": 0.0,
+        "run_id": run.info.run_id,
+        "artifacts": artifacts,
+        "report": f"{artifacts}/report.md",
+        "reused": True,
+        "key": key,
     }
 
 
-__all__ = ["EvalTarget", "evaluation_key", "recorded_evaluation", "loss_history", "record_evaluation", "resolve_target", "run_checkpoint"]
+__all__ = [
+    "EvalTarget",
+    "evaluation_key",
+    "recorded_evaluation",
+    "loss_history",
+    "record_evaluation",
+    "resolve_target",
+    "run_checkpoint",
+]

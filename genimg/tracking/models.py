@@ -14,7 +14,6 @@ from genimg.models.base import GenerativeModel, load_model
 from genimg.store import download_s3_source, local_path
 from genimg.tracking.runs import client, fluent_tracking, tracking_uri
 
-
 WEIGHTS_TAG = "genimg.weights_sha256"  # on a model version: the sha256 of its registered weights
 MODEL_URI_PATTERN = re.compile(r"models:/(?P<name>[^/@\s]+)(?:/(?P<version>\d+)|@(?P<alias>[\w-]+))")
 
@@ -23,8 +22,11 @@ def model_version_at(uri: re.Match[str]) -> Any:
     """The registry's model version a matched `models:/NAME/VERSION` or `@ALIAS` names (MLflow's
     own exception when there is none)."""
     registry = client(f"looking up {uri.group(0)}")
-    return (registry.get_model_version(uri["name"], uri["version"]) if uri["version"]
-            else registry.get_model_version_by_alias(uri["name"], uri["alias"]))
+    return (
+        registry.get_model_version(uri["name"], uri["version"])
+        if uri["version"]
+        else registry.get_model_version_by_alias(uri["name"], uri["alias"])
+    )
 
 
 def registered_weights_sha256(uri: str) -> str | None:

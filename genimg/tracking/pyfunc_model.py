@@ -30,8 +30,10 @@ def first_row(model_input: Any) -> dict[str, Any]:
             raise ValueError("empty input: give num_samples")
         return dict(rows[0])
     if isinstance(model_input, dict):
-        return {k: (v[0] if isinstance(v, (list, tuple, np.ndarray)) and k != "context" and len(v) == 1 else v)
-                for k, v in model_input.items()}
+        return {
+            k: (v[0] if isinstance(v, (list, tuple, np.ndarray)) and k != "context" and len(v) == 1 else v)
+            for k, v in model_input.items()
+        }
     raise ValueError(f"expected a dict or a DataFrame, got {type(model_input).__name__}")
 
 
@@ -87,7 +89,10 @@ class GenimgGenerator(PythonModel):
 
         if given is None or (isinstance(given, float) and math.isnan(given)) or given == "":
             return None
-        items = [str(item).strip() for item in (given if isinstance(given, (list, tuple, np.ndarray)) else str(given).split(","))]
+        items = [
+            str(item).strip()
+            for item in (given if isinstance(given, (list, tuple, np.ndarray)) else str(given).split(","))
+        ]
         classes = [class_index(self.model, item) for item in items if item]
         if len(classes) == 1:
             classes *= num_samples

@@ -35,7 +35,6 @@ from typing import Any
 
 import numpy as np
 
-from genimg.version import __version__
 from genimg.data.handle import RAW_LINEAGE, resolve_dataset
 from genimg.data.sources import is_store_ref
 from genimg.errors import GenimgError
@@ -51,6 +50,7 @@ from genimg.tracking import tags as tag_names
 from genimg.tracking.evaluations import expand_reliability, run_checkpoint
 from genimg.tracking.models import WEIGHTS_TAG, load_model_at, load_registered_model
 from genimg.tracking.runs import client, fluent_tracking, tracking_uri
+from genimg.version import __version__
 
 CHAMPION = "champion"
 PYFUNC_FILE = Path(__file__).with_name("pyfunc_model.py")
@@ -83,8 +83,7 @@ def reliability_of(version: Any) -> dict[str, dict[str, Any]]:
     return expand_reliability(version.tags.get(EVAL_PREFIX + "reliability"))
 
 
-def comparable_metric(name: str, challenger: Any, metric: str | None, mode: str | None
-                      ) -> tuple[str, str] | str:
+def comparable_metric(name: str, challenger: Any, metric: str | None, mode: str | None) -> tuple[str, str] | str:
     """The metric (and mode) to compare on: the one asked for, else the first candidate that is
     reliable at the evaluation's n; or, when none is, why promotion cannot decide."""
     verdicts = reliability_of(challenger)
@@ -93,8 +92,10 @@ def comparable_metric(name: str, challenger: Any, metric: str | None, mode: str 
         if verdicts.get(candidate, {}).get("reliable", True):
             return candidate, candidate_mode
     reasons = "; ".join(below_floor(candidate, verdicts[candidate]) for candidate, _ in candidates)
-    return (f"refused: version {challenger.version} of {name} cannot be compared on an unreliable evaluation: "
-            f"{reasons}. Evaluate on a larger split (more real records) and more samples, or --force")
+    return (
+        f"refused: version {challenger.version} of {name} cannot be compared on an unreliable evaluation: "
+        f"{reasons}. Evaluate on a larger split (more real records) and more samples, or --force"
+    )
 
 
 def dataset_slug(dataset: str) -> str:
@@ -112,8 +113,12 @@ def registered_name(dataset: str, model: str) -> str:
 
 def code_version() -> str:
     try:
-        commit = subprocess.run(["git", "-C", str(PACKAGE_DIR), "rev-parse", "--short=12", "HEAD"],
-                                capture_output=True, text=True, timeout=5)
+        commit = subprocess.run(
+            ["git", "-C", str(PACKAGE_DIR), "rev-parse", "--short=12", "HEAD"],
+            capture_output=True,
+            text=True,
+            timeout=5,
+        )
         if commit.returncode == 0 and commit.stdout.strip():
             return f"{__version__}+g{commit.stdout.strip()}"
     except (OSError, subprocess.SubprocessError):
@@ -164,9 +169,12 @@ def signature_for(model: GenerativeModel) -> Any:
 def evaluation_tags(run: Any, split: str = "test") -> dict[str, str]:
     """`genimg.eval.*` version tags from a run's evaluation on `split` (its tags and metrics)."""
     prefix = f"genimg.eval.{split}."
-    tags = {EVAL_PREFIX + key[len(prefix):]: value for key, value in run.data.tags.items() if key.startswith(prefix)}
-    tags |= {f"{EVAL_PREFIX}metric.{key[len(split) + 1:]}": repr(float(value))
-             for key, value in run.data.metrics.items() if key.startswith(f"{split}/")}
+    tags = {EVAL_PREFIX + key[len(prefix) :]: value for key, value in run.data.tags.items() if key.startswith(prefix)}
+    tags |= {
+        f"{EVAL_PREFIX}metric.{key[len(split) + 1 :]}": repr(float(value))
+        for key, value in run.data.metrics.items()
+        if key.startswith(f"{split}/")
+    }
     return tags
 
 
@@ -192,7 +200,9 @@ def training_run(run_id: str) -> Any:
     except MlflowException as exc:
         raise GenimgError(f"no MLflow run {run_id} at {tracking_uri()}") from exc
     if run.info.status != "FINISHED":
-        raise GenimgError(f"run {run_id} is {run.info.status}, not FINISHED: only finished training runs are registered")
+        raise GenimgError(
+            f"run {run_id} is {run.info.status}, not FINISHED: only finished training runs are registered"
+        )
     run_checkpoint(run)
     return run
 
@@ -218,8 +228,11 @@ def register_run(run_id: str, name: str | None = None, *, flow_run_id: str | Non
     model = load_model_at(checkpoint)
     tags = {
         **dataset_lineage(run.data.tags.get("genimg.eval.test.dataset", dataset or "")),
-        tag_names.MODEL: model.registry_name, tag_names.CODE_VERSION: code_version(),
-        tag_names.CONFIG_SHA256: config_hash(run), tag_names.RUN_ID: run_id, tag_names.CHECKPOINT: checkpoint,
+        tag_names.MODEL: model.registry_name,
+        tag_names.CODE_VERSION: code_version(),
+        tag_names.CONFIG_SHA256: config_hash(run),
+        tag_names.RUN_ID: run_id,
+        tag_names.CHECKPOINT: checkpoint,
         **evaluation_tags(run),
     }
     flow_run_id = flow_run_id or os.environ.get("GENIMG_FLOW_RUN_ID")
@@ -229,24 +242,40 @@ def register_run(run_id: str, name: str | None = None, *, flow_run_id: str | Non
         weights = save_model(model, Path(scratch) / "weights")
         tags[WEIGHTS_TAG] = json.loads((weights / "model.json").read_text())["weights_sha256"]
         code = model_code(Path(scratch) / "code")
-        with phase(f"logging the {model.registry_name} generator to MLflow as a pyfunc model"), \
-                fluent_tracking(), quiet_logger("mlflow.pyfunc"), mlflow.start_run(run_id=run_id):
+        with (
+            phase(f"logging the {model.registry_name} generator to MLflow as a pyfunc model"),
+            fluent_tracking(),
+            quiet_logger("mlflow.pyfunc"),
+            mlflow.start_run(run_id=run_id),
+        ):
             info = mlflow.pyfunc.log_model(
-                name="generator", python_model=str(PYFUNC_FILE), artifacts={"weights": str(weights)},
-                code_paths=[str(code)], signature=signature_for(model), input_example=INPUT_EXAMPLE,
+                name="generator",
+                python_model=str(PYFUNC_FILE),
+                artifacts={"weights": str(weights)},
+                code_paths=[str(code)],
+                signature=signature_for(model),
+                input_example=INPUT_EXAMPLE,
                 pip_requirements=["torch>=2.4", "numpy>=1.24", "safetensors>=0.4"],
             )
     try:
-        mlflow_client.create_registered_model(name, tags={tag_names.MODEL: model.registry_name},
-                                              description=f"genimg {model.registry_name} generators")
+        mlflow_client.create_registered_model(
+            name, tags={tag_names.MODEL: model.registry_name}, description=f"genimg {model.registry_name} generators"
+        )
     except MlflowException as exc:
         if exc.error_code != "RESOURCE_ALREADY_EXISTS":
             raise
     with fluent_tracking():  # the registry resolves the logged model's URI through the fluent API
-        version = mlflow_client.create_model_version(name, info.model_uri, run_id=run_id, tags=tags,
-                                                     model_id=info.model_id)
-    return {"name": name, "version": int(version.version), "model_uri": f"models:/{name}/{version.version}",
-            "source": info.model_uri, "run_id": run_id, "tags": tags}
+        version = mlflow_client.create_model_version(
+            name, info.model_uri, run_id=run_id, tags=tags, model_id=info.model_id
+        )
+    return {
+        "name": name,
+        "version": int(version.version),
+        "model_uri": f"models:/{name}/{version.version}",
+        "source": info.model_uri,
+        "run_id": run_id,
+        "tags": tags,
+    }
 
 
 # --- promotion -------------------------------------------------------------------------------
@@ -266,8 +295,15 @@ class PromotionLock(StoreLock):
     delete); `confirm` before acting."""
 
     def __init__(self, store: ObjectStore, key: str, model: str) -> None:
-        super().__init__(store, key, model, ttl=LOCK_TTL_SECONDS, poll=LOCK_POLL_SECONDS,
-                         rival="another promotion", details={"model": model})
+        super().__init__(
+            store,
+            key,
+            model,
+            ttl=LOCK_TTL_SECONDS,
+            poll=LOCK_POLL_SECONDS,
+            rival="another promotion",
+            details={"model": model},
+        )
         self.model = model
 
     def confirm(self) -> None:
@@ -285,8 +321,9 @@ def promotion_lock(name: str) -> Iterator[PromotionLock]:
     store = open_store()
     lock = PromotionLock(store, f"locks/promote-{re.sub(r'[^A-Za-z0-9._-]', '_', name)}.json", name)
     if not lock.acquire(LOCK_WAIT_SECONDS):
-        raise GenimgError(f"another promotion of {name} holds {lock.uri} (still renewed after "
-                          f"{LOCK_WAIT_SECONDS:g} s of waiting)")
+        raise GenimgError(
+            f"another promotion of {name} holds {lock.uri} (still renewed after {LOCK_WAIT_SECONDS:g} s of waiting)"
+        )
     try:
         yield lock
     finally:
@@ -319,23 +356,46 @@ class Decision:
         return self.challenger if self.promoted else self.champion
 
     def as_dict(self, name: str, decision_id: str) -> dict[str, Any]:
-        return {"model": name, "decision_id": decision_id, "promoted": self.promoted, "reason": self.reason,
-                "challenger": self.challenger, "champion_before": self.champion, "champion": self.champion_after,
-                "metric": self.metric, "challenger_value": self.challenger_value,
-                "champion_value": self.champion_value, "champion_reevaluated": self.reevaluated,
-                "champion_evaluation": self.champion_evaluation, "noise": self.noise}
+        return {
+            "model": name,
+            "decision_id": decision_id,
+            "promoted": self.promoted,
+            "reason": self.reason,
+            "challenger": self.challenger,
+            "champion_before": self.champion,
+            "champion": self.champion_after,
+            "metric": self.metric,
+            "challenger_value": self.challenger_value,
+            "champion_value": self.champion_value,
+            "champion_reevaluated": self.reevaluated,
+            "champion_evaluation": self.champion_evaluation,
+            "noise": self.noise,
+        }
 
     def record(self, decision_id: str, stamp: str) -> str:
         """The decision as kept on both versions: compact JSON, one tag per decision."""
         evaluation = {"id": evaluation_id(self.evaluation), **self.evaluation} if self.evaluation else None
-        return json.dumps({
-            "id": decision_id, "time": stamp, "decision": "promoted" if self.promoted else "kept",
-            "reason": self.reason, "forced": self.forced, "challenger": self.challenger,
-            "champion_before": self.champion, "champion": self.champion_after, "metric": self.metric,
-            "mode": self.mode, "min_delta": self.min_delta, "challenger_value": self.challenger_value,
-            "champion_value": self.champion_value, "champion_evaluation": self.champion_evaluation,
-            "noise": self.noise, "evaluation": evaluation,
-        }, separators=(",", ":"))
+        return json.dumps(
+            {
+                "id": decision_id,
+                "time": stamp,
+                "decision": "promoted" if self.promoted else "kept",
+                "reason": self.reason,
+                "forced": self.forced,
+                "challenger": self.challenger,
+                "champion_before": self.champion,
+                "champion": self.champion_after,
+                "metric": self.metric,
+                "mode": self.mode,
+                "min_delta": self.min_delta,
+                "challenger_value": self.challenger_value,
+                "champion_value": self.champion_value,
+                "champion_evaluation": self.champion_evaluation,
+                "noise": self.noise,
+                "evaluation": evaluation,
+            },
+            separators=(",", ":"),
+        )
 
 
 def new_decision_id(now: datetime.datetime) -> str:
@@ -345,8 +405,11 @@ def new_decision_id(now: datetime.datetime) -> str:
 
 def decisions_of(version: Any) -> list[dict[str, Any]]:
     """Every promotion decision a version took part in, oldest first."""
-    keys = sorted(key for key in version.tags
-                  if key.startswith(DECISION_PREFIX) and DECISION_ID.fullmatch(key[len(DECISION_PREFIX):]))
+    keys = sorted(
+        key
+        for key in version.tags
+        if key.startswith(DECISION_PREFIX) and DECISION_ID.fullmatch(key[len(DECISION_PREFIX) :])
+    )
     return [json.loads(version.tags[key]) for key in keys]
 
 
@@ -364,8 +427,10 @@ def record_decision(mlflow_client: Any, name: str, decision: Decision, decision_
 
 def evaluation_of(version: Any) -> dict[str, str]:
     """What a version was scored on: dataset, extractor, sample count, seed, settings."""
-    return {key: version.tags.get(EVAL_PREFIX + key, "") for key in
-            ("dataset", "features_sha256", "num_samples", "seed", "settings")}
+    return {
+        key: version.tags.get(EVAL_PREFIX + key, "")
+        for key in ("dataset", "features_sha256", "num_samples", "seed", "settings")
+    }
 
 
 def evaluation_id(evaluation: dict[str, str]) -> str:
@@ -375,7 +440,7 @@ def evaluation_id(evaluation: dict[str, str]) -> str:
 
 def metrics_of(tags: dict[str, str]) -> dict[str, float]:
     prefix = f"{EVAL_PREFIX}metric."
-    return {key[len(prefix):]: float(value) for key, value in tags.items() if key.startswith(prefix)}
+    return {key[len(prefix) :]: float(value) for key, value in tags.items() if key.startswith(prefix)}
 
 
 def champion_metrics(name: str, champion: Any, challenger: Any) -> tuple[dict[str, float], str]:
@@ -400,30 +465,52 @@ def reevaluate(name: str, version: Any, like: Any) -> dict[str, Any]:
     if not target["dataset"]:
         raise GenimgError(f"{name} version {like.version} has no evaluation to compare on")
     settings = dict(item.split("=", 1) for item in target["settings"].split(",") if "=" in item)
-    config = EvalConfig(samples=int(target["num_samples"]), seed=int(target["seed"]),
-                        nll_k=int(settings.get("nll_k", EvalConfig.nll_k)),
-                        best_of=int(settings.get("best_of", EvalConfig.best_of)))
+    config = EvalConfig(
+        samples=int(target["num_samples"]),
+        seed=int(target["seed"]),
+        nll_k=int(settings.get("nll_k", EvalConfig.nll_k)),
+        best_of=int(settings.get("best_of", EvalConfig.best_of)),
+    )
     model = load_registered_model(f"models:/{name}/{version.version}")
     # NAME@VERSION, or SOURCE@VERSION for a raw source (refused if its content has changed since).
     source = resolve_dataset(target["dataset"], model_spec(model.registry_name).data_kind)
-    with phase(f"re-evaluating champion version {version.version} of {name} as the challenger was "
-               f"evaluated ({target['num_samples']} samples on {target['dataset']}; kept for reuse)"):
+    with phase(
+        f"re-evaluating champion version {version.version} of {name} as the challenger was "
+        f"evaluated ({target['num_samples']} samples on {target['dataset']}; kept for reuse)"
+    ):
         evaluation = evaluate_model(model, source, "test", config)
     if evaluation.features["weights_sha256"] != target["features_sha256"]:
-        raise GenimgError(f"cannot re-evaluate {name} version {version.version} with the challenger's feature extractor")
-    record = {"dataset": evaluation.dataset, "features": evaluation.features["name"],
-              "features_sha256": evaluation.features["weights_sha256"],
-              "num_samples": str(evaluation.num_samples), "seed": str(evaluation.seed),
-              "settings": ",".join(f"{k}={v}" for k, v in sorted(evaluation.settings.items())),
-              "metrics": {k: float(v) for k, v in evaluation.metrics.items()},
-              "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
-    client().set_model_version_tag(name, str(version.version), REEVALUATION_PREFIX + evaluation_id(target),
-                                   json.dumps(record, sort_keys=True, separators=(",", ":")))
+        raise GenimgError(
+            f"cannot re-evaluate {name} version {version.version} with the challenger's feature extractor"
+        )
+    record = {
+        "dataset": evaluation.dataset,
+        "features": evaluation.features["name"],
+        "features_sha256": evaluation.features["weights_sha256"],
+        "num_samples": str(evaluation.num_samples),
+        "seed": str(evaluation.seed),
+        "settings": ",".join(f"{k}={v}" for k, v in sorted(evaluation.settings.items())),
+        "metrics": {k: float(v) for k, v in evaluation.metrics.items()},
+        "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+    }
+    client().set_model_version_tag(
+        name,
+        str(version.version),
+        REEVALUATION_PREFIX + evaluation_id(target),
+        json.dumps(record, sort_keys=True, separators=(",", ":")),
+    )
     return record
 
 
-def promote(name: str, version: int | None = None, *, force: bool = False, min_delta: float = 0.0,
-            metric: str | None = None, mode: str | None = None) -> dict[str, Any]:
+def promote(
+    name: str,
+    version: int | None = None,
+    *,
+    force: bool = False,
+    min_delta: float = 0.0,
+    metric: str | None = None,
+    mode: str | None = None,
+) -> dict[str, Any]:
     from mlflow.exceptions import MlflowException
 
     check_promotion_options(min_delta, metric, mode)
@@ -445,7 +532,7 @@ def promote(name: str, version: int | None = None, *, force: bool = False, min_d
         except MlflowException:
             champion = None
         decision = decide(name, challenger, champion, force=force, min_delta=min_delta, metric=metric, mode=mode)
-        now = datetime.datetime.now(datetime.timezone.utc)
+        now = datetime.datetime.now(datetime.UTC)
         decision_id = new_decision_id(now)
         # The alias moves right after the lock is confirmed ours, so no other promotion has moved
         # it since the champion was read; the records follow, so none claims what did not happen.
@@ -461,15 +548,20 @@ def check_promotion_options(min_delta: Any, metric: Any, mode: Any) -> None:
     anything: a worse version must never win through a bad option."""
     if mode is not None and mode not in ("min", "max"):
         raise GenimgError(f"mode must be min or max, got {mode!r}")
-    if isinstance(min_delta, bool) or not isinstance(min_delta, (int, float)) or not math.isfinite(min_delta) \
-            or min_delta < 0:
+    if (
+        isinstance(min_delta, bool)
+        or not isinstance(min_delta, (int, float))
+        or not math.isfinite(min_delta)
+        or min_delta < 0
+    ):
         raise GenimgError(f"min_delta must be a finite number ≥ 0, got {min_delta!r}")
     if metric is not None and (not isinstance(metric, str) or not metric):
         raise GenimgError(f"metric must be a metric name such as fid, got {metric!r}")
 
 
-def decide(name: str, challenger: Any, champion: Any, *, force: bool, min_delta: float,
-           metric: str | None, mode: str | None) -> Decision:
+def decide(
+    name: str, challenger: Any, champion: Any, *, force: bool, min_delta: float, metric: str | None, mode: str | None
+) -> Decision:
     number = int(challenger.version)
     if champion is None:
         unreliable = [metric for metric, verdict in reliability_of(challenger).items() if not verdict["reliable"]]
@@ -479,40 +571,68 @@ def decide(name: str, challenger: Any, champion: Any, *, force: bool, min_delta:
         return Decision(False, f"version {number} is already the champion", number, number, min_delta=min_delta)
     if force:
         metric, mode = (metric, mode or "min") if metric else primary_metric(challenger.tags.get(tag_names.MODEL, ""))
-        return Decision(True, f"forced: version {number} replaces version {champion.version} without comparison "
-                        f"(--force)", number, int(champion.version), metric, mode, min_delta, forced=True)
+        return Decision(
+            True,
+            f"forced: version {number} replaces version {champion.version} without comparison (--force)",
+            number,
+            int(champion.version),
+            metric,
+            mode,
+            min_delta,
+            forced=True,
+        )
     chosen = comparable_metric(name, challenger, metric, mode)
     if isinstance(chosen, str):
-        return Decision(False, chosen, number, int(champion.version), metric, mode, min_delta,
-                        evaluation=evaluation_of(challenger))
+        return Decision(
+            False, chosen, number, int(champion.version), metric, mode, min_delta, evaluation=evaluation_of(challenger)
+        )
     metric, mode = chosen
     champion_scores, source = champion_metrics(name, champion, challenger)
     key = f"{EVAL_PREFIX}metric.{metric}"
     if key not in challenger.tags or metric not in champion_scores:
-        raise GenimgError(f"{name}: {metric} missing from the evaluation of version "
-                          f"{number if key not in challenger.tags else champion.version}")
+        raise GenimgError(
+            f"{name}: {metric} missing from the evaluation of version "
+            f"{number if key not in challenger.tags else champion.version}"
+        )
     new, old = float(challenger.tags[key]), champion_scores[metric]
     gain = old - new if mode == "min" else new - old
     noise = comparison_noise(metric, metrics_of(challenger.tags), champion_scores)
     needed = max(min_delta, noise)
-    where = (f"on {challenger.tags.get(EVAL_PREFIX + 'dataset')} test split, "
-             f"{challenger.tags.get(EVAL_PREFIX + 'num_samples')} samples, "
-             f"{challenger.tags.get(EVAL_PREFIX + 'features')} features"
-             + {"own": "", "reevaluated": ", champion re-evaluated",
-                "reused": ", champion's earlier re-evaluation reused"}[source])
-    compared = {"metric": metric, "mode": mode, "min_delta": min_delta, "challenger_value": new,
-                "champion_value": old, "champion_evaluation": source, "evaluation": evaluation_of(challenger),
-                "noise": noise}
-    margin = (f"min_delta {min_delta:g}" if needed == min_delta else
-              f"the noise {noise:.4g} ({NOISE_SIGMAS:g} spreads of the difference)")
+    where = (
+        f"on {challenger.tags.get(EVAL_PREFIX + 'dataset')} test split, "
+        f"{challenger.tags.get(EVAL_PREFIX + 'num_samples')} samples, "
+        f"{challenger.tags.get(EVAL_PREFIX + 'features')} features"
+        + {"own": "", "reevaluated": ", champion re-evaluated", "reused": ", champion's earlier re-evaluation reused"}[
+            source
+        ]
+    )
+    compared = {
+        "metric": metric,
+        "mode": mode,
+        "min_delta": min_delta,
+        "challenger_value": new,
+        "champion_value": old,
+        "champion_evaluation": source,
+        "evaluation": evaluation_of(challenger),
+        "noise": noise,
+    }
+    margin = (
+        f"min_delta {min_delta:g}"
+        if needed == min_delta
+        else f"the noise {noise:.4g} ({NOISE_SIGMAS:g} spreads of the difference)"
+    )
     if gain > needed:
-        reason = (f"version {number} {metric}={new:.5g} beats champion version {champion.version} "
-                  f"{metric}={old:.5g} ({'lower' if mode == 'min' else 'higher'} is better, by {gain:.4g} > "
-                  f"{margin}) {where}")
+        reason = (
+            f"version {number} {metric}={new:.5g} beats champion version {champion.version} "
+            f"{metric}={old:.5g} ({'lower' if mode == 'min' else 'higher'} is better, by {gain:.4g} > "
+            f"{margin}) {where}"
+        )
         return Decision(True, reason, number, int(champion.version), **compared)
-    reason = (f"version {number} {metric}={new:.5g} does not beat champion version {champion.version} "
-              f"{metric}={old:.5g} by more than {margin} "
-              f"({'lower' if mode == 'min' else 'higher'} is better) {where}")
+    reason = (
+        f"version {number} {metric}={new:.5g} does not beat champion version {champion.version} "
+        f"{metric}={old:.5g} by more than {margin} "
+        f"({'lower' if mode == 'min' else 'higher'} is better) {where}"
+    )
     return Decision(False, reason, number, int(champion.version), **compared)
 
 

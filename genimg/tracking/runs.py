@@ -65,8 +65,7 @@ def client(doing: str = "connecting to it") -> Any:
 
 def experiment_name() -> str:
     """MLflow's own MLFLOW_EXPERIMENT_NAME, else GENIMG_EXPERIMENT (older name), else genimg."""
-    return (os.environ.get("MLFLOW_EXPERIMENT_NAME") or os.environ.get("GENIMG_EXPERIMENT")
-            or DEFAULT_EXPERIMENT)
+    return os.environ.get("MLFLOW_EXPERIMENT_NAME") or os.environ.get("GENIMG_EXPERIMENT") or DEFAULT_EXPERIMENT
 
 
 def experiment_id(mlflow_client: Any) -> str:
@@ -85,8 +84,10 @@ def experiment_id(mlflow_client: Any) -> str:
     except MlflowException as exc:
         # A server that answers but refuses (authentication, permissions) or fails: its message
         # names the request with the full URI, password included.
-        raise GenimgError(f"looking up experiment {name!r} at the tracking server {redact_credentials(tracking_uri())} "
-                          f"failed: {first_line(str(exc.message), type(exc).__name__)}") from None
+        raise GenimgError(
+            f"looking up experiment {name!r} at the tracking server {redact_credentials(tracking_uri())} "
+            f"failed: {first_line(str(exc.message), type(exc).__name__)}"
+        ) from None
 
 
 def flatten_params(prefix: str, values: Any, out: dict[str, str]) -> dict[str, str]:
@@ -119,8 +120,11 @@ class TrainingRun:
 
             # MLflow's own context tags (mlflow.user, mlflow.source.*, the git commit), which its
             # fluent API adds and a bare client does not.
-            run = self.client.create_run(experiment_id(self.client), run_name=run_name,
-                                         tags=resolve_tags({**lineage_tags(run_name), **(tags or {})}))
+            run = self.client.create_run(
+                experiment_id(self.client),
+                run_name=run_name,
+                tags=resolve_tags({**lineage_tags(run_name), **(tags or {})}),
+            )
             run_id = run.info.run_id
         self.run_id: str = run_id
         self.pending: list[Any] = []
@@ -130,16 +134,22 @@ class TrainingRun:
     def existing(cls, run_id: str) -> TrainingRun:
         return cls("", run_id=run_id)
 
-    def log_dataset(self, ref: str, location: str, records: int, record_shape: tuple[int, ...],
-                    context: str = "training") -> None:
+    def log_dataset(
+        self, ref: str, location: str, records: int, record_shape: tuple[int, ...], context: str = "training"
+    ) -> None:
         """The run's data as an MLflow dataset input (shown in the run's Datasets panel)."""
         from mlflow.entities import Dataset, DatasetInput, InputTag
 
         version = pinned_version(ref)
         source_type = location.split("://", 1)[0] if "://" in location else "local"
         profile = json.dumps({"num_records": records, "record_shape": list(record_shape)})
-        dataset = Dataset(name=ref, digest=version or "unversioned", source_type=source_type,
-                          source=json.dumps({"uri": location}), profile=profile)
+        dataset = Dataset(
+            name=ref,
+            digest=version or "unversioned",
+            source_type=source_type,
+            source=json.dumps({"uri": location}),
+            profile=profile,
+        )
         inputs = [DatasetInput(dataset, tags=[InputTag("mlflow.data.context", context)])]
         for attempt in range(3):
             try:
@@ -164,8 +174,7 @@ class TrainingRun:
         from mlflow.entities import Metric
 
         self.pending += [
-            Metric(key, float(value), timestamp_ms, step)
-            for key, value in metrics.items() if key != "step"
+            Metric(key, float(value), timestamp_ms, step) for key, value in metrics.items() if key != "step"
         ]
         if len(self.pending) >= MAX_BATCH or time.monotonic() - self.flushed_at > FLUSH_SECONDS:
             self.flush()

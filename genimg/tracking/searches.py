@@ -45,21 +45,25 @@ class ScoredTrial(Protocol):
 def find_parent_run(search: str) -> str | None:
     """The parent run of the search of this name, if there is one."""
     mlflow = client(f"looking up search {search!r}")
-    runs = mlflow.search_runs([experiment_id(mlflow)],
-                              filter_string=f"tags.`{tags.SEARCH}` = '{search}' and tags.`{tags.KIND}` = '{SEARCH_KIND}'")
+    runs = mlflow.search_runs(
+        [experiment_id(mlflow)],
+        filter_string=f"tags.`{tags.SEARCH}` = '{search}' and tags.`{tags.KIND}` = '{SEARCH_KIND}'",
+    )
     return runs[0].info.run_id if runs else None
 
 
-def open_search_run(search: str, *, model_name: str, dataset: str, params: Mapping[str, Any],
-                    resume: bool) -> TrainingRun:
+def open_search_run(
+    search: str, *, model_name: str, dataset: str, params: Mapping[str, Any], resume: bool
+) -> TrainingRun:
     """On resume, the search's parent run set RUNNING again; else (or if it has none) a new one."""
     parent_run_id = find_parent_run(search) if resume else None
     if parent_run_id:
         parent = TrainingRun.existing(parent_run_id)
         parent.client.update_run(parent_run_id, status="RUNNING")
         return parent
-    parent = TrainingRun(search, tags={tags.KIND: SEARCH_KIND, tags.SEARCH: search, tags.MODEL: model_name,
-                                       tags.DATASET: dataset})
+    parent = TrainingRun(
+        search, tags={tags.KIND: SEARCH_KIND, tags.SEARCH: search, tags.MODEL: model_name, tags.DATASET: dataset}
+    )
     parent.log_params({"search": dict(params)})
     return parent
 
@@ -67,8 +71,11 @@ def open_search_run(search: str, *, model_name: str, dataset: str, params: Mappi
 def tracking_env() -> dict[str, str]:
     """Where a trial's process logs (the driver's MLflow and experiment), and what launched the
     search (lineage tags of the trial runs, see runs.lineage_tags)."""
-    return {"MLFLOW_TRACKING_URI": tracking_uri(), "MLFLOW_EXPERIMENT_NAME": experiment_name(),
-            **{k: os.environ[k] for k in ("GENIMG_FLOW_RUN_ID", "GENIMG_RAY_JOB") if os.environ.get(k)}}
+    return {
+        "MLFLOW_TRACKING_URI": tracking_uri(),
+        "MLFLOW_EXPERIMENT_NAME": experiment_name(),
+        **{k: os.environ[k] for k in ("GENIMG_FLOW_RUN_ID", "GENIMG_RAY_JOB") if os.environ.get(k)},
+    }
 
 
 def trial_tags(parent_run_id: str, search: str, trial_id: str) -> dict[str, str]:
@@ -76,8 +83,9 @@ def trial_tags(parent_run_id: str, search: str, trial_id: str) -> dict[str, str]
     return {tags.PARENT_RUN: parent_run_id, tags.SEARCH: search, tags.TRIAL: trial_id}
 
 
-def record_failed_trial(run_name: str, run_tags: Mapping[str, str], overrides: Mapping[str, Any],
-                        error: BaseException) -> None:
+def record_failed_trial(
+    run_name: str, run_tags: Mapping[str, str], overrides: Mapping[str, Any], error: BaseException
+) -> None:
     """A trial that never trained (its config was refused): a FAILED child run all the same."""
     failed = TrainingRun(run_name, tags={**run_tags, tags.TRIAL_ERROR: str(error)[:5000]})
     failed.log_params({"overrides": dict(overrides)})
@@ -87,8 +95,12 @@ def record_failed_trial(run_name: str, run_tags: Mapping[str, str], overrides: M
 def child_runs(parent_run_id: str, mlflow_client: Any = None) -> dict[str, Any]:
     """trial id → MLflow run of the search's trials (a trial's latest run)."""
     mlflow = mlflow_client or client()
-    runs = mlflow.search_runs([experiment_id(mlflow)], filter_string=f"tags.`{tags.PARENT_RUN}` = '{parent_run_id}'",
-                              max_results=5000, order_by=["attributes.start_time ASC"])
+    runs = mlflow.search_runs(
+        [experiment_id(mlflow)],
+        filter_string=f"tags.`{tags.PARENT_RUN}` = '{parent_run_id}'",
+        max_results=5000,
+        order_by=["attributes.start_time ASC"],
+    )
     by_trial: dict[str, Any] = {}
     for run in runs:
         trial = run.data.tags.get(tags.TRIAL)
@@ -117,21 +129,39 @@ def settle_trials(parent_run_id: str, statuses: Mapping[str, str]) -> dict[str, 
     return settled
 
 
-def finish_search(parent: TrainingRun, metric: str, step: int, best: ScoredTrial | None,
-                  statuses: Sequence[str]) -> None:
+def finish_search(
+    parent: TrainingRun, metric: str, step: int, best: ScoredTrial | None, statuses: Sequence[str]
+) -> None:
     """The best trial (its last value of `metric`) and how many trials ended in each status on
     the parent run, which ends FINISHED (FAILED when no trial has a value of the metric)."""
     if best is not None and best.metric is not None:
-        parent.set_tags({tags.BEST_RUN_ID: best.run_id or "", tags.BEST_TRIAL: best.trial_id,
-                         tags.BEST_CONFIG: json.dumps(best.config), tags.BEST_CHECKPOINT: best.checkpoint or ""})
+        parent.set_tags(
+            {
+                tags.BEST_RUN_ID: best.run_id or "",
+                tags.BEST_TRIAL: best.trial_id,
+                tags.BEST_CONFIG: json.dumps(best.config),
+                tags.BEST_CHECKPOINT: best.checkpoint or "",
+            }
+        )
         parent.add_metrics(step, {f"best_{metric}": float(best.metric)}, int(time.time() * 1000))
-    parent.set_tags({f"{tags.TRIALS_PREFIX}{status}": str(sum(s == status for s in statuses))
-                     for status in TRIAL_STATUSES})
+    parent.set_tags(
+        {f"{tags.TRIALS_PREFIX}{status}": str(sum(s == status for s in statuses)) for status in TRIAL_STATUSES}
+    )
     if best is None:
         parent.finish("FAILED", reason=f"no trial reported {metric}")
     else:
         parent.finish("FINISHED")
 
 
-__all__ = ["ScoredTrial", "TrialRun", "child_runs", "find_parent_run", "finish_search", "open_search_run",
-           "record_failed_trial", "settle_trials", "tracking_env", "trial_tags"]
+__all__ = [
+    "ScoredTrial",
+    "TrialRun",
+    "child_runs",
+    "find_parent_run",
+    "finish_search",
+    "open_search_run",
+    "record_failed_trial",
+    "settle_trials",
+    "tracking_env",
+    "trial_tags",
+]

@@ -209,9 +209,7 @@ def load_checkpoint(
     path = Path(path)
     description = read_model_description(path)
     if description["model"] != model.registry_name:
-        raise GenimgError(
-            f"checkpoint {path} is for model {description['model']}, not {model.registry_name}"
-        )
+        raise GenimgError(f"checkpoint {path} is for model {description['model']}, not {model.registry_name}")
     if (path / MODEL_WEIGHTS_FILE).is_file():
         check_weights(path / MODEL_WEIGHTS_FILE, description)
     try:

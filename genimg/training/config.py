@@ -62,12 +62,24 @@ class TrainConfig:
     def stream_options(self) -> dict[str, int]:
         """A RecordStream's settings from this config (the shard order and shuffle are drawn from
         the seed, batches are batch_size records)."""
-        return {"seed": self.seed, "batch_size": self.batch_size, "shuffle_buffer": self.shuffle_buffer,
-                "prefetch_shards": self.prefetch_shards}
+        return {
+            "seed": self.seed,
+            "batch_size": self.batch_size,
+            "shuffle_buffer": self.shuffle_buffer,
+            "prefetch_shards": self.prefetch_shards,
+        }
 
     def __post_init__(self) -> None:
-        for key in ("steps", "batch_size", "d_steps", "log_every", "checkpoint_every", "keep_checkpoints",
-                    "shuffle_buffer", "prefetch_shards"):
+        for key in (
+            "steps",
+            "batch_size",
+            "d_steps",
+            "log_every",
+            "checkpoint_every",
+            "keep_checkpoints",
+            "shuffle_buffer",
+            "prefetch_shards",
+        ):
             if getattr(self, key) < (0 if key == "steps" else 1):
                 raise ConfigError(f"train.{key} must be ≥ {0 if key == 'steps' else 1}, got {getattr(self, key)}")
         if self.lr is not None and self.lr <= 0:

@@ -67,8 +67,9 @@ def check_required_graph(config: TrainConfig, device_type: str, one_process: boo
     """`train.cuda_graph: true` that this run cannot honour: refused (ConfigError)."""
     blockers = planned_graph_blockers(config, device_type, one_process)
     if config.cuda_graph is True and blockers:
-        raise ConfigError(f"train.cuda_graph: true needs {'; '.join(blockers)} — leave it unset to record "
-                          "the step only where it can")
+        raise ConfigError(
+            f"train.cuda_graph: true needs {'; '.join(blockers)} — leave it unset to record the step only where it can"
+        )
 
 
 def uses_cuda_graph(config: TrainConfig, device: torch.device, gradient_sync: GradientSync) -> bool:
@@ -118,9 +119,17 @@ class GraphedStep:
     If recording fails and the graph was not `required` (train.cuda_graph unset), the run goes on
     eagerly, with a warning naming the error: recording runs no kernel, so no step is lost."""
 
-    def __init__(self, step: StepFunction, model: GenerativeModel, optimizers: Optimizers, config: TrainConfig,
-                 context: StepContext, device: torch.device, graph: StepGraph | None = None,
-                 required: bool = False) -> None:
+    def __init__(
+        self,
+        step: StepFunction,
+        model: GenerativeModel,
+        optimizers: Optimizers,
+        config: TrainConfig,
+        context: StepContext,
+        device: torch.device,
+        graph: StepGraph | None = None,
+        required: bool = False,
+    ) -> None:
         self.step, self.model, self.optimizers = step, model, optimizers
         self.config, self.context, self.device = config, context, device
         self.graph = graph if graph is not None else CudaStepGraph()
@@ -149,14 +158,19 @@ class GraphedStep:
             except Exception as error:
                 if self.required:
                     raise
-                log.warning("recording the training step as a CUDA graph failed (%s: %s); training eagerly",
-                            type(error).__name__, error)
+                log.warning(
+                    "recording the training step as a CUDA graph failed (%s: %s); training eagerly",
+                    type(error).__name__,
+                    error,
+                )
                 self.give_up_recording()
                 return self(records, labels)
         assert self.static_records is not None
         if records.shape != self.static_records.shape:
-            raise ValueError(f"a recorded step takes batches of {tuple(self.static_records.shape)} records, "
-                             f"got {tuple(records.shape)}")
+            raise ValueError(
+                f"a recorded step takes batches of {tuple(self.static_records.shape)} records, "
+                f"got {tuple(records.shape)}"
+            )
         self.static_records.copy_(records, non_blocking=True)
         if self.static_labels is not None and labels is not None:
             self.static_labels.copy_(labels, non_blocking=True)
@@ -164,7 +178,7 @@ class GraphedStep:
             average.fill_replay_weight(owner)
         self.graph.replay()
         assert self.parts is not None
-        return dict(zip(self.part_names, self.parts.clone().unbind()))
+        return dict(zip(self.part_names, self.parts.clone().unbind(), strict=True))
 
     def record(self, records: Tensor, labels: Tensor | None) -> None:
         self.static_records = torch.empty(records.shape, dtype=records.dtype, device=self.device)

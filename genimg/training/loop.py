@@ -133,8 +133,7 @@ def check_finite(step: int, metrics: dict[str, float], finite_everywhere: Finite
         return
     shown = ", ".join(f"{name}={value}" for name, value in bad.items()) or "on another rank"
     raise TrainingDiverged(
-        f"training diverged at step {step}: loss not finite ({shown}); "
-        "lower train.lr or set train.grad_clip"
+        f"training diverged at step {step}: loss not finite ({shown}); lower train.lr or set train.grad_clip"
     )
 
 
@@ -173,8 +172,10 @@ def streamed_batches(stream: RecordStream, model: GenerativeModel, step: int) ->
                 yield torch.from_numpy(data), None
                 continue
             if labels is None or int(labels.min()) < 0 or int(labels.max()) >= model.num_classes:
-                raise GenimgError(f"model {model.registry_name} is class-conditional: the streamed records need "
-                                  f"labels in 0–{model.num_classes - 1}")
+                raise GenimgError(
+                    f"model {model.registry_name} is class-conditional: the streamed records need "
+                    f"labels in 0–{model.num_classes - 1}"
+                )
             yield torch.from_numpy(data), torch.from_numpy(labels)
 
 
@@ -203,22 +204,23 @@ def checked_labels(model: GenerativeModel, records: Tensor, labels: Tensor | Non
     return labels
 
 
-def restore_state(restore_from: Path | None, model: GenerativeModel, optimizers: Any, context: Any,
-                  config: TrainConfig, rank: int) -> int:
+def restore_state(
+    restore_from: Path | None, model: GenerativeModel, optimizers: Any, context: Any, config: TrainConfig, rank: int
+) -> int:
     """Load a checkpoint's state (rank 0: the RNGs too; other ranks their own, or a seed derived
     from the step) and return its step; without one, seed this rank and return 0."""
     if restore_from is None:
         seed_everything(rank_seed(config.seed, rank))
         return 0
-    step = int(load_checkpoint(restore_from, model, optimizers, scaler=context.scaler,
-                               restore_rngs=rank == 0)["step"])
+    step = int(load_checkpoint(restore_from, model, optimizers, scaler=context.scaler, restore_rngs=rank == 0)["step"])
     if rank != 0 and not restore_rank_rng(restore_from, rank):
         seed_everything(rank_seed(config.seed + step, rank))
     return step
 
 
-def window_metrics(window: list[dict[str, Tensor]], step: int, throughput: Throughput,
-                   finite_everywhere: FiniteCheck) -> dict[str, float]:
+def window_metrics(
+    window: list[dict[str, Tensor]], step: int, throughput: Throughput, finite_everywhere: FiniteCheck
+) -> dict[str, float]:
     """The mean losses of the steps since the last log (checked finite on every rank), this
     process's rate over them, and the step; empties the window."""
     losses = mean_metrics(window)
@@ -228,9 +230,11 @@ def window_metrics(window: list[dict[str, Tensor]], step: int, throughput: Throu
     return losses | ({THROUGHPUT_METRIC: rate} if rate is not None else {}) | {"step": float(step)}
 
 
-def rank_files_writer(model: GenerativeModel, optimizers: Any, step: int, config: TrainConfig, scaler: Any,
-                      rank: int) -> CheckpointWriter:
+def rank_files_writer(
+    model: GenerativeModel, optimizers: Any, step: int, config: TrainConfig, scaler: Any, rank: int
+) -> CheckpointWriter:
     """Writes this rank's part of the checkpoint of `step`: everything on rank 0, its RNG elsewhere."""
+
     def write(folder: Path) -> None:
         if rank == 0:
             write_checkpoint_files(folder, model, optimizers, step, config, scaler)
@@ -240,8 +244,14 @@ def rank_files_writer(model: GenerativeModel, optimizers: Any, step: int, config
     return write
 
 
-def batches_from(records: Tensor | RecordStream, labels: Tensor | None, model: GenerativeModel,
-                 config: TrainConfig, rank: int, step: int) -> tuple[int, Batches]:
+def batches_from(
+    records: Tensor | RecordStream,
+    labels: Tensor | None,
+    model: GenerativeModel,
+    config: TrainConfig,
+    rank: int,
+    step: int,
+) -> tuple[int, Batches]:
     """(records per batch, the batches from `step` on) of in-memory records or of a stream."""
     if isinstance(records, RecordStream):
         return records.batch_size, streamed_batches(records, model, step)
@@ -253,8 +263,9 @@ def batches_from(records: Tensor | RecordStream, labels: Tensor | None, model: G
 RESIDENT_SHARE = 0.25
 
 
-def resident_on(device: torch.device, records: Tensor | RecordStream,
-                labels: Tensor | None) -> tuple[Tensor | RecordStream, Tensor | None]:
+def resident_on(
+    device: torch.device, records: Tensor | RecordStream, labels: Tensor | None
+) -> tuple[Tensor | RecordStream, Tensor | None]:
     """On a GPU, in-memory records (and labels) that fit move to its memory once, so each
     batch is gathered there: no copy from the host, no wait, per step. Elsewhere as they are."""
     if device.type != "cuda" or not isinstance(records, Tensor) or records.is_cuda:
@@ -268,8 +279,15 @@ def resident_on(device: torch.device, records: Tensor | RecordStream,
 StepRunner = Callable[[Tensor, Tensor | None], dict[str, Tensor]]
 
 
-def step_runner(recipe: Recipe, model: GenerativeModel, optimizers: Optimizers, config: TrainConfig,
-                context: StepContext, device: torch.device, graphed: bool) -> StepRunner:
+def step_runner(
+    recipe: Recipe,
+    model: GenerativeModel,
+    optimizers: Optimizers,
+    config: TrainConfig,
+    context: StepContext,
+    device: torch.device,
+    graphed: bool,
+) -> StepRunner:
     """One training step as a function of a batch of uint8 records (and labels): replayed from a
     CUDA graph when `graphed` (genimg.training.graphs), else eager."""
     if graphed:
@@ -350,8 +368,9 @@ def train_model(
             if checkpoint_now and on_checkpoint is not None:
                 on_checkpoint(step, metrics, rank_files_writer(model, optimizers, step, config, context.scaler, rank))
             elif checkpoint_now and checkpoint_dir is not None:
-                checkpoint = save_checkpoint(checkpoint_dir, model, optimizers, step, config,
-                                             keep=config.keep_checkpoints, scaler=context.scaler)
+                checkpoint = save_checkpoint(
+                    checkpoint_dir, model, optimizers, step, config, keep=config.keep_checkpoints, scaler=context.scaler
+                )
     return TrainResult(
         step=step,
         metrics=metrics or {"step": float(step)},

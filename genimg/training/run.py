@@ -45,8 +45,7 @@ class RunConfig:
     train: TrainConfig
 
     def as_dict(self) -> dict[str, Any]:
-        return {"model_name": self.model_name, "model": config_to_dict(self.model),
-                "train": config_to_dict(self.train)}
+        return {"model_name": self.model_name, "model": config_to_dict(self.model), "train": config_to_dict(self.train)}
 
 
 def load_config_file(path: str | Path) -> dict[str, dict[str, Any]]:
@@ -101,17 +100,30 @@ def check_run_memory(run: RunConfig, record_shape: tuple[int, ...]) -> None:
     before any data is read, module built or MLflow run created."""
     # A conditional model's classes come from the data: before it is read the model cannot be sized.
     if not (getattr(run.model, "conditional", False) and run.model.num_classes < 2):
-        check_model_memory(run.model_name, run.model, TRAINING_BYTES_PER_WEIGHT,
-                           "make the model smaller (its width, latent or hidden sizes)")
+        check_model_memory(
+            run.model_name,
+            run.model,
+            TRAINING_BYTES_PER_WEIGHT,
+            "make the model smaller (its width, latent or hidden sizes)",
+        )
     train, record_bytes = run.train, math.prod(record_shape)
-    check_memory(f"train.batch_size={train.batch_size}", train.batch_size * record_bytes * BATCH_BYTES_PER_VALUE,
-                 f"lower it (a record holds {record_bytes:,} values)")
+    check_memory(
+        f"train.batch_size={train.batch_size}",
+        train.batch_size * record_bytes * BATCH_BYTES_PER_VALUE,
+        f"lower it (a record holds {record_bytes:,} values)",
+    )
     # A streaming worker holds shuffle_buffer + batch_size records, and prefetch_shards shards read ahead.
-    check_memory(f"train.shuffle_buffer={train.shuffle_buffer}", (train.shuffle_buffer + train.batch_size) * record_bytes,
-                 f"lower it (the records a streaming worker shuffles among, {format_bytes(record_bytes)} each)")
+    check_memory(
+        f"train.shuffle_buffer={train.shuffle_buffer}",
+        (train.shuffle_buffer + train.batch_size) * record_bytes,
+        f"lower it (the records a streaming worker shuffles among, {format_bytes(record_bytes)} each)",
+    )
     shard_bytes = max(1, SHARD_BYTES // record_bytes) * record_bytes
-    check_memory(f"train.prefetch_shards={train.prefetch_shards}", train.prefetch_shards * shard_bytes,
-                 f"lower it (the shards a streaming worker reads ahead, up to {format_bytes(shard_bytes)} each)")
+    check_memory(
+        f"train.prefetch_shards={train.prefetch_shards}",
+        train.prefetch_shards * shard_bytes,
+        f"lower it (the shards a streaming worker reads ahead, up to {format_bytes(shard_bytes)} each)",
+    )
 
 
 def fit_model_to_data(spec: ModelSpec, config: Any, explicit: Mapping[str, Any], dataset: Dataset) -> Any:
@@ -123,17 +135,16 @@ def fit_model_to_data(spec: ModelSpec, config: Any, explicit: Mapping[str, Any],
         )
     shape = dataset.image_shape
     if "image_shape" in explicit and tuple(config.image_shape) != shape:
-        raise ConfigError(
-            f"model.image_shape={list(config.image_shape)} does not match the dataset's "
-            f"{list(shape)}"
-        )
+        raise ConfigError(f"model.image_shape={list(config.image_shape)} does not match the dataset's {list(shape)}")
     updates: dict[str, Any] = {"image_shape": list(shape)}
     if spec.data_kind == "sequences" and "num_frames" not in explicit:
         updates["num_frames"] = dataset.num_frames
     if getattr(config, "conditional", False):
         classes, names = class_layout(dataset)
         if explicit.get("num_classes") not in (None, classes):
-            raise ConfigError(f"model.num_classes={explicit['num_classes']} does not match the dataset's {classes} classes")
+            raise ConfigError(
+                f"model.num_classes={explicit['num_classes']} does not match the dataset's {classes} classes"
+            )
         updates |= {"num_classes": classes, "class_names": list(names)}
     return replace_config(config, updates, where="model")
 
@@ -160,8 +171,14 @@ def labelled_only(dataset: Dataset) -> Dataset:
     keep = dataset.labels >= 0
     if keep.all():
         return dataset
-    return Dataset(kind=dataset.kind, data=dataset.data[keep], source=dataset.source,
-                   labels=dataset.labels[keep], class_names=dataset.class_names, rejected=dataset.rejected)
+    return Dataset(
+        kind=dataset.kind,
+        data=dataset.data[keep],
+        source=dataset.source,
+        labels=dataset.labels[keep],
+        class_names=dataset.class_names,
+        rejected=dataset.rejected,
+    )
 
 
 def check_resume_dataset(run_name: str, recorded: str | None, pinned: str, given: str) -> None:
@@ -182,8 +199,10 @@ def decide_resume(has_checkpoints: bool, resume: bool | Literal["auto"], run_nam
     only when asked (`--resume`); "auto" (the retrain flow) continues whatever a retried task
     started, silently."""
     if has_checkpoints and not resume:
-        raise GenimgError(f"run {run_name} already has checkpoints in {where}; "
-                          "pass --resume to continue it or pick another --run-name")
+        raise GenimgError(
+            f"run {run_name} already has checkpoints in {where}; "
+            "pass --resume to continue it or pick another --run-name"
+        )
     if resume == "auto":
         return has_checkpoints
     if resume and not has_checkpoints:
@@ -237,7 +256,8 @@ def train_locally(
         records if isinstance(records, RecordStream) else torch.from_numpy(records.data),
         run.train,
         labels=torch.from_numpy(records.labels)  # type: ignore[arg-type]
-        if model.num_classes and isinstance(records, Dataset) else None,
+        if model.num_classes and isinstance(records, Dataset)
+        else None,
         device=device,
         checkpoint_dir=run_dir / "checkpoints",
         resume=resume,

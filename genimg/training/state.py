@@ -26,8 +26,7 @@ def flatten_state(obj: Any, tensors: dict[str, Tensor], path: str = "s") -> Any:
     if isinstance(obj, dict):
         return {
             "__dict__": [
-                [key, flatten_state(value, tensors, f"{path}.{i}")]
-                for i, (key, value) in enumerate(obj.items())
+                [key, flatten_state(value, tensors, f"{path}.{i}")] for i, (key, value) in enumerate(obj.items())
             ]
         }
     if isinstance(obj, tuple):

@@ -75,8 +75,13 @@ def make_step_context(
     return StepContext(gradient_sync, autocast, scaler)
 
 
-def adam(parameters: Iterable[nn.Parameter], config: TrainConfig, family: str,
-         default_betas: tuple[float, float] | None = None, capturable: bool = False) -> Adam:
+def adam(
+    parameters: Iterable[nn.Parameter],
+    config: TrainConfig,
+    family: str,
+    default_betas: tuple[float, float] | None = None,
+    capturable: bool = False,
+) -> Adam:
     """Adam; on a GPU the fused kernel (one launch per step for every parameter, no host sync).
     `capturable`: its step counts live on the GPU, so a CUDA graph can record its updates."""
     trained = [p for p in parameters if p.requires_grad]
@@ -178,8 +183,11 @@ def likelihood_step(
     context = context or StepContext()
     with context.autocast():
         # The loop checked the labels' range when the records came in (once, on the host).
-        losses = (model.loss(batch) if labels is None  # type: ignore[attr-defined]
-                  else model.loss(batch, labels, labels_checked=True))  # type: ignore[attr-defined]
+        losses = (
+            model.loss(batch)
+            if labels is None  # type: ignore[attr-defined]
+            else model.loss(batch, labels, labels_checked=True)
+        )  # type: ignore[attr-defined]
     params = [p for p in model.parameters() if p.requires_grad]
     apply_update(losses.total, optimizers["model"], params, config, context)
     return losses.parts
@@ -209,4 +217,4 @@ def mean_metrics(history: list[dict[str, Tensor]]) -> dict[str, float]:
         return {}
     keys = history[0].keys()
     stacked = torch.stack([torch.stack([entry[k].float() for k in keys]) for entry in history])
-    return dict(zip(keys, stacked.mean(0).tolist()))
+    return dict(zip(keys, stacked.mean(0).tolist(), strict=True))

@@ -27,8 +27,9 @@ def test_moving_digits_are_deterministic_by_seed(digits):
 
 def test_a_bouncing_digit_never_leaves_the_canvas_and_moves(digits):
     digit = digits[7:8]
-    sequences = make_moving_digits(digit, 20, num_frames=30, canvas_size=24, digits_per_sequence=1,
-                                   min_speed=2.0, max_speed=3.0, seed=0)
+    sequences = make_moving_digits(
+        digit, 20, num_frames=30, canvas_size=24, digits_per_sequence=1, min_speed=2.0, max_speed=3.0, seed=0
+    )
     mass = sequences.reshape(20, 30, -1).astype(np.int64).sum(-1)
     assert (mass == int(digit.astype(np.int64).sum())).all()  # the whole digit, every frame
     moved = np.abs(np.diff(sequences.astype(np.int16), axis=1)).sum(axis=(2, 3, 4)) > 0

@@ -24,8 +24,11 @@ def write_npy_claiming(path, shape, data: bytes) -> None:
         stream.write(data)
 
 
-@pytest.mark.parametrize("array", [IMAGES.astype(np.complex64), IMAGES.astype(str), IMAGES.astype(bytes)],
-                         ids=["complex", "unicode", "bytes"])
+@pytest.mark.parametrize(
+    "array",
+    [IMAGES.astype(np.complex64), IMAGES.astype(str), IMAGES.astype(bytes)],
+    ids=["complex", "unicode", "bytes"],
+)
 @pytest.mark.parametrize("suffix", [".npy", ".npz"])
 def test_arrays_of_complex_or_text_are_refused_naming_the_file_and_dtype(tmp_path, array, suffix):
     path = tmp_path / f"pictures{suffix}"
@@ -89,7 +92,8 @@ def test_training_on_a_dataset_whose_train_split_is_empty_is_one_line_and_leaves
     np.save(path, records_without_a_train_split()[:, 0])
     assert invoke("ingest", str(path), "--name", "few").exit_code == 0
     for dataset in ("few", str(path)):
-        result = invoke("train", "--model", "vae", "--dataset", dataset, "--workers", "0", "--steps", "1",
-                        "--set", "model.width=4")
+        result = invoke(
+            "train", "--model", "vae", "--dataset", dataset, "--workers", "0", "--steps", "1", "--set", "model.width=4"
+        )
         one_line_error(result, f"{dataset}: its 3 record(s) leave none in the train split")
     assert mlflow_runs() == []

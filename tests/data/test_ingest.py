@@ -62,7 +62,7 @@ def ten_thousand_digits(digits):
     images = np.zeros((10_000, 28, 28), np.uint8)
     for i in range(10_000):
         offset = (i // 1797) * 2
-        images[i, offset : offset + 16, 6 : 22] = digits[i % 1797, 0]
+        images[i, offset : offset + 16, 6:22] = digits[i % 1797, 0]
     return images
 
 
@@ -172,8 +172,7 @@ def test_a_store_going_down_mid_ingest_publishes_nothing_and_a_rerun_completes(m
 
 def test_concurrent_ingests_of_one_source_make_one_intact_version(store_uri):
     command = [sys.executable, "-m", "genimg.cli", "ingest", "builtin:digits", "--name", "race", "--json"]
-    processes = [subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-                 for _ in range(3)]
+    processes = [subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for _ in range(3)]
     outputs = [p.communicate(timeout=120) for p in processes]
     assert all(p.returncode == 0 for p in processes), outputs
     versions = {json.loads(out)["version"] for out, _ in outputs}
@@ -215,9 +214,22 @@ def test_an_s3_folder_is_a_source_and_rejections_name_s3_items(s3_env, tmp_path,
 def test_training_reads_a_store_dataset_by_name_and_version(store_uri):
     version = json.loads(cli("ingest", "builtin:digits", "--name", "digits", "--json").stdout)["version"]
     for ref in ("digits", f"digits@{version}"):
-        result = cli("train", "--model", "vae", "--dataset", ref, "--steps", "2", "--workers", "0",
-                     "--set", "model.width=4",
-                     "--batch-size", "8", "--json")
+        result = cli(
+            "train",
+            "--model",
+            "vae",
+            "--dataset",
+            ref,
+            "--steps",
+            "2",
+            "--workers",
+            "0",
+            "--set",
+            "model.width=4",
+            "--batch-size",
+            "8",
+            "--json",
+        )
         assert result.exit_code == 0, result.output
         assert json.loads(result.stdout)["metrics"]["step"] == 2
     missing = cli("train", "--model", "vae", "--dataset", "digits@0123456789ab", "--steps", "1", "--workers", "0")

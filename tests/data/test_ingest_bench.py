@@ -16,7 +16,10 @@ BENCH = ROOT / "bench" / "ingest_throughput.py"
 
 def run_bench(tmp_path: Path, *args: str) -> subprocess.CompletedProcess:
     return subprocess.run(
-        [sys.executable, str(BENCH), *args], capture_output=True, text=True, cwd=ROOT,
+        [sys.executable, str(BENCH), *args],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
         env={"PYTHONPATH": str(ROOT), "PATH": "", "HOME": str(tmp_path), "GENIMG_HOME": str(tmp_path / "home")},
     )
 

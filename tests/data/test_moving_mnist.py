@@ -56,8 +56,9 @@ def test_every_frame_holds_each_whole_digit():
     digits = solid_digits(5)
     sequences = make_moving_mnist(digits, 12, num_frames=20, digits_per_sequence=1, seed=1)
     assert sequences.shape == (12, 20, 1, 64, 64) and sequences.dtype == np.uint8
-    chosen = moving_mnist_trajectories(12, num_digits=5, digit_shape=(28, 28),
-                                       digits_per_sequence=1, seed=1).digit[:, 0]
+    chosen = moving_mnist_trajectories(12, num_digits=5, digit_shape=(28, 28), digits_per_sequence=1, seed=1).digit[
+        :, 0
+    ]
     mass = sequences.reshape(12, 20, -1).astype(np.int64).sum(-1)
     expected = digits.reshape(5, -1).astype(np.int64).sum(-1)[chosen]
     assert (mass == expected[:, None]).all()  # nothing clipped at a border, in any frame
@@ -95,8 +96,7 @@ def test_overlapping_digits_combine_by_maximum():
                 np.maximum(patch, digits[paths.digit[s, d], 0], out=patch)
     assert np.array_equal(sequences, expected)
     alone = [
-        render_moving_mnist(digits, Trajectories(paths.digit[:, [d]], paths.top[:, :, [d]],
-                                                 paths.left[:, :, [d]]), 64)
+        render_moving_mnist(digits, Trajectories(paths.digit[:, [d]], paths.top[:, :, [d]], paths.left[:, :, [d]]), 64)
         for d in range(2)
     ]
     both = (alone[0] > 0) & (alone[1] > 0)
@@ -106,8 +106,9 @@ def test_overlapping_digits_combine_by_maximum():
 
 def test_trajectories_follow_srivastavas_loop():
     """A literal port of moving_mnist.py's GetRandomTrajectory, fed the same random numbers."""
-    paths = moving_mnist_trajectories(3, num_digits=7, digit_shape=(28, 28), num_frames=40,
-                                      digits_per_sequence=2, seed=11)
+    paths = moving_mnist_trajectories(
+        3, num_digits=7, digit_shape=(28, 28), num_frames=40, digits_per_sequence=2, seed=11
+    )
     uniforms = np.random.default_rng(11).random((3, 2, 4))
     for s in range(3):
         for d in range(2):

@@ -180,8 +180,9 @@ def test_the_resize_policy_is_part_of_the_version_and_reruns_are_stable(tmp_path
         for policy in policies
     ]
     assert len(set(versions)) == len(policies)
-    rerun = ingest_dataset(read_source(str(folder), resize=ResizePolicy(8)), "photos", store=store,
-                           resize=ResizePolicy(8))
+    rerun = ingest_dataset(
+        read_source(str(folder), resize=ResizePolicy(8)), "photos", store=store, resize=ResizePolicy(8)
+    )
     assert rerun.version == versions[1] and rerun.reused
 
 
@@ -221,7 +222,9 @@ def test_ingest_resolution_on_the_command_line(tmp_path, monkeypatch):
     assert first.exit_code == 0, first.output
     payload = json.loads(first.stdout)
     assert sum(payload["counts"].values()) == 7 and payload["rejected"] == []
-    manifest = json.loads((tmp_path / "store" / "datasets" / "photos" / payload["version"] / "manifest.json").read_text())
+    manifest = json.loads(
+        (tmp_path / "store" / "datasets" / "photos" / payload["version"] / "manifest.json").read_text()
+    )
     assert manifest["record_shape"] == [3, 8, 8] and manifest["class_names"] == ["cats", "dogs"]
     assert manifest["preprocessing"]["resize"] == {"resolution": 8, "mode": "pad"}
     default_mode = runner.invoke(app, ["ingest", folder, "--name", "photos", "--resolution", "8", "--json"])
@@ -235,7 +238,10 @@ def test_ingest_resolution_on_the_command_line(tmp_path, monkeypatch):
     [
         (["--resolution", "3"], "invalid --resolution 3 (must be 4–4096)"),
         (["--resolution", "5000"], "invalid --resolution 5000 (must be 4–4096)"),
-        (["--resolution", "8", "--resize", "squash"], "invalid --resize 'squash' (expected center-crop, pad or stretch)"),
+        (
+            ["--resolution", "8", "--resize", "squash"],
+            "invalid --resize 'squash' (expected center-crop, pad or stretch)",
+        ),
         (["--resize", "pad"], "--resize pad needs --resolution N"),
     ],
 )

@@ -62,8 +62,9 @@ def test_every_training_record_once_per_epoch_across_ranks(sharded_version, worl
     for epoch in (0, 1):
         seen = []
         for rank in range(world):
-            stream = RecordStream(sharded_version, ("train",), rank=rank, world=world, seed=3, batch_size=16,
-                                  shuffle_buffer=50)
+            stream = RecordStream(
+                sharded_version, ("train",), rank=rank, world=world, seed=3, batch_size=16, shuffle_buffer=50
+            )
             before = sum(stream.plan.epoch_size(e) for e in range(epoch))
             seen += [digest(r) for r in first_records(stream, 0, before + stream.plan.epoch_size(epoch))[before:]]
         assert sorted(seen) == train_digests(sharded_version), (world, epoch)
@@ -80,7 +81,7 @@ def test_a_restart_at_any_step_gives_the_same_records_as_an_uninterrupted_stream
     whole = first_records(stream, 0, 24 * 40)  # several epochs
     for step in (1, 7, 11, 12, 25):
         resumed = first_records(stream, step, 24 * (40 - step))
-        assert all(np.array_equal(a, b) for a, b in zip(whole[24 * step:], resumed, strict=True)), step
+        assert all(np.array_equal(a, b) for a, b in zip(whole[24 * step :], resumed, strict=True)), step
 
 
 def test_the_order_changes_between_epochs_and_seeds(sharded_version):
@@ -93,10 +94,11 @@ def test_the_order_changes_between_epochs_and_seeds(sharded_version):
 
 
 def test_a_conditional_stream_keeps_only_labelled_records_with_their_labels(sharded_version):
-    stream = RecordStream(sharded_version, ("train",), rank=0, world=1, seed=0, batch_size=20,
-                          shuffle_buffer=30, labelled_only=True)
+    stream = RecordStream(
+        sharded_version, ("train",), rank=0, world=1, seed=0, batch_size=20, shuffle_buffer=30, labelled_only=True
+    )
     loaded = sharded_version.load(("train",))
-    label_of = {digest(r): int(label) for r, label in zip(loaded.data, loaded.labels)}
+    label_of = {digest(r): int(label) for r, label in zip(loaded.data, loaded.labels, strict=True)}
     batches = stream.batches(0)
     records, labels = [], []
     while len(records) < stream.records_per_epoch():
@@ -106,7 +108,7 @@ def test_a_conditional_stream_keeps_only_labelled_records_with_their_labels(shar
     batches.close()
     size = stream.records_per_epoch()
     assert sorted(digest(r) for r in records[:size]) == train_digests(sharded_version, labelled_only=True)
-    assert all(label_of[digest(r)] == label for r, label in zip(records, labels))
+    assert all(label_of[digest(r)] == label for r, label in zip(records, labels, strict=True))
 
 
 def test_a_shard_whose_records_disagree_with_the_manifest_is_refused(sharded_version):
@@ -157,7 +159,17 @@ def test_training_in_process_streams_a_store_dataset(sharded_version, tmp_path, 
 
     monkeypatch.setenv("GENIMG_HOME", str(tmp_path / "home"))
     monkeypatch.setenv("GENIMG_STORE", sharded_version.store.uri)
-    outcome = genimg.train("vae", "noise", steps=3, workers=0, overrides={
-        "train.data_mode": "stream", "train.batch_size": 8, "model.width": 4, "model.latent_dim": 4,
-        "eval.at_end_of_training": False})
+    outcome = genimg.train(
+        "vae",
+        "noise",
+        steps=3,
+        workers=0,
+        overrides={
+            "train.data_mode": "stream",
+            "train.batch_size": 8,
+            "model.width": 4,
+            "model.latent_dim": 4,
+            "eval.at_end_of_training": False,
+        },
+    )
     assert outcome.metrics["step"] == 3 and outcome.records == sharded_version.count(("train",))

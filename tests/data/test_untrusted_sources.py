@@ -113,8 +113,16 @@ def test_symlinks_out_of_an_image_folder_are_rejected_and_never_opened(tmp_path,
     assert dataset.labels.tolist() == [-1, -1, 0, 0, 1, 1]
     assert sorted(dataset.data[:, 0, 0, 0].tolist()) == [1, 1, 2, 2, 3, 3]
     reasons = {Path(r.item).relative_to(root).as_posix(): r.reason for r in dataset.rejected}
-    assert set(reasons) == {"secret.png", "passwd.png", "gone.png", "b", "a/deep/out.png",
-                            "a/deep/loop", "c/deep/out.png", "c/deep/loop"}
+    assert set(reasons) == {
+        "secret.png",
+        "passwd.png",
+        "gone.png",
+        "b",
+        "a/deep/out.png",
+        "a/deep/loop",
+        "c/deep/out.png",
+        "c/deep/loop",
+    }
     assert reasons["secret.png"] == f"symlink → {outside / 'secret.png'} {POINTS_OUTSIDE}"
     assert reasons["passwd.png"] == f"symlink → /etc/passwd {POINTS_OUTSIDE}"
     assert reasons["b"] == f"symlink → {outside / 'class'} {POINTS_OUTSIDE}"
@@ -196,8 +204,9 @@ needs_proc = pytest.mark.skipif(platform.system() != "Linux", reason="reads /pro
 
 
 def read_in_fresh_process(source: Path) -> tuple[dict, str]:
-    done = subprocess.run([sys.executable, "-c", MEASURE, str(source)], capture_output=True,
-                          text=True, timeout=120, check=True)
+    done = subprocess.run(
+        [sys.executable, "-c", MEASURE, str(source)], capture_output=True, text=True, timeout=120, check=True
+    )
     return json.loads(done.stdout), done.stderr
 
 
@@ -280,8 +289,9 @@ def test_decode_workers_die_with_a_killed_reader(tmp_path, digits):
     root.mkdir()
     for i in range(PARALLEL_MIN_FILES + 500):
         Image.fromarray(digits[i % len(digits), 0]).save(root / f"{i}.png")
-    reader = subprocess.Popen([sys.executable, "-c", READ_FOLDER, str(root)],
-                              env={**os.environ, "GENIMG_DECODE_WORKERS": "2"})
+    reader = subprocess.Popen(
+        [sys.executable, "-c", READ_FOLDER, str(root)], env={**os.environ, "GENIMG_DECODE_WORKERS": "2"}
+    )
     workers: list[psutil.Process] = []
     try:
         deadline = time.monotonic() + 60

@@ -24,11 +24,21 @@ class RayStartCluster:
         # Every process of this cluster carries it in its arguments; short, since Ray's socket
         # paths under it must stay within 107 bytes.
         self.temp_dir = Path(tempfile.mkdtemp(prefix="rt-", dir="/tmp"))
-        self.env = {**os.environ, "HOME": str(self.home), "RAY_AUTH_MODE": "token",
-                    "RAY_USAGE_STATS_ENABLED": "0", "RAY_TRAIN_WORKER_GROUP_START_TIMEOUT_S": "60"}
+        self.env = {
+            **os.environ,
+            "HOME": str(self.home),
+            "RAY_AUTH_MODE": "token",
+            "RAY_USAGE_STATS_ENABLED": "0",
+            "RAY_TRAIN_WORKER_GROUP_START_TIMEOUT_S": "60",
+        }
         self.env.pop("RAY_ADDRESS", None)
-        subprocess.run([str(BIN / "ray"), "get-auth-token", "--generate"], env=self.env, check=True,
-                       capture_output=True, timeout=60)
+        subprocess.run(
+            [str(BIN / "ray"), "get-auth-token", "--generate"],
+            env=self.env,
+            check=True,
+            capture_output=True,
+            timeout=60,
+        )
         self.port, self.dashboard_port, self.client_port = free_ports(3)
         self.address = f"127.0.0.1:{self.port}"
 
@@ -38,22 +48,37 @@ class RayStartCluster:
         manager, objects, metrics, agent_grpc, agent_http, runtime_env, seed = free_ports(7)
         low = 10100 + (seed % 9000)
         return [
-            f"--node-manager-port={manager}", f"--object-manager-port={objects}",
-            f"--metrics-export-port={metrics}", f"--dashboard-agent-grpc-port={agent_grpc}",
-            f"--dashboard-agent-listen-port={agent_http}", f"--runtime-env-agent-port={runtime_env}",
-            f"--min-worker-port={low}", f"--max-worker-port={low + 200}",
+            f"--node-manager-port={manager}",
+            f"--object-manager-port={objects}",
+            f"--metrics-export-port={metrics}",
+            f"--dashboard-agent-grpc-port={agent_grpc}",
+            f"--dashboard-agent-listen-port={agent_http}",
+            f"--runtime-env-agent-port={runtime_env}",
+            f"--min-worker-port={low}",
+            f"--max-worker-port={low + 200}",
         ]
 
     def start(self, *args: str, cpus: int = 1) -> str:
         ports = self.node_ports()
-        done = subprocess.run([str(BIN / "ray"), "start", f"--num-cpus={cpus}", "--disable-usage-stats", *ports, *args],
-                              env=self.env, capture_output=True, text=True, timeout=180)
+        done = subprocess.run(
+            [str(BIN / "ray"), "start", f"--num-cpus={cpus}", "--disable-usage-stats", *ports, *args],
+            env=self.env,
+            capture_output=True,
+            text=True,
+            timeout=180,
+        )
         assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
         return ports[0].split("=")[1]  # the node manager port names the node's raylet
 
     def start_head(self, cpus: int = 1) -> None:
-        self.start("--head", f"--port={self.port}", f"--temp-dir={self.temp_dir}",
-                   f"--dashboard-port={self.dashboard_port}", f"--ray-client-server-port={self.client_port}", cpus=cpus)
+        self.start(
+            "--head",
+            f"--port={self.port}",
+            f"--temp-dir={self.temp_dir}",
+            f"--dashboard-port={self.dashboard_port}",
+            f"--ray-client-server-port={self.client_port}",
+            cpus=cpus,
+        )
 
     def add_node(self) -> str:
         return self.start(f"--address={self.address}")

@@ -63,10 +63,12 @@ def overlapped_and_blocking(rank: int) -> dict:
     out = {}
     for case in FAMILIES:
         overlapped = OverlappedAllReduce(bucket_bytes=256)  # small buckets: several per network
-        out[case] = {"blocking": train_three_steps(case, rank, BlockingAllReduce()),
-                     "overlapped": train_three_steps(case, rank, overlapped),
-                     "started_in_backward": overlapped.started_in_backward,
-                     "buckets": max(len(plan) for plan in overlapped.plans.values())}
+        out[case] = {
+            "blocking": train_three_steps(case, rank, BlockingAllReduce()),
+            "overlapped": train_three_steps(case, rank, overlapped),
+            "started_in_backward": overlapped.started_in_backward,
+            "buckets": max(len(plan) for plan in overlapped.plans.values()),
+        }
     return out
 
 
@@ -94,8 +96,10 @@ def averaged_against_one_process(rank: int) -> dict:
             apply_update(loss, optimizer, parameters, TrainConfig(), context)
         return [p.detach().clone() for p in parameters]
 
-    return {"ranks": train(slice(4 * rank, 4 * rank + 4), OverlappedAllReduce(bucket_bytes=64)),
-            "one_process": train(slice(0, 8), no_sync)}
+    return {
+        "ranks": train(slice(4 * rank, 4 * rank + 4), OverlappedAllReduce(bucket_bytes=64)),
+        "one_process": train(slice(0, 8), no_sync),
+    }
 
 
 def test_averaged_gradients_equal_one_process_on_the_global_batch(tmp_path):
@@ -111,5 +115,4 @@ def test_the_first_bucket_is_small_so_averaging_starts_early_in_backward():
     buckets = OverlappedAllReduce(bucket_bytes=100_000, first_bucket_bytes=1_000).plan(parameters)
     assert buckets[0] == [parameters[-1], parameters[-2]]  # 40 + 4,000 bytes: past 1,000
     assert [len(bucket) for bucket in buckets] == [2, 4]  # then up to 100,000 bytes a bucket
-    assert OverlappedAllReduce(bucket_bytes=100_000, first_bucket_bytes=100_000).plan(parameters) == [
-        parameters[::-1]]
+    assert OverlappedAllReduce(bucket_bytes=100_000, first_bucket_bytes=100_000).plan(parameters) == [parameters[::-1]]

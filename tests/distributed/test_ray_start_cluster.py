@@ -26,17 +26,32 @@ def token_cluster(tmp_path):
 
 
 def genimg(cluster, tmp_path, *args, env_overrides=None, **popen):
-    env = {**cluster.env, "RAY_ADDRESS": cluster.address, "GENIMG_HOME": str(tmp_path / "genimg"),
-           **(env_overrides or {})}
+    env = {
+        **cluster.env,
+        "RAY_ADDRESS": cluster.address,
+        "GENIMG_HOME": str(tmp_path / "genimg"),
+        **(env_overrides or {}),
+    }
     env = {k: v for k, v in env.items() if v is not None}
-    return subprocess.Popen([str(BIN / "genimg"), *args], env=env, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True, **popen)
+    return subprocess.Popen(
+        [str(BIN / "genimg"), *args], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, **popen
+    )
 
 
 def test_without_the_token_the_refusal_says_what_to_set(token_cluster, tmp_path):
     (tmp_path / "bare-home").mkdir()
-    process = genimg(token_cluster, tmp_path, "train", "--model", "vae", "--dataset", "builtin:digits",
-                     "--steps", "1", env_overrides={"RAY_AUTH_MODE": None, "HOME": str(tmp_path / "bare-home")})
+    process = genimg(
+        token_cluster,
+        tmp_path,
+        "train",
+        "--model",
+        "vae",
+        "--dataset",
+        "builtin:digits",
+        "--steps",
+        "1",
+        env_overrides={"RAY_AUTH_MODE": None, "HOME": str(tmp_path / "bare-home")},
+    )
     out, err = process.communicate(timeout=180)
     assert process.returncode == 1, (out, err)
     last = err.strip().splitlines()[-1]
@@ -47,10 +62,30 @@ def test_without_the_token_the_refusal_says_what_to_set(token_cluster, tmp_path)
 def test_losing_a_node_mid_run_and_adding_one_lets_the_run_finish(token_cluster, tmp_path):
     # 1,000 steps: the 150 once used here could all run in the second it takes to kill a node.
     second = token_cluster.add_node()
-    process = genimg(token_cluster, tmp_path, "train", "--model", "vae", "--dataset", "builtin:digits",
-                     "--workers", "2", "--steps", "1000", "--batch-size", "8", "--run-name", "survivor",
-                     "--set", "model.width=4", "--set", "train.checkpoint_every=50",
-                     "--set", "eval.at_end_of_training=false", "--json")
+    process = genimg(
+        token_cluster,
+        tmp_path,
+        "train",
+        "--model",
+        "vae",
+        "--dataset",
+        "builtin:digits",
+        "--workers",
+        "2",
+        "--steps",
+        "1000",
+        "--batch-size",
+        "8",
+        "--run-name",
+        "survivor",
+        "--set",
+        "model.width=4",
+        "--set",
+        "train.checkpoint_every=50",
+        "--set",
+        "eval.at_end_of_training=false",
+        "--json",
+    )
     runs = tmp_path / "genimg" / "store" / "runs" / "survivor"
     deadline = time.monotonic() + 300
     while not (runs / REGISTERED).is_file():

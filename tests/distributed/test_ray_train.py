@@ -54,15 +54,30 @@ def digits_in_store(tmp_path, monkeypatch):
 def test_two_workers_on_two_nodes_for_every_family(ray_cluster, digits_in_store):
     for model in ("vae", "gan", "gan-mlp", "rvae"):
         dataset = "moving" if model == "rvae" else "digits"
-        payload = train("--model", model, "--dataset", dataset, "--workers", "2", "--steps", "6",
-                        "--batch-size", "8", "--set", "train.checkpoint_every=3", *TINY[model])
+        payload = train(
+            "--model",
+            model,
+            "--dataset",
+            dataset,
+            "--workers",
+            "2",
+            "--steps",
+            "6",
+            "--batch-size",
+            "8",
+            "--set",
+            "train.checkpoint_every=3",
+            *TINY[model],
+        )
         assert payload["metrics"]["step"] == 6, model
         # One log at the end, yet a steady-state rate: measured by the workers, not from when
         # their metrics happened to reach the driver.
         assert payload["images_per_second"] > 0, model
         assert payload["dataset"].startswith(("digits@", "moving@")), payload["dataset"]
         assert len(set(payload["workers"].values())) == 2, payload["workers"]  # two nodes
-        assert payload["checkpoint"].startswith((digits_in_store / "store" / "runs").as_uri().replace("/store/store", "/store"))
+        assert payload["checkpoint"].startswith(
+            (digits_in_store / "store" / "runs").as_uri().replace("/store/store", "/store")
+        )
         run = mlflow_run(payload["run_id"])
         assert run.info.status == "FINISHED"
         assert run.data.params["model_name"] == model and run.data.params["workers"] == "2"
@@ -70,15 +85,38 @@ def test_two_workers_on_two_nodes_for_every_family(ray_cluster, digits_in_store)
         # The end-of-training evaluation read the checkpoint from the store and logged to the run.
         evaluation = payload["evaluation"]
         assert evaluation["split"] == "val" and evaluation["run_id"] == payload["run_id"], evaluation
-        assert "val/fid" in run.data.metrics and run.data.tags["genimg.eval.val.features"] == evaluation["features"]["name"]
+        assert (
+            "val/fid" in run.data.metrics
+            and run.data.tags["genimg.eval.val.features"] == evaluation["features"]["name"]
+        )
 
 
 def test_a_diverging_run_stops_on_every_rank_without_restarts(ray_cluster, digits_in_store):
     """A loss that is not finite stops the run (not retried: it would diverge again), and the
     MLflow run says why it FAILED."""
-    result = runner.invoke(app, ["train", "--model", "vae", "--dataset", "digits", "--workers", "2",
-                                 "--steps", "40", "--batch-size", "8", "--set", "train.lr=1e30",
-                                 "--set", "train.log_every=5", "--run-name", "diverging", *TINY["vae"]])
+    result = runner.invoke(
+        app,
+        [
+            "train",
+            "--model",
+            "vae",
+            "--dataset",
+            "digits",
+            "--workers",
+            "2",
+            "--steps",
+            "40",
+            "--batch-size",
+            "8",
+            "--set",
+            "train.lr=1e30",
+            "--set",
+            "train.log_every=5",
+            "--run-name",
+            "diverging",
+            *TINY["vae"],
+        ],
+    )
     assert result.exit_code == 1, result.output
     assert result.stderr.strip().splitlines()[-1].startswith("error: training diverged at step")
     assert "restart" not in result.stderr
@@ -87,8 +125,9 @@ def test_a_diverging_run_stops_on_every_rank_without_restarts(ray_cluster, digit
     from genimg.tracking.runs import tracking_uri
 
     client = MlflowClient(tracking_uri())
-    [run] = client.search_runs([client.get_experiment_by_name("genimg").experiment_id],
-                               filter_string="tags.`genimg.run_name` = 'diverging'")
+    [run] = client.search_runs(
+        [client.get_experiment_by_name("genimg").experiment_id], filter_string="tags.`genimg.run_name` = 'diverging'"
+    )
     assert run.info.status == "FAILED" and run.data.tags["genimg.error"].startswith("training diverged")
     assert run.data.tags["genimg.dataset"].startswith("digits@")
 
@@ -114,9 +153,27 @@ def test_a_corrupt_shard_fails_once_naming_the_shard(ray_cluster, tmp_path, monk
     shard.write_bytes(bytes(corrupt))
 
     before = ray_train_workers_started()
-    result = runner.invoke(app, ["train", "--model", "vae", "--dataset", "blobs", "--workers", "1", "--max-failures", "1",
-                                 "--steps", "2", "--run-name", "corrupt-shard", "--set", "eval.at_end_of_training=false",
-                                 *TINY["vae"]])
+    result = runner.invoke(
+        app,
+        [
+            "train",
+            "--model",
+            "vae",
+            "--dataset",
+            "blobs",
+            "--workers",
+            "1",
+            "--max-failures",
+            "1",
+            "--steps",
+            "2",
+            "--run-name",
+            "corrupt-shard",
+            "--set",
+            "eval.at_end_of_training=false",
+            *TINY["vae"],
+        ],
+    )
     assert result.exit_code == 1, result.output
     last = result.stderr.strip().splitlines()[-1]
     assert last.startswith("error: ") and "checksum mismatch" in last, last
@@ -128,14 +185,27 @@ def test_a_corrupt_shard_fails_once_naming_the_shard(ray_cluster, tmp_path, monk
     from genimg.tracking.runs import tracking_uri
 
     client = MlflowClient(tracking_uri())
-    [run] = client.search_runs([client.get_experiment_by_name("genimg").experiment_id],
-                               filter_string="tags.`genimg.run_name` = 'corrupt-shard'")
+    [run] = client.search_runs(
+        [client.get_experiment_by_name("genimg").experiment_id],
+        filter_string="tags.`genimg.run_name` = 'corrupt-shard'",
+    )
     assert run.info.status == "FAILED" and run.data.tags["genimg.error"] == last.removeprefix("error: ")
 
 
 def test_resume_continues_the_step_count(ray_cluster, digits_in_store):
-    common = ["--model", "vae", "--dataset", "digits", "--workers", "2", "--batch-size", "8",
-              "--run-name", "resumable", *TINY["vae"]]
+    common = [
+        "--model",
+        "vae",
+        "--dataset",
+        "digits",
+        "--workers",
+        "2",
+        "--batch-size",
+        "8",
+        "--run-name",
+        "resumable",
+        *TINY["vae"],
+    ]
     first = train(*common, "--steps", "4")
     refused = runner.invoke(app, ["train", *common, "--steps", "8"])
     assert refused.exit_code == 1 and "pass --resume" in refused.stderr
@@ -148,8 +218,21 @@ def test_resume_continues_the_step_count(ray_cluster, digits_in_store):
 def test_checkpoints_and_data_in_s3(ray_cluster, s3_env, monkeypatch, tmp_path):
     monkeypatch.setenv("GENIMG_STORE", f"s3://{s3_env}/team")
     assert runner.invoke(app, ["ingest", "builtin:digits", "--name", "digits"]).exit_code == 0
-    payload = train("--model", "vae", "--dataset", "digits", "--workers", "2", "--steps", "4",
-                    "--batch-size", "8", "-o", str(tmp_path / "export"), *TINY["vae"])
+    payload = train(
+        "--model",
+        "vae",
+        "--dataset",
+        "digits",
+        "--workers",
+        "2",
+        "--steps",
+        "4",
+        "--batch-size",
+        "8",
+        "-o",
+        str(tmp_path / "export"),
+        *TINY["vae"],
+    )
     assert payload["checkpoint"].startswith(f"s3://{s3_env}/team/runs/")
     import boto3
 
@@ -159,17 +242,41 @@ def test_checkpoints_and_data_in_s3(ray_cluster, s3_env, monkeypatch, tmp_path):
     assert (tmp_path / "export" / "model.safetensors").is_file()
     assert "error" not in payload["evaluation"] and payload["evaluation"]["dataset"].startswith("digits@")
     # The feature network is cached beside the datasets, in S3.
-    assert any(k.endswith("/extractor.json") for k in [
-        o["Key"] for o in boto3.client("s3").list_objects_v2(Bucket=s3_env, Prefix="team/extractors/")["Contents"]])
+    assert any(
+        k.endswith("/extractor.json")
+        for k in [
+            o["Key"] for o in boto3.client("s3").list_objects_v2(Bucket=s3_env, Prefix="team/extractors/")["Contents"]
+        ]
+    )
 
 
-STREAMED = ["--set", "train.data_mode=stream", "--set", "train.shuffle_buffer=64", "--set", "train.checkpoint_every=2",
-            "--set", "eval.at_end_of_training=false"]
+STREAMED = [
+    "--set",
+    "train.data_mode=stream",
+    "--set",
+    "train.shuffle_buffer=64",
+    "--set",
+    "train.checkpoint_every=2",
+    "--set",
+    "eval.at_end_of_training=false",
+]
 
 
 def test_a_streamed_two_worker_run_trains_and_checkpoints_from_a_local_store(ray_cluster, digits_in_store):
-    payload = train("--model", "gan", "--dataset", "digits", "--workers", "2", "--steps", "4", "--batch-size", "8",
-                    *STREAMED, *TINY["gan"])
+    payload = train(
+        "--model",
+        "gan",
+        "--dataset",
+        "digits",
+        "--workers",
+        "2",
+        "--steps",
+        "4",
+        "--batch-size",
+        "8",
+        *STREAMED,
+        *TINY["gan"],
+    )
     assert payload["metrics"]["step"] == 4 and len(payload["workers"]) == 2
     assert payload["checkpoint"].startswith((digits_in_store / "runs").as_uri())
     assert mlflow_run(payload["run_id"]).data.params["data_streamed"] == "True"
@@ -178,8 +285,20 @@ def test_a_streamed_two_worker_run_trains_and_checkpoints_from_a_local_store(ray
 def test_a_streamed_two_worker_run_trains_and_checkpoints_from_s3(ray_cluster, s3_env, monkeypatch):
     monkeypatch.setenv("GENIMG_STORE", f"s3://{s3_env}/streamed")
     assert runner.invoke(app, ["ingest", "builtin:digits", "--name", "digits"]).exit_code == 0
-    payload = train("--model", "vae", "--dataset", "digits", "--workers", "2", "--steps", "4", "--batch-size", "8",
-                    *STREAMED, *TINY["vae"])
+    payload = train(
+        "--model",
+        "vae",
+        "--dataset",
+        "digits",
+        "--workers",
+        "2",
+        "--steps",
+        "4",
+        "--batch-size",
+        "8",
+        *STREAMED,
+        *TINY["vae"],
+    )
     assert payload["metrics"]["step"] == 4 and payload["checkpoint"].startswith(f"s3://{s3_env}/streamed/runs/")
     import boto3
 
@@ -192,8 +311,9 @@ def test_a_bad_config_value_fails_before_any_worker_starts(ray_cluster, digits_i
     import ray
 
     before = len(ray.util.state.list_actors(filters=[("class_name", "=", "RayTrainWorker")]))
-    result = runner.invoke(app, ["train", "--model", "gan", "--dataset", "digits", "--workers", "2",
-                                 "--set", "model.loss=minimax"])
+    result = runner.invoke(
+        app, ["train", "--model", "gan", "--dataset", "digits", "--workers", "2", "--set", "model.loss=minimax"]
+    )
     assert result.exit_code == 1
     assert "model.loss" in result.stderr and "minimax" in result.stderr
     after = len(ray.util.state.list_actors(filters=[("class_name", "=", "RayTrainWorker")]))
@@ -207,9 +327,20 @@ def train_until_a_checkpoint_is_registered(store_root, run_name, *args):
     outcome = {}
 
     def run():
-        outcome["payload"] = train("--model", "vae", "--dataset", "digits", "--batch-size", "8",
-                                   "--run-name", run_name, "--set", "train.checkpoint_every=50",
-                                   *TINY["vae"], *args)
+        outcome["payload"] = train(
+            "--model",
+            "vae",
+            "--dataset",
+            "digits",
+            "--batch-size",
+            "8",
+            "--run-name",
+            run_name,
+            "--set",
+            "train.checkpoint_every=50",
+            *TINY["vae"],
+            *args,
+        )
 
     thread = threading.Thread(target=run)
     thread.start()
@@ -231,8 +362,19 @@ def test_a_node_lost_mid_run_restarts_from_the_latest_checkpoint(ray_cluster, di
     """Kill the non-head node (raylet and workers) while training, add a replacement: the run
     finishes, its records in memory or streamed from the store."""
     thread, outcome = train_until_a_checkpoint_is_registered(
-        digits_in_store, f"survivor-{data_mode}", "--workers", "2", "--steps", "1000", "--set", "train.log_every=10",
-        "--set", f"train.data_mode={data_mode}", "--set", "train.shuffle_buffer=64")
+        digits_in_store,
+        f"survivor-{data_mode}",
+        "--workers",
+        "2",
+        "--steps",
+        "1000",
+        "--set",
+        "train.log_every=10",
+        "--set",
+        f"train.data_mode={data_mode}",
+        "--set",
+        "train.shuffle_buffer=64",
+    )
     remove_worker_node(ray_cluster)
     ray_cluster.add_node(num_cpus=1)
     thread.join(timeout=400)
@@ -245,7 +387,8 @@ def test_elastic_workers_continue_on_fewer_after_a_node_is_lost(ray_cluster, dig
     """--workers 1-2: the node goes and no replacement comes; the run finishes on one worker.
     (Runs last in this module: it leaves the cluster with the head node only.)"""
     thread, outcome = train_until_a_checkpoint_is_registered(
-        digits_in_store, "elastic", "--workers", "1-2", "--cpus-per-worker", "1", "--steps", "1000")
+        digits_in_store, "elastic", "--workers", "1-2", "--cpus-per-worker", "1", "--steps", "1000"
+    )
     remove_worker_node(ray_cluster)
     thread.join(timeout=500)
     payload = outcome["payload"]
@@ -261,8 +404,9 @@ def test_a_raw_source_is_read_once_on_the_ray_path(ray_cluster, monkeypatch):
 
     reads = []
     real = handle_module.read_source
-    monkeypatch.setattr(handle_module, "read_source", lambda source, *a, **k: reads.append(source) or real(source, *a, **k))
+    monkeypatch.setattr(
+        handle_module, "read_source", lambda source, *a, **k: reads.append(source) or real(source, *a, **k)
+    )
     payload = train("--model", "vae", "--dataset", "builtin:digits", "--workers", "1", "--steps", "3", *TINY["vae"])
     assert payload["metrics"]["step"] == 3 and payload["evaluation"]["split"] == "val"
     assert reads == ["builtin:digits"]
-

@@ -44,10 +44,22 @@ def test_a_search_of_child_runs_with_early_stopping_and_a_failed_trial(digits_in
     space = tmp_path / "space.yaml"
     # Two sound learning rates run first (two at a time), then one that cannot learn in 60 steps
     # (ASHA compares it with the first two at the first rung and stops it) and one that crashes.
-    space.write_text("metric: val_nll_bound\nmode: min\nspace:\n"
-                     "  train.lr: {grid: [0.003, 0.002, 0.0000001, -1.0]}\n")
-    code, payload = tune("--model", "vae", "--dataset", "digits", "--trials", "1", "--max-concurrent", "2",
-                         "--steps", "60", "--space", str(space), *SMALL_VAE)
+    space.write_text("metric: val_nll_bound\nmode: min\nspace:\n  train.lr: {grid: [0.003, 0.002, 0.0000001, -1.0]}\n")
+    code, payload = tune(
+        "--model",
+        "vae",
+        "--dataset",
+        "digits",
+        "--trials",
+        "1",
+        "--max-concurrent",
+        "2",
+        "--steps",
+        "60",
+        "--space",
+        str(space),
+        *SMALL_VAE,
+    )
     assert code == 0, payload
     assert payload["metric"] == "val_nll_bound" and payload["max_concurrent"] == 2
     by_lr = {t["config"]["train.lr"]: t for t in payload["trials"]}
@@ -77,9 +89,27 @@ def test_a_search_of_child_runs_with_early_stopping_and_a_failed_trial(digits_in
 
 def test_an_interrupted_search_resumes_without_rerunning_finished_trials(digits_in_store, tmp_path):
     env = {**os.environ, "GENIMG_HOME": os.environ["GENIMG_HOME"]}
-    command = [str(Path(sys.executable).parent / "genimg"), "tune", "--model", "vae", "--dataset", "digits",
-               "--trials", "2", "--max-concurrent", "1", "--steps", "30", "--name", "resumable", *SMALL_VAE, "--json"]
-    driver = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, start_new_session=True)
+    command = [
+        str(Path(sys.executable).parent / "genimg"),
+        "tune",
+        "--model",
+        "vae",
+        "--dataset",
+        "digits",
+        "--trials",
+        "2",
+        "--max-concurrent",
+        "1",
+        "--steps",
+        "30",
+        "--name",
+        "resumable",
+        *SMALL_VAE,
+        "--json",
+    ]
+    driver = subprocess.Popen(
+        command, env=env, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, start_new_session=True
+    )
     client = mlflow_client()
     deadline = time.monotonic() + 300
     finished: list = []
@@ -102,6 +132,7 @@ def test_an_interrupted_search_resumes_without_rerunning_finished_trials(digits_
     for trial_id, run_id in first_done.items():
         again = next(t for t in payload["trials"] if t["trial_id"] == trial_id)
         assert again["run_id"] == run_id  # not rerun: still the run of the first search
-    runs = client.search_runs([client.get_run(parent).info.experiment_id],
-                              filter_string=f"tags.`mlflow.parentRunId` = '{parent}'")
+    runs = client.search_runs(
+        [client.get_run(parent).info.experiment_id], filter_string=f"tags.`mlflow.parentRunId` = '{parent}'"
+    )
     assert all(r.info.status != "RUNNING" for r in runs)

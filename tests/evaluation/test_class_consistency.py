@@ -74,14 +74,13 @@ def brightness_source(label_values: tuple[int, ...], classes: int, class_names: 
     labels = np.repeat(np.array(label_values, np.int64), 300)
     level = (labels + 0.5) / classes * 255
     data = level[:, None, None, None] + generator.uniform(-12, 12, (len(labels), *SHAPE))
-    dataset = Dataset("images", data.clip(0, 255).astype(np.uint8), "brightness", labels=labels,
-                      class_names=class_names)
+    dataset = Dataset(
+        "images", data.clip(0, 255).astype(np.uint8), "brightness", labels=labels, class_names=class_names
+    )
     return handle_of(dataset, "brightness")
 
 
-def test_a_model_that_draws_the_asked_class_is_consistent_and_one_that_ignores_it_is_at_chance(
-    registered, tmp_path
-):
+def test_a_model_that_draws_the_asked_class_is_consistent_and_one_that_ignores_it_is_at_chance(registered, tmp_path):
     store = open_store(tmp_path.as_uri())
     source = brightness_source((0, 1), 2, ["dark", "bright"])
     faithful = evaluate_model(BrightnessModel(BrightnessConfig()), source, "test", QUICK, store=store)
@@ -108,7 +107,9 @@ def test_classifier_outputs_map_back_to_the_dataset_label_values(registered, tmp
     assert evaluation.features["label_values"] == [1, 2]
     assert "class_consistency_0" not in metrics
     assert metrics["class_consistency_1"] > 0.95 and metrics["class_consistency_2"] > 0.95, metrics
-    assert metrics["class_consistency"] == pytest.approx((metrics["class_consistency_1"] + metrics["class_consistency_2"]) / 2)
+    assert metrics["class_consistency"] == pytest.approx(
+        (metrics["class_consistency_1"] + metrics["class_consistency_2"]) / 2
+    )
     assert "skips class(es) 0: the dataset classifier was not trained on them" in evaluation.features["note"]
 
 
@@ -135,8 +136,14 @@ def test_features_without_a_classifier_head_skip_the_metric_with_a_note(register
     source = brightness_source((0, 1), 2, ["dark", "bright"])
     torch.manual_seed(0)
     no_head = FeatureExtractor("inception", FeatureNet(1).eval(), "0" * 64)
-    evaluation = evaluate_model(BrightnessModel(BrightnessConfig()), source, "test", QUICK,
-                                store=open_store(tmp_path.as_uri()), extractor=no_head)
+    evaluation = evaluate_model(
+        BrightnessModel(BrightnessConfig()),
+        source,
+        "test",
+        QUICK,
+        store=open_store(tmp_path.as_uri()),
+        extractor=no_head,
+    )
     assert not any(name.startswith("class_consistency") for name in evaluation.metrics)
     assert "fid" in evaluation.metrics
     assert "class consistency needs the dataset's classifier" in evaluation.features["note"]

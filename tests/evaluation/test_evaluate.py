@@ -13,8 +13,20 @@ from genimg.training.config import TrainConfig
 from genimg.training.loop import train_model
 
 QUICK = EvalConfig(samples=150, nll_k=10, best_of=2, extractor_steps=150)
-DISTANCES = {"fid", "fid_std", "kid_mean", "kid_std", "precision", "recall", "density", "coverage",
-             "precision_se", "recall_se", "density_se", "coverage_se"}
+DISTANCES = {
+    "fid",
+    "fid_std",
+    "kid_mean",
+    "kid_std",
+    "precision",
+    "recall",
+    "density",
+    "coverage",
+    "precision_se",
+    "recall_se",
+    "density_se",
+    "coverage_se",
+}
 
 
 @pytest.fixture(scope="module")
@@ -81,10 +93,17 @@ def test_sequence_metrics_baseline_and_report(small_sequences, tmp_path):
     frames = data.shape[1]
     context = frames // 2
     predicted = [f"frame_{t:02d}" for t in range(context + 1, frames + 1)]
-    scored = [f"{metric}{kind}" for metric in ("mse", "mae", "ssim", "psnr")
-              for kind in ("", "_best_of_k", "_copy_last_baseline")]
-    expected = (DISTANCES | {"nll_bound_per_frame", *scored} | {f"{name}_se" for name in scored}
-                | {f"{name}_{frame}" for frame in predicted for name in scored})
+    scored = [
+        f"{metric}{kind}"
+        for metric in ("mse", "mae", "ssim", "psnr")
+        for kind in ("", "_best_of_k", "_copy_last_baseline")
+    ]
+    expected = (
+        DISTANCES
+        | {"nll_bound_per_frame", *scored}
+        | {f"{name}_se" for name in scored}
+        | {f"{name}_{frame}" for frame in predicted for name in scored}
+    )
     assert set(evaluation.metrics) == expected
     assert evaluation.settings["best_of"] == 2 and evaluation.settings["context_frames"] == context
     assert "mean over the K" in evaluation.settings["sequence_metrics"]
@@ -97,8 +116,15 @@ def test_sequence_metrics_baseline_and_report(small_sequences, tmp_path):
     assert evaluation.features["name"] == "autoencoder"  # sequences carry no labels
     files = write_report(evaluation, tmp_path, title="rvae", history={"loss": [(1, 3.0), (2, 2.0)]})
     names = {path.name for path in files}
-    assert names == {"report.md", "report.html", "metrics.json", "continuations.gif", "continuations.png",
-                     "samples.png", "loss_curves.png"}
+    assert names == {
+        "report.md",
+        "report.html",
+        "metrics.json",
+        "continuations.gif",
+        "continuations.png",
+        "samples.png",
+        "loss_curves.png",
+    }
     report = (tmp_path / "report.md").read_text()
     assert "| ssim_copy_last_baseline |" in report and "![Training curves](loss_curves.png)" in report
     with pytest.raises(GenimgError, match="leaves no frame to predict"):

@@ -10,10 +10,32 @@ import pytest
 from genimg.cli import app
 from tests.evaluation.test_evaluate_cli import cli, runner
 
-TINY_VAE = ["--model", "vae", "--workers", "0", "--set", "model.width=4", "--set", "model.latent_dim=4",
-            "--batch-size", "16"]
-TINY_GAN = ["--model", "gan", "--workers", "0", "--set", "model.width=4", "--set", "model.latent_dim=8",
-            "--batch-size", "16", "--set", "eval.at_end_of_training=false"]
+TINY_VAE = [
+    "--model",
+    "vae",
+    "--workers",
+    "0",
+    "--set",
+    "model.width=4",
+    "--set",
+    "model.latent_dim=4",
+    "--batch-size",
+    "16",
+]
+TINY_GAN = [
+    "--model",
+    "gan",
+    "--workers",
+    "0",
+    "--set",
+    "model.width=4",
+    "--set",
+    "model.latent_dim=8",
+    "--batch-size",
+    "16",
+    "--set",
+    "eval.at_end_of_training=false",
+]
 SETTINGS = ["--samples", "40", "--nll-k", "4"]
 
 
@@ -60,8 +82,19 @@ def test_each_evaluation_is_computed_once_and_the_feature_network_once_per_conte
     cli("ingest", str(folder), "--name", "shapes", "--json")
     cli("ingest", str(folder), "--name", "shapes-copy", "--json")  # the same content under another name
 
-    first = cli("train", *TINY_VAE, "--dataset", "shapes", "--steps", "5", "--set", "eval.samples=40",
-                "--set", "eval.nll_k=4", "--json")
+    first = cli(
+        "train",
+        *TINY_VAE,
+        "--dataset",
+        "shapes",
+        "--steps",
+        "5",
+        "--set",
+        "eval.samples=40",
+        "--set",
+        "eval.nll_k=4",
+        "--json",
+    )
     # A 5-step run does not train a feature network of up to 200 steps for its val evaluation.
     assert "fid" not in first["evaluation"]["metrics"] and "nll" in first["evaluation"]["metrics"]
     assert "FID/KID/precision/recall skipped" in first["evaluation"]["features"]["note"]
@@ -74,8 +107,19 @@ def test_each_evaluation_is_computed_once_and_the_feature_network_once_per_conte
     assert registered["tags"]["genimg.eval.metric.nll"] == repr(tested["metrics"]["nll"])
     assert cli("promote", registered["name"], "--json")["reason"].startswith("first champion")
 
-    second = cli("train", *TINY_VAE, "--dataset", "shapes", "--steps", "6", "--set", "eval.samples=40",
-                 "--set", "eval.nll_k=4", "--json")
+    second = cli(
+        "train",
+        *TINY_VAE,
+        "--dataset",
+        "shapes",
+        "--steps",
+        "6",
+        "--set",
+        "eval.samples=40",
+        "--set",
+        "eval.nll_k=4",
+        "--json",
+    )
     cli("register", second["run_id"], "--json")  # no test evaluation yet: the run's eval: section
     decision = cli("promote", registered["name"], "--json")  # the champion's own evaluation matches
     assert decision["champion_evaluation"] == "own"
@@ -118,9 +162,15 @@ def test_noise_against_32_real_images_is_unreliable_and_promotion_refuses_to_dec
 
 def version(number, model, metrics, reliability=None):
     """A model version as promotion reads it: its number and tags."""
-    tags = {"genimg.model": model, "genimg.eval.dataset": "d@1", "genimg.eval.features_sha256": "f",
-            "genimg.eval.num_samples": "500", "genimg.eval.seed": "0", "genimg.eval.settings": "k=5",
-            **{f"genimg.eval.metric.{name}": repr(value) for name, value in metrics.items()}}
+    tags = {
+        "genimg.model": model,
+        "genimg.eval.dataset": "d@1",
+        "genimg.eval.features_sha256": "f",
+        "genimg.eval.num_samples": "500",
+        "genimg.eval.seed": "0",
+        "genimg.eval.settings": "k=5",
+        **{f"genimg.eval.metric.{name}": repr(value) for name, value in metrics.items()},
+    }
     if reliability is not None:
         tags["genimg.eval.reliability"] = json.dumps(reliability)
     return SimpleNamespace(version=str(number), tags=tags)
@@ -130,15 +180,36 @@ def test_a_challenger_must_win_by_more_than_the_noise():
     from genimg.tracking.registry import decide
 
     champion = version(1, "vae", {"nll": 101.0, "nll_se": 1.0})
-    close = decide("m", version(2, "vae", {"nll": 100.0, "nll_se": 1.0}), champion,
-                   force=False, min_delta=0.0, metric=None, mode=None)
+    close = decide(
+        "m",
+        version(2, "vae", {"nll": 100.0, "nll_se": 1.0}),
+        champion,
+        force=False,
+        min_delta=0.0,
+        metric=None,
+        mode=None,
+    )
     assert not close.promoted and close.noise == pytest.approx(2 * 2**0.5)
     assert "does not beat champion version 1 nll=101 by more than the noise 2.828" in close.reason
-    clear = decide("m", version(3, "vae", {"nll": 96.0, "nll_se": 1.0}), champion,
-                   force=False, min_delta=0.0, metric=None, mode=None)
+    clear = decide(
+        "m",
+        version(3, "vae", {"nll": 96.0, "nll_se": 1.0}),
+        champion,
+        force=False,
+        min_delta=0.0,
+        metric=None,
+        mode=None,
+    )
     assert clear.promoted and "by 5 > the noise 2.828" in clear.reason
-    larger_delta = decide("m", version(3, "vae", {"nll": 96.0, "nll_se": 1.0}), champion,
-                          force=False, min_delta=6.0, metric=None, mode=None)
+    larger_delta = decide(
+        "m",
+        version(3, "vae", {"nll": 96.0, "nll_se": 1.0}),
+        champion,
+        force=False,
+        min_delta=6.0,
+        metric=None,
+        mode=None,
+    )
     assert not larger_delta.promoted and "min_delta 6" in larger_delta.reason
 
 

@@ -91,9 +91,10 @@ def test_a_raw_source_gets_the_version_and_splits_that_ingest_gives_it(tmp_path)
 
 
 def test_the_same_recipe_trains_the_same_weights():
+    from safetensors.torch import save
+
     from genimg.evaluation.features import labelled_images
     from genimg.store import sha256_hex
-    from safetensors.torch import save
 
     images, labels, values = labelled_images(resolve_dataset("builtin:digits").load("train"))
     recipe = recipe_for("classifier", (1, 16, 16), EvalConfig(extractor_steps=20), values)
@@ -154,11 +155,13 @@ def test_training_stops_early_once_the_val_score_stops_improving():
     images, labels, values = labelled_images(source.load("train"))
     val = source.load("val")
     recipe = recipe_for("classifier", (1, 16, 16), EvalConfig(), values, train_records=len(images)) | {"steps": 1000}
-    network, steps = train_feature_network("classifier", images, labels, recipe, torch.from_numpy(val.data),
-                                           torch.from_numpy(val.labels.astype("int64")))
+    network, steps = train_feature_network(
+        "classifier", images, labels, recipe, torch.from_numpy(val.data), torch.from_numpy(val.labels.astype("int64"))
+    )
     assert steps < 1000 and steps % 100 == 0  # checks every 100 steps; digits plateau within a few
-    no_stop, all_steps = train_feature_network("classifier", images[:200], labels[:200],
-                                               recipe | {"steps": 60, "early_stop": False})
+    no_stop, all_steps = train_feature_network(
+        "classifier", images[:200], labels[:200], recipe | {"steps": 60, "early_stop": False}
+    )
     assert all_steps == 60
 
 
@@ -168,8 +171,11 @@ def test_one_feature_network_per_dataset_content_whatever_its_name_or_version(st
     ingest_dataset(Dataset("images", data, "another-copy", labels), "copy", store=store)
     first, _ = choose_extractor(resolve_dataset("digits", store=store), QUICK, store)
     trainings = []
-    monkeypatch.setattr(features_module, "train_feature_network",
-                        lambda *args, **kwargs: trainings.append(args) or (_ for _ in ()).throw(AssertionError))
+    monkeypatch.setattr(
+        features_module,
+        "train_feature_network",
+        lambda *args, **kwargs: trainings.append(args) or (_ for _ in ()).throw(AssertionError),
+    )
     second, _ = choose_extractor(resolve_dataset("copy", store=store), QUICK, store)
     raw, _ = choose_extractor(resolve_dataset("builtin:digits"), QUICK, store)
     assert first is not None and second is not None and raw is not None and not trainings
@@ -229,5 +235,7 @@ def test_offline_the_field_s_inception_gives_way_to_the_dataset_network_with_one
     extractor, _ = choose_extractor(resolve_dataset("digits", store=store), QUICK, store)
     assert extractor is not None and extractor.name == "classifier"
     assert "offline? cannot fetch" in extractor.details["note"]
-    notices = [r.getMessage() for r in caplog.records if r.getMessage().startswith("note: Inception weights unavailable")]
+    notices = [
+        r.getMessage() for r in caplog.records if r.getMessage().startswith("note: Inception weights unavailable")
+    ]
     assert len(notices) == 1 and "\n" not in notices[0]

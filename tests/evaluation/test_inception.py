@@ -97,10 +97,16 @@ def test_resizing_is_tensorflow1_bilinear_without_the_half_pixel_offset() -> Non
     weights = inception.tensorflow1_resize_weights(4, 6)
     # Output pixel i samples source coordinate i * 4/6: 0, 2/3, 4/3, 2, 8/3, 10/3 (the last two
     # past the last pixel's centre, so it is repeated).
-    expected = torch.tensor([
-        [1, 0, 0, 0], [1 / 3, 2 / 3, 0, 0], [0, 2 / 3, 1 / 3, 0],
-        [0, 0, 1, 0], [0, 0, 1 / 3, 2 / 3], [0, 0, 0, 1],
-    ])
+    expected = torch.tensor(
+        [
+            [1, 0, 0, 0],
+            [1 / 3, 2 / 3, 0, 0],
+            [0, 2 / 3, 1 / 3, 0],
+            [0, 0, 1, 0],
+            [0, 0, 1 / 3, 2 / 3],
+            [0, 0, 0, 1],
+        ]
+    )
     assert torch.allclose(weights, expected, atol=1e-6)
     assert torch.allclose(inception.tensorflow1_resize_weights(16, 299).sum(1), torch.ones(299))
 
@@ -169,20 +175,20 @@ def frechet_from_samples(real: np.ndarray, fake: np.ndarray) -> float:
     centred_real, centred_fake = real - real.mean(0), fake - fake.mean(0)
     scale = np.sqrt((len(real) - 1) * (len(fake) - 1))
     cross = np.linalg.svd(centred_real @ centred_fake.T / scale, compute_uv=False).sum()
-    return float(((real.mean(0) - fake.mean(0)) ** 2).sum()
-                 + (centred_real ** 2).sum() / (len(real) - 1)
-                 + (centred_fake ** 2).sum() / (len(fake) - 1) - 2 * cross)
+    return float(
+        ((real.mean(0) - fake.mean(0)) ** 2).sum()
+        + (centred_real**2).sum() / (len(real) - 1)
+        + (centred_fake**2).sum() / (len(fake) - 1)
+        - 2 * cross
+    )
 
 
 @pytest.mark.slow
-def test_features_and_fid_agree_with_torch_fidelity(
-    torch_fidelity_extractor: Any, tmp_path: Path
-) -> None:
+def test_features_and_fid_agree_with_torch_fidelity(torch_fidelity_extractor: Any, tmp_path: Path) -> None:
     weights = tmp_path / WEIGHTS_FILE_NAME
     torch.save(random_inception(seed=0).state_dict(), weights)
     ours = load_fid_inception(weights)
-    library = torch_fidelity_extractor("inception-v3-compat", ["2048"],
-                                       feature_extractor_weights_path=str(weights))
+    library = torch_fidelity_extractor("inception-v3-compat", ["2048"], feature_extractor_weights_path=str(weights))
 
     # 12 images a set: each costs a 299×299 Inception pass per extractor whatever its size.
     generator = torch.Generator().manual_seed(1)
@@ -195,18 +201,17 @@ def test_features_and_fid_agree_with_torch_fidelity(
         (library_real,), (library_grey,) = library(real), library(grey.repeat(1, 3, 1, 1))
     library_real, library_grey = library_real.double(), library_grey.double()
 
-    difference = max(float((our_real - library_real).abs().max()),
-                     float((our_grey - library_grey).abs().max()))
+    difference = max(float((our_real - library_real).abs().max()), float((our_grey - library_grey).abs().max()))
     spread = float(library_real.std(0).mean())  # how far apart images' features are
-    print(f"max |genimg - torch-fidelity| feature difference {difference:.3g} "
-          f"(features' spread over images {spread:.3g})")
+    print(
+        f"max |genimg - torch-fidelity| feature difference {difference:.3g} (features' spread over images {spread:.3g})"
+    )
     assert difference < 1e-3 * spread
 
     library_fid = frechet_from_samples(library_real.numpy(), library_grey.numpy())
     our_fid = frechet_distance(our_real, our_grey)
     relative = abs(our_fid - library_fid) / library_fid
-    print(f"FID genimg {our_fid:.6f}, torch-fidelity {library_fid:.6f}, "
-          f"relative difference {relative:.3g}")
+    print(f"FID genimg {our_fid:.6f}, torch-fidelity {library_fid:.6f}, relative difference {relative:.3g}")
     assert library_fid > 1.0  # the two sets differ: a real distance, not rounding noise
     assert relative < 1e-3
 
@@ -241,8 +246,7 @@ def server() -> Iterator[Served]:
     httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
     served = Served(f"http://127.0.0.1:{httpd.server_address[1]}/{WEIGHTS_FILE_NAME}")
     # A short poll interval: shutdown() waits for the serving loop to notice it.
-    thread = threading.Thread(target=httpd.serve_forever, kwargs={"poll_interval": 0.05},
-                              daemon=True)
+    thread = threading.Thread(target=httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
     thread.start()
     try:
         yield served
@@ -277,9 +281,7 @@ def closed_port_url() -> str:
     return f"http://127.0.0.1:{port}/{WEIGHTS_FILE_NAME}"
 
 
-def test_fetch_weights_keeps_a_download_with_the_expected_digest(
-    server: Served, tmp_path: Path
-) -> None:
+def test_fetch_weights_keeps_a_download_with_the_expected_digest(server: Served, tmp_path: Path) -> None:
     server.body = bytes(range(256)) * 10_000  # 2.5 MB: several read chunks
     destination = tmp_path / "weights" / "inception.pth"
     digest = hashlib.sha256(server.body).hexdigest()
@@ -288,9 +290,7 @@ def test_fetch_weights_keeps_a_download_with_the_expected_digest(
     assert [path.name for path in destination.parent.iterdir()] == ["inception.pth"]
 
 
-def test_fetch_weights_discards_a_download_with_another_digest(
-    server: Served, tmp_path: Path
-) -> None:
+def test_fetch_weights_discards_a_download_with_another_digest(server: Served, tmp_path: Path) -> None:
     server.body = b"not the weights"
     expected = hashlib.sha256(b"the weights").hexdigest()
     got = hashlib.sha256(server.body).hexdigest()
@@ -318,8 +318,10 @@ def test_weights_with_the_wrong_checksum_are_not_cached_and_the_failure_is_remem
     assert path is None and reason is not None and "checksum" in reason
     folder = home / "weights"
     assert sorted(p.name for p in folder.iterdir()) == [FAILED_FETCH_MARKER]
-    assert any(f"fetching the FID Inception weights (91 MB) from {server.url} into {folder}" in line
-               for line in handler.messages)
+    assert any(
+        f"fetching the FID Inception weights (91 MB) from {server.url} into {folder}" in line
+        for line in handler.messages
+    )
 
     again, remembered = find_inception_weights()
     assert again is None and remembered is not None and reason in remembered
@@ -382,9 +384,7 @@ def test_an_empty_url_turns_fetching_off(home: Path, monkeypatch: pytest.MonkeyP
     assert list(home.iterdir()) == []
 
 
-def test_a_given_or_cached_file_wins_over_fetching(
-    server: Served, home: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_a_given_or_cached_file_wins_over_fetching(server: Served, home: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("GENIMG_INCEPTION_URL", server.url)
     own = home / "own.pth"
     own.write_bytes(b"a user's own weights: no checksum applies")
@@ -403,9 +403,7 @@ def test_a_given_or_cached_file_wins_over_fetching(
     assert server.requests == []
 
 
-def test_weights_path_lookup_never_fetches(
-    server: Served, home: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_weights_path_lookup_never_fetches(server: Served, home: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("GENIMG_INCEPTION_URL", server.url)
     assert inception_weights_path() is None
 

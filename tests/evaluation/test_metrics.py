@@ -4,11 +4,11 @@ import torch
 from genimg.evaluation.metrics import (
     PSNR_CAP_DB,
     PrecomputedFeatures,
+    fid_bootstrap_std,
     frame_mae,
     frame_mse,
     frame_psnr,
     frame_ssim,
-    fid_bootstrap_std,
     frechet_and_kernel_distances,
     frechet_distance,
     precision_recall_density_coverage,
@@ -38,8 +38,19 @@ def test_knn_metrics_are_one_for_the_same_distribution_and_zero_for_a_distant_on
     same = precision_recall_density_coverage(real, real.clone())
     assert same["precision"] == same["recall"] == same["coverage"] == 1.0
     distant = precision_recall_density_coverage(real, features(400, 50.0, seed=1))
-    assert distant == {name: 0.0 for name in ("precision", "recall", "density", "coverage", "precision_se",
-                                               "recall_se", "density_se", "coverage_se")}
+    assert distant == {
+        name: 0.0
+        for name in (
+            "precision",
+            "recall",
+            "density",
+            "coverage",
+            "precision_se",
+            "recall_se",
+            "density_se",
+            "coverage_se",
+        )
+    }
     # Generated samples collapsed onto one real point: precise, but recall and coverage collapse.
     collapsed = precision_recall_density_coverage(real, real[:1].repeat(400, 1) + 1e-6 * features(400, seed=2))
     assert collapsed["precision"] == 1.0 and collapsed["recall"] < 0.05 and collapsed["coverage"] < 0.05

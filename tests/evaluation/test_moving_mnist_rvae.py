@@ -23,13 +23,26 @@ def test_a_tiny_rvae_beats_copy_last_on_tiny_moving_mnist(tmp_path, digits):
     train, test = source.load("train").data, source.load("test").data
     assert train.shape[1:] == (8, 1, 32, 32) and len(test) >= 40
     torch.manual_seed(0)
-    model = build_model("rvae", {"image_shape": (1, 32, 32), "num_frames": 8, "core": "convlstm",
-                                 "context_frames": 4, "latent_dim": 2, "frame_dim": 16, "hidden_dim": 16,
-                                 "width": 8, "likelihood": "bernoulli", "binarize": False})
+    model = build_model(
+        "rvae",
+        {
+            "image_shape": (1, 32, 32),
+            "num_frames": 8,
+            "core": "convlstm",
+            "context_frames": 4,
+            "latent_dim": 2,
+            "frame_dim": 16,
+            "hidden_dim": 16,
+            "width": 8,
+            "likelihood": "bernoulli",
+            "binarize": False,
+        },
+    )
     train_model(model, torch.from_numpy(train), TrainConfig(steps=300, batch_size=16, lr=2e-3, log_every=300))
     with torch.no_grad():
-        metrics, _ = sequence_metrics(model.eval(), torch.from_numpy(test),
-                                      EvalConfig(best_of=2, context_frames=4, batch_size=64))
+        metrics, _ = sequence_metrics(
+            model.eval(), torch.from_numpy(test), EvalConfig(best_of=2, context_frames=4, batch_size=64)
+        )
     assert metrics["mse"] < 0.8 * metrics["mse_copy_last_baseline"], metrics
     assert metrics["ssim"] > metrics["ssim_copy_last_baseline"], metrics
     assert metrics["mse_best_of_k"] <= metrics["mse"]

@@ -75,7 +75,7 @@ def test_ema_generator_is_an_exponential_average_and_used_for_sampling():
         for p in model.generator.parameters():
             p.add_(1.0)
     model.update_ema()
-    for old, ema, live in zip(before, model.generator_ema.parameters(), model.generator.parameters()):
+    for old, ema, live in zip(before, model.generator_ema.parameters(), model.generator.parameters(), strict=True):
         assert torch.allclose(ema, 0.9 * old + 0.1 * live, atol=1e-6)
     with torch.no_grad():
         live_samples = model.to_pixel_space(model.generator.eval()(torch.randn(2, 8)))

@@ -14,8 +14,9 @@ SIDES = (32, 64, 128, 256)
 
 @pytest.mark.parametrize("side", SIDES)
 @pytest.mark.parametrize("channels", [1, 3])
-@pytest.mark.parametrize(("name", "tiny"), [("gan-resnet", {"width": 1, "latent_dim": 8}),
-                                             ("gan", {"width": 2, "latent_dim": 8})])
+@pytest.mark.parametrize(
+    ("name", "tiny"), [("gan-resnet", {"width": 1, "latent_dim": 8}), ("gan", {"width": 2, "latent_dim": 8})]
+)
 def test_conv_gans_build_train_and_sample_at_every_size(name, tiny, side, channels):
     model = build_model(name, {**tiny, "image_shape": [channels, side, side], "augment": "color,translation,cutout"})
     records = torch.randint(0, 256, (8, channels, side, side), dtype=torch.uint8)
@@ -73,14 +74,28 @@ def test_a_policy_naming_an_unknown_augmentation_is_refused():
 
 @pytest.mark.parametrize("name", ["gan", "gan-resnet"])
 def test_a_conditional_gan_draws_the_classes_it_is_given(name):
-    model = build_model(name, {"image_shape": [3, 32, 32], "width": 2, "latent_dim": 8, "ema_decay": 0.0,
-                               "conditional": True, "num_classes": 4, "class_names": ["a", "b", "c", "d"]})
+    model = build_model(
+        name,
+        {
+            "image_shape": [3, 32, 32],
+            "width": 2,
+            "latent_dim": 8,
+            "ema_decay": 0.0,
+            "conditional": True,
+            "num_classes": 4,
+            "class_names": ["a", "b", "c", "d"],
+        },
+    )
     assert model.num_classes == 4 and model.class_names == ("a", "b", "c", "d")
     records = torch.randint(0, 256, (8, 3, 32, 32), dtype=torch.uint8)
     with pytest.raises(GenimgError, match="one label per record"):
         train_model(model, records, TrainConfig(steps=1, batch_size=4))
-    result = train_model(model, records, TrainConfig(steps=2, batch_size=4, log_every=1, lr=0.01),
-                         labels=torch.tensor([0, 1, 2, 3, 0, 1, 2, 3]))
+    result = train_model(
+        model,
+        records,
+        TrainConfig(steps=2, batch_size=4, log_every=1, lr=0.01),
+        labels=torch.tensor([0, 1, 2, 3, 0, 1, 2, 3]),
+    )
     assert result.step == 2
     # (Trained: conditional BatchNorm starts as the identity for every class.)
     z_same = model.sample(2, seed=3, labels=torch.tensor([0, 0]))

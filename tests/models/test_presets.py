@@ -6,9 +6,15 @@ from genimg.configs import CONFIGS_DIR
 from genimg.training.run import load_config_file, resolve_run_config
 
 CONFIGS = CONFIGS_DIR
-PRESETS = {path.name: path for path in sorted(CONFIGS.glob("*.yaml"))
-           if not path.name.startswith(("tune-", "retrain"))}
-MODEL_OF = {"gan-mlp-": "gan-mlp", "gan-resnet": "gan-resnet", "gan-": "gan", "gan.": "gan", "vae": "vae", "rvae-": "rvae"}
+PRESETS = {path.name: path for path in sorted(CONFIGS.glob("*.yaml")) if not path.name.startswith(("tune-", "retrain"))}
+MODEL_OF = {
+    "gan-mlp-": "gan-mlp",
+    "gan-resnet": "gan-resnet",
+    "gan-": "gan",
+    "gan.": "gan",
+    "vae": "vae",
+    "rvae-": "rvae",
+}
 
 
 def model_of(name: str) -> str:

@@ -47,8 +47,17 @@ def test_loss_is_the_sum_of_per_step_terms(rvae, small_sequences):
 
 
 def spatial_rvae(**overrides):
-    config = {"image_shape": (1, 16, 16), "num_frames": 6, "core": "convlstm", "context_frames": 3,
-              "latent_dim": 2, "frame_dim": 8, "hidden_dim": 8, "width": 4, **overrides}
+    config = {
+        "image_shape": (1, 16, 16),
+        "num_frames": 6,
+        "core": "convlstm",
+        "context_frames": 3,
+        "latent_dim": 2,
+        "frame_dim": 8,
+        "hidden_dim": 8,
+        "width": 4,
+        **overrides,
+    }
     return build_model("rvae", config)
 
 

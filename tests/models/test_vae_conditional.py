@@ -80,11 +80,14 @@ def test_an_unconditional_model_refuses_labels():
 
 
 def test_the_training_loop_feeds_labels_and_the_saved_model_keeps_its_classes(tmp_path):
-    model = build_model("vae", tiny_config("vae", SHAPE, conditional=True, num_classes=2,
-                                           class_names=["zero", "one"], likelihood="logistic"))
+    model = build_model(
+        "vae",
+        tiny_config("vae", SHAPE, conditional=True, num_classes=2, class_names=["zero", "one"], likelihood="logistic"),
+    )
     records = torch.randint(0, 256, (8, *SHAPE), dtype=torch.uint8)
-    result = train_model(model, records, TrainConfig(steps=3, batch_size=4, log_every=1),
-                         labels=torch.tensor([0, 1] * 4))
+    result = train_model(
+        model, records, TrainConfig(steps=3, batch_size=4, log_every=1), labels=torch.tensor([0, 1] * 4)
+    )
     assert result.step == 3
     save_model(model, tmp_path / "m")
     loaded = load_model(tmp_path / "m")
@@ -102,8 +105,18 @@ def test_samples_of_a_class_come_from_where_the_encoder_put_that_class():
     labels = (levels > 128).long()
     for seed in (0, 1, 2):
         torch.manual_seed(seed)
-        model = build_model("vae", {"image_shape": [3, 16, 16], "width": 8, "latent_dim": 4, "likelihood": "gaussian",
-                                    "conditional": True, "num_classes": 2, "class_names": ["cat", "dog"]})
+        model = build_model(
+            "vae",
+            {
+                "image_shape": [3, 16, 16],
+                "width": 8,
+                "latent_dim": 4,
+                "likelihood": "gaussian",
+                "conditional": True,
+                "num_classes": 2,
+                "class_names": ["cat", "dog"],
+            },
+        )
         train_model(model, records.to(torch.uint8), TrainConfig(steps=300, batch_size=16, log_every=100), labels=labels)
         for label, dark in ((0, True), (1, False)):
             brightness = model.sample(40, seed=0, labels=torch.full((40,), label)).mean(dim=(1, 2, 3))

@@ -28,9 +28,7 @@ LEVELS = torch.arange(256, dtype=torch.float32) / 255
 @pytest.mark.parametrize("mean", [-0.3, 0.0, 0.002, 0.5, 0.999, 1.0, 1.4])
 @pytest.mark.parametrize("log_scale", [-8.0, -5.0, -2.0, 0.0, 3.0])
 def test_discretized_logistic_probabilities_of_the_256_levels_sum_to_one(mean, log_scale):
-    log_p = discretized_logistic_log_prob(
-        LEVELS, torch.full((256,), mean), torch.full((256,), log_scale)
-    )
+    log_p = discretized_logistic_log_prob(LEVELS, torch.full((256,), mean), torch.full((256,), log_scale))
     assert bool(torch.isfinite(log_p).all())
     assert float(torch.logsumexp(log_p.double(), 0).exp()) == pytest.approx(1.0, abs=1e-4)
 
@@ -40,11 +38,13 @@ def test_discretized_logistic_is_the_cdf_difference_with_open_end_bins():
     cdf = lambda x: torch.sigmoid((x - mean) / scale)  # noqa: E731
     h = 0.5 / 255
     levels = LEVELS.double()
-    expected = torch.cat([
-        cdf(levels[:1] + h),
-        cdf(levels[1:-1] + h) - cdf(levels[1:-1] - h),
-        1 - cdf(levels[-1:] - h),
-    ])
+    expected = torch.cat(
+        [
+            cdf(levels[:1] + h),
+            cdf(levels[1:-1] + h) - cdf(levels[1:-1] - h),
+            1 - cdf(levels[-1:] - h),
+        ]
+    )
     log_p = discretized_logistic_log_prob(levels, mean.expand(256), scale.log().expand(256))
     assert torch.allclose(log_p.exp(), expected, atol=1e-12)
 
@@ -90,21 +90,21 @@ def colour_gradients(count: int, size: int) -> torch.Tensor:
     return (255 * (0.5 * colours + 0.25 * (x + y))).round().to(torch.uint8)
 
 
-@pytest.mark.parametrize(("architecture", "likelihood"), [("conv", "logistic"), ("resnet", "logistic"), ("resnet", "bernoulli")])
+@pytest.mark.parametrize(
+    ("architecture", "likelihood"), [("conv", "logistic"), ("resnet", "logistic"), ("resnet", "bernoulli")]
+)
 def test_importance_weighting_tightens_the_bound(architecture, likelihood, digits):
     if likelihood == "logistic":
         records = colour_gradients(64, 8)
     else:
         records = torch.from_numpy(digits[:64])
-    model = build_model("vae", tiny_config("vae", tuple(records.shape[1:]), likelihood=likelihood,
-                                           architecture=architecture))
+    model = build_model(
+        "vae", tiny_config("vae", tuple(records.shape[1:]), likelihood=likelihood, architecture=architecture)
+    )
     # A few steps first, so that the decoder depends on z and the bounds differ by more than noise.
     train_model(model, records, TrainConfig(steps=30, batch_size=32, lr=3e-3, log_every=10))
     images = records.float() / 255
-    bounds = [
-        float(model.nll(images, k=k, generator=torch.Generator().manual_seed(0)).mean())
-        for k in (1, 16, 256)
-    ]
+    bounds = [float(model.nll(images, k=k, generator=torch.Generator().manual_seed(0)).mean()) for k in (1, 16, 256)]
     assert bounds[0] > bounds[1] > bounds[2] > 0
 
 
@@ -123,8 +123,18 @@ def test_logistic_vae_learns_rgb_images_below_the_uniform_8_bits_per_dim():
 @pytest.mark.parametrize("architecture", ["conv", "resnet"])
 def test_builds_trains_and_samples_at_every_resolution(size, channels, likelihood, architecture):
     shape = (channels, size, size)
-    model = build_model("vae", tiny_config("vae", shape, likelihood=likelihood, architecture=architecture,
-                                           width=2, res_blocks=1, decoder_stage_blocks=1))
+    model = build_model(
+        "vae",
+        tiny_config(
+            "vae",
+            shape,
+            likelihood=likelihood,
+            architecture=architecture,
+            width=2,
+            res_blocks=1,
+            decoder_stage_blocks=1,
+        ),
+    )
     records = torch.randint(0, 256, (4, *shape), dtype=torch.uint8)
     result = train_model(model, records, TrainConfig(steps=2, batch_size=2, log_every=1))
     assert math.isfinite(result.metrics["neg_elbo"])
@@ -158,8 +168,10 @@ def test_the_weight_average_trails_training_and_scores_samples_and_saves(tmp_pat
     plain.load_state_dict(model.averaged.state_dict())
     images = records.float() / 255
     assert torch.equal(model.sample(3, seed=1), plain.sample(3, seed=1))
-    assert torch.equal(model.nll(images, k=4, generator=torch.Generator().manual_seed(0)),
-                       plain.nll(images, k=4, generator=torch.Generator().manual_seed(0)))
+    assert torch.equal(
+        model.nll(images, k=4, generator=torch.Generator().manual_seed(0)),
+        plain.nll(images, k=4, generator=torch.Generator().manual_seed(0)),
+    )
     model.eval()
     torch.manual_seed(5)
     evaluated = model.loss(images).parts["neg_elbo"]
@@ -170,9 +182,17 @@ def test_the_weight_average_trails_training_and_scores_samples_and_saves(tmp_pat
     assert int(loaded.ema_updates) == 20 and torch.equal(loaded.sample(3, seed=1), model.sample(3, seed=1))
 
 
-@pytest.mark.parametrize(("key", "value"), [("architecture", "unet"), ("decoder_width", -1),
-                                            ("res_blocks", -1), ("decoder_stage_blocks", -1),
-                                            ("ema_decay", 1.0), ("likelihood", "poisson")])
+@pytest.mark.parametrize(
+    ("key", "value"),
+    [
+        ("architecture", "unet"),
+        ("decoder_width", -1),
+        ("res_blocks", -1),
+        ("decoder_stage_blocks", -1),
+        ("ema_decay", 1.0),
+        ("likelihood", "poisson"),
+    ],
+)
 def test_bad_new_settings_are_refused_naming_the_key(key, value):
     with pytest.raises(ConfigError, match=f"model\\.{key}"):
         build_model("vae", {key: value})
@@ -192,4 +212,6 @@ def test_a_model_saved_before_the_new_options_loads_and_behaves_the_same(name):
     torch.testing.assert_close(model.sample(3, seed=0), expected["samples"], **same)
     images = expected["images"]
     torch.testing.assert_close(model.reconstruct(images), expected["reconstruction"], **same)
-    torch.testing.assert_close(model.nll(images, k=8, generator=torch.Generator().manual_seed(2)), expected["nll"], **same)
+    torch.testing.assert_close(
+        model.nll(images, k=8, generator=torch.Generator().manual_seed(2)), expected["nll"], **same
+    )

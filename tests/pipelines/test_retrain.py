@@ -24,26 +24,45 @@ def prefect_harness():
 
 def write_config(tmp_path, families, **extra):
     path = tmp_path / "retrain.yaml"
-    path.write_text(json.dumps({
-        "datasets": {"digits": "builtin:digits"},
-        "families": families,
-        "workers": 0,
-        "evaluation": {"samples": 150, "seed": 0, "extractor_steps": 200},
-        **extra,
-    }))
+    path.write_text(
+        json.dumps(
+            {
+                "datasets": {"digits": "builtin:digits"},
+                "families": families,
+                "workers": 0,
+                "evaluation": {"samples": 150, "seed": 0, "extractor_steps": 200},
+                **extra,
+            }
+        )
+    )
     return path
 
 
 TINY_SET = {"gan": ["model.width=4", "model.latent_dim=8"], "vae": ["model.width=8", "model.latent_dim=8"]}
 
 
-def test_retrain_ingests_trains_registers_and_promotes_and_a_rerun_reuses_the_data(prefect_harness, tmp_path, monkeypatch):
+def test_retrain_ingests_trains_registers_and_promotes_and_a_rerun_reuses_the_data(
+    prefect_harness, tmp_path, monkeypatch
+):
     monkeypatch.setenv("GENIMG_STORE", (tmp_path / "store").as_uri())
-    config = write_config(tmp_path, [
-        {"model": "gan", "dataset": "digits", "steps": 20, "set": TINY_SET["gan"] + ["eval.at_end_of_training=false"]},
-        {"model": "vae", "dataset": "digits", "steps": 40, "set": TINY_SET["vae"] + ["eval.at_end_of_training=false"]},
-        {"model": "rvae", "dataset": "digits", "steps": 2},  # sequences model on images: fails alone
-    ])
+    config = write_config(
+        tmp_path,
+        [
+            {
+                "model": "gan",
+                "dataset": "digits",
+                "steps": 20,
+                "set": TINY_SET["gan"] + ["eval.at_end_of_training=false"],
+            },
+            {
+                "model": "vae",
+                "dataset": "digits",
+                "steps": 40,
+                "set": TINY_SET["vae"] + ["eval.at_end_of_training=false"],
+            },
+            {"model": "rvae", "dataset": "digits", "steps": 2},  # sequences model on images: fails alone
+        ],
+    )
     # The first run calls the flow itself, the second goes through the command line. (In this
     # order: Prefect's log handlers bind the streams of the first caller, and CliRunner closes
     # its streams after each command.)
@@ -83,7 +102,9 @@ def test_retrain_ingests_trains_registers_and_promotes_and_a_rerun_reuses_the_da
 
     async def flow_run_logs() -> list[str]:
         async with get_client() as prefect:
-            logs = await prefect.read_logs(log_filter=LogFilter(flow_run_id=LogFilterFlowRunId(any_=[first["flow_run_id"]])))
+            logs = await prefect.read_logs(
+                log_filter=LogFilter(flow_run_id=LogFilterFlowRunId(any_=[first["flow_run_id"]]))
+            )
             return [log.message for log in logs if log.name == "genimg"]
 
     import asyncio
@@ -98,7 +119,9 @@ def test_retrain_ingests_trains_registers_and_promotes_and_a_rerun_reuses_the_da
     second = {m["model"]: m for m in again["models"]}
     for model in ("gan", "vae"):
         assert second[model]["version"] == 2 and second[model]["reason"]  # the decision says why
-    sample = runner.invoke(app, ["sample", "models:/genimg-digits-gan@champion", "-n", "4", "-o", str(tmp_path / "g.png")])
+    sample = runner.invoke(
+        app, ["sample", "models:/genimg-digits-gan@champion", "-n", "4", "-o", str(tmp_path / "g.png")]
+    )
     assert sample.exit_code == 0 and (tmp_path / "g.png").is_file()
 
 
@@ -109,9 +132,11 @@ def test_a_cached_ingest_whose_version_left_the_store_is_ingested_again(prefect_
     from genimg.flows.retrain import retrain
 
     monkeypatch.setenv("GENIMG_STORE", (tmp_path / "store").as_uri())
-    config = write_config(tmp_path, [{"model": "vae", "dataset": "digits", "steps": 2,
-                                      "set": TINY_SET["vae"] + ["eval.at_end_of_training=false"]}],
-                          evaluation={"samples": 20, "seed": 0, "extractor_steps": 20, "nll_k": 2})
+    config = write_config(
+        tmp_path,
+        [{"model": "vae", "dataset": "digits", "steps": 2, "set": TINY_SET["vae"] + ["eval.at_end_of_training=false"]}],
+        evaluation={"samples": 20, "seed": 0, "extractor_steps": 20, "nll_k": 2},
+    )
     first = retrain(str(config))
     assert first["models"][0]["error"] is None, first
     shutil.rmtree(tmp_path / "store")
@@ -121,7 +146,9 @@ def test_a_cached_ingest_whose_version_left_the_store_is_ingested_again(prefect_
     assert (tmp_path / "store" / "datasets" / "digits" / first["datasets"][0]["version"] / "manifest.json").is_file()
 
 
-def test_retrain_takes_a_photo_folder_at_a_resolution_and_a_conditional_gan_resnet(prefect_harness, tmp_path, monkeypatch):
+def test_retrain_takes_a_photo_folder_at_a_resolution_and_a_conditional_gan_resnet(
+    prefect_harness, tmp_path, monkeypatch
+):
     """An RGB folder with two classes, made 16×16 at ingest; gan-resnet with DiffAugment and
     class conditioning trained, evaluated, registered and promoted by the flow."""
     import numpy as np
@@ -137,15 +164,30 @@ def test_retrain_takes_a_photo_folder_at_a_resolution_and_a_conditional_gan_resn
             Image.fromarray(pixels).save(tmp_path / "photos" / label / f"{i}.png")
     monkeypatch.setenv("GENIMG_STORE", (tmp_path / "store").as_uri())
     config = tmp_path / "retrain.yaml"
-    config.write_text(json.dumps({
-        "datasets": {"pets": {"source": str(tmp_path / "photos"), "resolution": 16, "resize": "center-crop"}},
-        "families": [{"model": "gan-resnet", "dataset": "pets", "steps": 3,
-                      "set": ["model.width=1", "model.latent_dim=8", "model.conditional=true",
-                              "model.augment=color,translation,cutout", "train.batch_size=8",
-                              "eval.at_end_of_training=false"]}],
-        "workers": 0,
-        "evaluation": {"samples": 20, "seed": 0, "extractor_steps": 20},
-    }))
+    config.write_text(
+        json.dumps(
+            {
+                "datasets": {"pets": {"source": str(tmp_path / "photos"), "resolution": 16, "resize": "center-crop"}},
+                "families": [
+                    {
+                        "model": "gan-resnet",
+                        "dataset": "pets",
+                        "steps": 3,
+                        "set": [
+                            "model.width=1",
+                            "model.latent_dim=8",
+                            "model.conditional=true",
+                            "model.augment=color,translation,cutout",
+                            "train.batch_size=8",
+                            "eval.at_end_of_training=false",
+                        ],
+                    }
+                ],
+                "workers": 0,
+                "evaluation": {"samples": 20, "seed": 0, "extractor_steps": 20},
+            }
+        )
+    )
     result = retrain(str(config))
     [outcome] = result["models"]
     assert outcome["error"] is None, outcome
@@ -167,15 +209,22 @@ def outcome_checkpoint(outcome):
     return urlparse(checkpoint).path
 
 
-@pytest.mark.parametrize(("extra", "family", "message"), [
-    ({}, "{model: vae, dataset: mnist}", "families[0].dataset 'mnist' is not in datasets"),
-    ({}, "{model: vae, dataset: digits, tune: {trials: 0}}", "families[0].tune.trials must be ≥ 1"),
-    ({}, "{model: vae, dataset: digits, tune: {budget: 3}}", "families[0].tune takes only"),
-    ({"evaluation": "{sampels: 10}"}, "{model: vae, dataset: digits}", "unknown config key"),
-    ({"ray_jobs": "{address: 'head:8265'}"}, "{model: vae, dataset: digits}", "must be the dashboard's http(s):// URL"),
-    ({"tune": "yes please"}, "{model: vae, dataset: digits}", "tune: must be true or false"),
-    ({"schedule": "daily"}, "{model: vae, dataset: digits}", "unknown top-level key(s) ['schedule']"),
-])
+@pytest.mark.parametrize(
+    ("extra", "family", "message"),
+    [
+        ({}, "{model: vae, dataset: mnist}", "families[0].dataset 'mnist' is not in datasets"),
+        ({}, "{model: vae, dataset: digits, tune: {trials: 0}}", "families[0].tune.trials must be ≥ 1"),
+        ({}, "{model: vae, dataset: digits, tune: {budget: 3}}", "families[0].tune takes only"),
+        ({"evaluation": "{sampels: 10}"}, "{model: vae, dataset: digits}", "unknown config key"),
+        (
+            {"ray_jobs": "{address: 'head:8265'}"},
+            "{model: vae, dataset: digits}",
+            "must be the dashboard's http(s):// URL",
+        ),
+        ({"tune": "yes please"}, "{model: vae, dataset: digits}", "tune: must be true or false"),
+        ({"schedule": "daily"}, "{model: vae, dataset: digits}", "unknown top-level key(s) ['schedule']"),
+    ],
+)
 def test_a_bad_retrain_config_is_refused_before_prefect_starts(tmp_path, extra, family, message):
     path = tmp_path / "retrain.yaml"
     lines = ["datasets: {digits: builtin:digits}", "families:", f"  - {family}"]
@@ -186,12 +235,15 @@ def test_a_bad_retrain_config_is_refused_before_prefect_starts(tmp_path, extra, 
     assert "\n" not in result.stderr.strip()  # one line
 
 
-@pytest.mark.parametrize(("entry", "message"), [
-    ("{resolution: 64}", "a source, or a mapping of ['resize', 'resolution', 'source'] with a source"),
-    ("{source: builtin:digits, resolution: 3}", "invalid --resolution 3 (must be 4–4096)"),
-    ("{source: builtin:digits, resolution: 32, resize: squash}", "invalid --resize 'squash'"),
-    ("{source: builtin:digits, resize: pad}", "resize needs resolution"),
-])
+@pytest.mark.parametrize(
+    ("entry", "message"),
+    [
+        ("{resolution: 64}", "a source, or a mapping of ['resize', 'resolution', 'source'] with a source"),
+        ("{source: builtin:digits, resolution: 3}", "invalid --resolution 3 (must be 4–4096)"),
+        ("{source: builtin:digits, resolution: 32, resize: squash}", "invalid --resize 'squash'"),
+        ("{source: builtin:digits, resize: pad}", "resize needs resolution"),
+    ],
+)
 def test_a_bad_dataset_entry_is_refused_naming_it(tmp_path, entry, message):
     path = tmp_path / "retrain.yaml"
     path.write_text(f"datasets: {{digits: {entry}}}\nfamilies:\n  - {{model: vae, dataset: digits}}\n")
@@ -200,14 +252,13 @@ def test_a_bad_dataset_entry_is_refused_naming_it(tmp_path, entry, message):
 
 
 def test_the_shipped_retrain_config_names_presets_that_resolve():
-    from genimg.training.run import load_config_file, merge_sections, resolve_run_config
     from genimg.flows.settings import load_retrain_config
+    from genimg.training.run import load_config_file, merge_sections, resolve_run_config
 
     config = load_retrain_config()
     assert [plan.model for plan in config.families] == ["gan", "vae", "rvae"]
     for plan in config.families:
         resolve_run_config(plan.model, merge_sections(load_config_file(plan.config)))
-
 
 
 def test_a_moving_mnist_entry_is_planned_and_its_fingerprint_follows_the_digits_file(tmp_path):
@@ -220,8 +271,10 @@ def test_a_moving_mnist_entry_is_planned_and_its_fingerprint_follows_the_digits_
     digits.write_bytes(b"first")
     source = f"moving-mnist:{digits}?count=10"
     path = tmp_path / "retrain.yaml"
-    path.write_text(f"datasets:\n  mmnist: '{source}'\nfamilies:\n  - model: rvae\n    dataset: mmnist\n"
-                    "    config: configs/rvae-moving-mnist.yaml\n")
+    path.write_text(
+        f"datasets:\n  mmnist: '{source}'\nfamilies:\n  - model: rvae\n    dataset: mmnist\n"
+        "    config: configs/rvae-moving-mnist.yaml\n"
+    )
     assert load_retrain_config(path).datasets["mmnist"].source == source
     before = source_fingerprint(source)
     assert source_fingerprint(f"moving-mnist:{digits}?count=20") != before  # another query

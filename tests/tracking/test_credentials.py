@@ -18,8 +18,21 @@ from tests.test_cli import TINY_EVAL
 
 SECRET = "S3cretPW"
 runner = CliRunner()
-TINY_TRAIN = ["--model", "vae", "--dataset", "builtin:digits", "--steps", "2", "--batch-size", "16",
-              "--set", "model.width=4", "--set", "model.latent_dim=4", *TINY_EVAL]
+TINY_TRAIN = [
+    "--model",
+    "vae",
+    "--dataset",
+    "builtin:digits",
+    "--steps",
+    "2",
+    "--batch-size",
+    "16",
+    "--set",
+    "model.width=4",
+    "--set",
+    "model.latent_dim=4",
+    *TINY_EVAL,
+]
 
 
 def one_line_without_secret(result, *expected: str) -> str:
@@ -42,14 +55,18 @@ def model_folder(tmp_path):
     return save_model(build_model("vae", tiny_config("vae", (1, 16, 16))), tmp_path / "model")
 
 
-@pytest.mark.parametrize("command", [
-    ["train", "--workers", "0", *TINY_TRAIN],
-    ["evaluate", "MODEL", "--dataset", "builtin:digits"],
-    ["evaluate", "0" * 32],
-    ["register", "0" * 32],
-    ["promote", "genimg-digits-vae"],
-    ["sample", "models:/genimg-digits-vae@champion", "-n", "2", "-o", "GRID"],
-], ids=["train", "evaluate-folder", "evaluate-run", "register", "promote", "sample"])
+@pytest.mark.parametrize(
+    "command",
+    [
+        ["train", "--workers", "0", *TINY_TRAIN],
+        ["evaluate", "MODEL", "--dataset", "builtin:digits"],
+        ["evaluate", "0" * 32],
+        ["register", "0" * 32],
+        ["promote", "genimg-digits-vae"],
+        ["sample", "models:/genimg-digits-vae@champion", "-n", "2", "-o", "GRID"],
+    ],
+    ids=["train", "evaluate-folder", "evaluate-run", "register", "promote", "sample"],
+)
 def test_an_unreachable_tracking_server_is_one_line_without_its_password(command, model_folder, monkeypatch):
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"http://alice:{SECRET}@127.0.0.1:{free_port()}")
     monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
@@ -112,10 +129,24 @@ def mlflow_server_with_credentials(tmp_path_factory):
     log_path = tmp_path / "mlflow-server.log"
     with open(log_path, "w") as log:
         server = subprocess.Popen(
-            [str(Path(sys.executable).parent / "mlflow"), "server", "--backend-store-uri",
-             f"sqlite:///{tmp_path / 'server.db'}", "--artifacts-destination", str(tmp_path / "artifacts"),
-             "--host", "127.0.0.1", "--port", str(port), "--workers", "1"],
-            stdout=log, stderr=subprocess.STDOUT, cwd=tmp_path)
+            [
+                str(Path(sys.executable).parent / "mlflow"),
+                "server",
+                "--backend-store-uri",
+                f"sqlite:///{tmp_path / 'server.db'}",
+                "--artifacts-destination",
+                str(tmp_path / "artifacts"),
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(port),
+                "--workers",
+                "1",
+            ],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            cwd=tmp_path,
+        )
     try:
         wait_until_healthy(f"http://127.0.0.1:{port}/health", server, "mlflow server", log_path=log_path)
         yield f"http://alice:{SECRET}@127.0.0.1:{port}"
@@ -138,12 +169,14 @@ def tracked_text(uri: str) -> str:
 
 
 @pytest.mark.slow
-def test_train_evaluate_and_register_print_no_mlflow_link_with_the_password(mlflow_server_with_credentials,
-                                                                            monkeypatch):
+def test_train_evaluate_and_register_print_no_mlflow_link_with_the_password(
+    mlflow_server_with_credentials, monkeypatch
+):
     monkeypatch.setenv("MLFLOW_TRACKING_URI", mlflow_server_with_credentials)
     monkeypatch.delenv("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", raising=False)
-    trained = runner.invoke(app, ["train", "--workers", "0", *TINY_TRAIN, "--set", "eval.at_end_of_training=false",
-                                  "--json"])
+    trained = runner.invoke(
+        app, ["train", "--workers", "0", *TINY_TRAIN, "--set", "eval.at_end_of_training=false", "--json"]
+    )
     assert trained.exit_code == 0, (trained.output, trained.exception)
     run_id = json.loads(trained.stdout)["run_id"]
     evaluated = runner.invoke(app, ["evaluate", run_id, "--samples", "20", "--nll-k", "2", "--extractor-steps", "5"])
@@ -156,16 +189,37 @@ def test_train_evaluate_and_register_print_no_mlflow_link_with_the_password(mlfl
 
 @pytest.mark.slow
 @pytest.mark.timeout(600)
-def test_tune_trials_on_ray_print_no_mlflow_link_with_the_password(mlflow_server_with_credentials, ray_logs,
-                                                                   tmp_path, monkeypatch):
+def test_tune_trials_on_ray_print_no_mlflow_link_with_the_password(
+    mlflow_server_with_credentials, ray_logs, tmp_path, monkeypatch
+):
     monkeypatch.setenv("GENIMG_STORE", (tmp_path / "store").as_uri())
     monkeypatch.setenv("MLFLOW_TRACKING_URI", mlflow_server_with_credentials)
     monkeypatch.delenv("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", raising=False)
     space = tmp_path / "space.yaml"
     space.write_text("metric: val_nll_bound\nmode: min\nspace:\n  train.lr: {grid: [0.001]}\n")
-    result = runner.invoke(app, ["tune", "--model", "vae", "--dataset", "builtin:digits", "--space", str(space),
-                                 "--trials", "1", "--steps", "2", "--name", "credentials",
-                                 "--set", "model.width=4", "--set", "train.batch_size=16", *TINY_EVAL])
+    result = runner.invoke(
+        app,
+        [
+            "tune",
+            "--model",
+            "vae",
+            "--dataset",
+            "builtin:digits",
+            "--space",
+            str(space),
+            "--trials",
+            "1",
+            "--steps",
+            "2",
+            "--name",
+            "credentials",
+            "--set",
+            "model.width=4",
+            "--set",
+            "train.batch_size=16",
+            *TINY_EVAL,
+        ],
+    )
     assert result.exit_code == 0, (result.output, result.exception)
     assert SECRET not in result.output and "View run" not in result.output
     assert files_holding(ray_logs, SECRET) == []

@@ -13,8 +13,20 @@ from typer.testing import CliRunner
 from genimg.cli import app
 
 runner = CliRunner()
-VAE = ["--model", "vae", "--workers", "0", "--set", "model.width=8", "--set", "model.latent_dim=8",
-       "--batch-size", "32", "--set", "eval.at_end_of_training=false"]
+VAE = [
+    "--model",
+    "vae",
+    "--workers",
+    "0",
+    "--set",
+    "model.width=8",
+    "--set",
+    "model.latent_dim=8",
+    "--batch-size",
+    "32",
+    "--set",
+    "eval.at_end_of_training=false",
+]
 EVAL = ["--samples", "150", "--nll-k", "8"]
 
 
@@ -25,7 +37,9 @@ def cli(*args):
 
 
 def trained_vae(steps, run_name):
-    run_id = cli("train", *VAE, "--dataset", "digits", "--steps", str(steps), "--run-name", run_name, "--json")["run_id"]
+    run_id = cli("train", *VAE, "--dataset", "digits", "--steps", str(steps), "--run-name", run_name, "--json")[
+        "run_id"
+    ]
     cli("evaluate", run_id, *EVAL, "--json")  # the test-split evaluation registration records
     return run_id
 
@@ -93,7 +107,9 @@ def test_every_decision_is_kept_and_the_champions_winning_evaluation_is_unchange
     cli("register", trained_vae(3, "second"), "--json")  # scored with 150 samples, as EVAL
     cli("register", trained_vae(2, "third"), "--json")
     decisions = [cli("promote", name, "--version", "1", "--json")]
-    reevaluating = runner.invoke(app, ["promote", name, "--version", "2", "--json"])  # the champion is re-evaluated its way
+    reevaluating = runner.invoke(
+        app, ["promote", name, "--version", "2", "--json"]
+    )  # the champion is re-evaluated its way
     assert reevaluating.exit_code == 0, reevaluating.output
     assert f"genimg: re-evaluating champion version 1 of {name} as the challenger was evaluated" in reevaluating.stderr
     decisions.append(json.loads(reevaluating.stdout))
@@ -115,7 +131,7 @@ def test_every_decision_is_kept_and_the_champions_winning_evaluation_is_unchange
     assert [d["id"] for d in registry.decisions_of(versions[1])] == ids  # one record per decision
     assert [d["id"] for d in registry.decisions_of(versions[2])] == [ids[1], ids[3]]
     assert [d["id"] for d in registry.decisions_of(versions[3])] == [ids[2]]
-    for record, returned in zip(registry.decisions_of(versions[1]), decisions):
+    for record, returned in zip(registry.decisions_of(versions[1]), decisions, strict=True):
         assert record["reason"] == returned["reason"] and record["champion"] == returned["champion"]
     compared = registry.decisions_of(versions[3])[0]
     assert compared["evaluation"]["num_samples"] == "150" and compared["champion_evaluation"] == "reused"
@@ -123,8 +139,9 @@ def test_every_decision_is_kept_and_the_champions_winning_evaluation_is_unchange
 
     # Version 1 keeps the evaluation it won with, and why it became champion; its re-evaluation
     # on the challengers' evaluation is kept beside them, under that evaluation's id.
-    assert {k: v for k, v in versions[1].tags.items() if k.startswith("genimg.eval.")} == \
-        {k: v for k, v in winning.items() if k.startswith("genimg.eval.")}
+    assert {k: v for k, v in versions[1].tags.items() if k.startswith("genimg.eval.")} == {
+        k: v for k, v in winning.items() if k.startswith("genimg.eval.")
+    }
     assert versions[1].tags["genimg.eval.num_samples"] == "120"
     assert versions[1].tags["genimg.promoted.decision"] == ids[0]
     assert versions[1].tags["genimg.promoted.reason"].startswith("first champion")
@@ -190,10 +207,14 @@ def test_the_champion_loads_as_a_pyfunc_in_a_fresh_process_and_samples(digits_in
     from genimg.tracking.runs import tracking_uri
 
     env = {"PATH": os.environ["PATH"], "HOME": str(tmp_path), "MLFLOW_TRACKING_URI": tracking_uri()}
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, cwd=tmp_path, timeout=300)
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, env=env, cwd=tmp_path, timeout=300
+    )
     assert out.returncode == 0, out.stderr[-3000:]
     result = json.loads(out.stdout.strip().splitlines()[-1])
-    assert result == {"shape": [3, 1, 16, 16], "dtype": "uint8", "same": True, "max": result["max"]} and result["max"] > 0
+    assert (
+        result == {"shape": [3, 1, 16, 16], "dtype": "uint8", "same": True, "max": result["max"]} and result["max"] > 0
+    )
     # No pickles among the model's files: weights are safetensors, the model is its code.
     local = Path(mlflow_download(registered["model_uri"], tmp_path / "model"))
     files = [p.name for p in local.rglob("*") if p.is_file()]
@@ -212,14 +233,18 @@ def test_register_and_a_pyfunc_load_print_no_mlflow_warnings(digits_in_store, tm
 
     run_id = trained_vae(2, "quiet")
     genimg = Path(sys.executable).parent / "genimg"
-    registered = subprocess.run([str(genimg), "register", run_id, "--json"], capture_output=True, text=True,
-                                timeout=300)
+    registered = subprocess.run(
+        [str(genimg), "register", run_id, "--json"], capture_output=True, text=True, timeout=300
+    )
     assert registered.returncode == 0, registered.stderr[-3000:]
-    code = ("import mlflow; m = mlflow.pyfunc.load_model('models:/genimg-digits-vae/1'); "
-            "print(m.predict({'num_samples': 2, 'seed': 0}).shape)")
+    code = (
+        "import mlflow; m = mlflow.pyfunc.load_model('models:/genimg-digits-vae/1'); "
+        "print(m.predict({'num_samples': 2, 'seed': 0}).shape)"
+    )
     env = {"PATH": os.environ["PATH"], "HOME": str(tmp_path), "MLFLOW_TRACKING_URI": tracking_uri()}
-    loaded = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, cwd=tmp_path,
-                            timeout=300)
+    loaded = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, env=env, cwd=tmp_path, timeout=300
+    )
     assert loaded.returncode == 0 and loaded.stdout.strip().endswith("(2, 1, 16, 16)"), loaded.stderr[-3000:]
     for stderr in (registered.stderr, loaded.stderr):
         assert "Warning" not in stderr and "\x1b[" not in stderr, stderr
@@ -232,8 +257,9 @@ def test_register_says_it_evaluates_a_run_without_a_test_evaluation_first(digits
     result = runner.invoke(app, ["register", run_id, *small])
     assert result.exit_code == 0, result.output
     lines = result.stderr.splitlines()
-    assert any(line.startswith(f"genimg: test evaluation of run {run_id} on digits@") and
-               line.endswith(" …") for line in lines), result.stderr
+    assert any(
+        line.startswith(f"genimg: test evaluation of run {run_id} on digits@") and line.endswith(" …") for line in lines
+    ), result.stderr
     assert any(f"test evaluation of run {run_id}" in line and ": done in" in line for line in lines)
     assert any(line.startswith("genimg: logging the vae generator to MLflow") for line in lines)
     again = runner.invoke(app, ["register", run_id, *small])  # the same settings: reused, not recomputed
@@ -254,9 +280,28 @@ def mlflow_download(uri, destination):
 def test_a_sequence_model_predicts_continuations_of_given_frames(tmp_path):
     import io
 
-    run_id = cli("train", "--model", "rvae", "--dataset", "builtin:moving-digits", "--workers", "0", "--steps", "2",
-                 "--set", "model.width=4", "--set", "model.frame_dim=16", "--set", "model.hidden_dim=16",
-                 "--batch-size", "4", "--set", "eval.at_end_of_training=false", "--json")["run_id"]
+    run_id = cli(
+        "train",
+        "--model",
+        "rvae",
+        "--dataset",
+        "builtin:moving-digits",
+        "--workers",
+        "0",
+        "--steps",
+        "2",
+        "--set",
+        "model.width=4",
+        "--set",
+        "model.frame_dim=16",
+        "--set",
+        "model.hidden_dim=16",
+        "--batch-size",
+        "4",
+        "--set",
+        "eval.at_end_of_training=false",
+        "--json",
+    )["run_id"]
     cli("evaluate", run_id, "--samples", "20", "--best-of", "1", "--json")
     registered = cli("register", run_id, "--json")
     assert registered["name"] == "genimg-moving-digits-rvae"
@@ -283,7 +328,10 @@ def test_a_sequence_model_predicts_continuations_of_given_frames(tmp_path):
         (["promote", "genimg-none-vae"], "no registered model genimg-none-vae"),
         (["register", "0" * 32], "no MLflow run 00000000000000000000000000000000"),
         (["promote", "x", "--mode", "best"], "--mode must be min or max"),
-        (["sample", "models:/genimg-none-vae/1", "-o", "x.png"], "models:/genimg-none-vae/1: not found in the registry"),
+        (
+            ["sample", "models:/genimg-none-vae/1", "-o", "x.png"],
+            "models:/genimg-none-vae/1: not found in the registry",
+        ),
     ],
 )
 def test_registry_errors_are_one_line(args, message):
@@ -291,17 +339,35 @@ def test_registry_errors_are_one_line(args, message):
     assert result.exit_code == 1 and message in result.stderr, result.output
 
 
-@pytest.mark.parametrize(("model", "options"), [
-    ("gan", ["--set", "model.width=4", "--set", "model.latent_dim=8"]),
-    ("gan-mlp", ["--set", "model.generator_hidden=[32]", "--set", "model.discriminator_hidden=[32]"]),
-])
+@pytest.mark.parametrize(
+    ("model", "options"),
+    [
+        ("gan", ["--set", "model.width=4", "--set", "model.latent_dim=8"]),
+        ("gan-mlp", ["--set", "model.generator_hidden=[32]", "--set", "model.discriminator_hidden=[32]"]),
+    ],
+)
 def test_gan_generators_predict_uint8_image_arrays(model, options):
     import mlflow
 
     from genimg.tracking.registry import fluent_tracking
 
-    run_id = cli("train", "--model", model, "--dataset", "builtin:digits", "--workers", "0", "--steps", "2",
-                 "--batch-size", "16", "--set", "eval.at_end_of_training=false", *options, "--json")["run_id"]
+    run_id = cli(
+        "train",
+        "--model",
+        model,
+        "--dataset",
+        "builtin:digits",
+        "--workers",
+        "0",
+        "--steps",
+        "2",
+        "--batch-size",
+        "16",
+        "--set",
+        "eval.at_end_of_training=false",
+        *options,
+        "--json",
+    )["run_id"]
     cli("evaluate", run_id, *EVAL, "--json")
     registered = cli("register", run_id, "--json")
     assert registered["name"] == f"genimg-digits-{model}"
@@ -327,8 +393,10 @@ def test_registered_weights_are_checked_on_every_load(digits_in_store, tmp_path)
     one, two = folders[1], folders[2]
     for name in ("model.safetensors", "model.json"):  # a consistent folder, but version 2's
         shutil.copy(two / name, one / name)
-    for command in (["sample", "models:/genimg-digits-vae/1", "-n", "2", "-o", str(tmp_path / "x.png")],
-                    ["evaluate", "models:/genimg-digits-vae/1", *EVAL]):
+    for command in (
+        ["sample", "models:/genimg-digits-vae/1", "-n", "2", "-o", str(tmp_path / "x.png")],
+        ["evaluate", "models:/genimg-digits-vae/1", *EVAL],
+    ):
         result = runner.invoke(app, command)
         assert result.exit_code == 1 and "are not the ones registered" in result.stderr, result.output
         assert len(result.stderr.strip().splitlines()) == 1

@@ -16,7 +16,10 @@ def test_a_pyfunc_load_runs_stored_code_while_genimg_sample_reads_only_weights_a
     section = registry_section()
     assert "`mlflow.pyfunc.load_model` runs the model's stored code (MLflow models-from-code" in section
     assert "whoever can write the registry's artifacts can run code in every consumer" in section
-    assert "`genimg sample models:/…` and `genimg evaluate models:/…` read only the version's safetensors and JSON" in section
+    assert (
+        "`genimg sample models:/…` and `genimg evaluate models:/…` read only the version's safetensors and JSON"
+        in section
+    )
 
 
 def test_the_promotion_records_and_lock_are_described():

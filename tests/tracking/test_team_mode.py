@@ -40,10 +40,24 @@ def mlflow_server(s3_env, tmp_path):
     env = {**os.environ, **S3_CREDENTIALS, "MLFLOW_S3_ENDPOINT_URL": os.environ["AWS_ENDPOINT_URL_S3"]}
     log = open(tmp_path / "mlflow-server.log", "w")
     server = subprocess.Popen(
-        [str(Path(sys.executable).parent / "mlflow"), "server", "--backend-store-uri", f"{POSTGRES}/{database}",
-         "--artifacts-destination", f"s3://{s3_env}/mlflow", "--host", "127.0.0.1", "--port", str(port),
-         "--workers", "1"],
-        env=env, stdout=log, stderr=subprocess.STDOUT, cwd=tmp_path,
+        [
+            str(Path(sys.executable).parent / "mlflow"),
+            "server",
+            "--backend-store-uri",
+            f"{POSTGRES}/{database}",
+            "--artifacts-destination",
+            f"s3://{s3_env}/mlflow",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--workers",
+            "1",
+        ],
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        cwd=tmp_path,
     )
     uri = f"http://127.0.0.1:{port}"
     wait_until_healthy(f"{uri}/health", server, "mlflow server", log_path=tmp_path / "mlflow-server.log")
@@ -68,8 +82,24 @@ def test_train_evaluate_register_promote_and_load_through_an_mlflow_server(mlflo
     monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
     monkeypatch.setenv("GENIMG_STORE", f"s3://{bucket}/store")
     outputs = [cli("ingest", "builtin:digits", "--name", "digits", "--json").stdout]
-    trained = cli("train", "--model", "vae", "--dataset", "digits", "--workers", "0", "--steps", "60",
-                  "--set", "model.width=8", "--set", "eval.samples=60", "--set", "eval.nll_k=4", "--json")
+    trained = cli(
+        "train",
+        "--model",
+        "vae",
+        "--dataset",
+        "digits",
+        "--workers",
+        "0",
+        "--steps",
+        "60",
+        "--set",
+        "model.width=8",
+        "--set",
+        "eval.samples=60",
+        "--set",
+        "eval.nll_k=4",
+        "--json",
+    )
     run_id = json.loads(trained.stdout)["run_id"]
     evaluated = cli("evaluate", run_id, "--samples", "100", "--nll-k", "5", "--json")
     registered = cli("register", run_id, "--json")
@@ -79,11 +109,14 @@ def test_train_evaluate_register_promote_and_load_through_an_mlflow_server(mlflo
 
     # The champion loads by alias in a fresh process that knows only the server's address:
     # artifacts come through the server (no S3 credentials on this side).
-    code = ("import mlflow; m = mlflow.pyfunc.load_model('models:/genimg-digits-vae@champion'); "
-            "print(m.predict({'num_samples': 2, 'seed': 0}).shape)")
+    code = (
+        "import mlflow; m = mlflow.pyfunc.load_model('models:/genimg-digits-vae@champion'); "
+        "print(m.predict({'num_samples': 2, 'seed': 0}).shape)"
+    )
     env = {"PATH": os.environ["PATH"], "HOME": str(tmp_path), "MLFLOW_TRACKING_URI": uri}
-    loaded = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, cwd=tmp_path,
-                            timeout=300)
+    loaded = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, env=env, cwd=tmp_path, timeout=300
+    )
     assert loaded.returncode == 0, loaded.stderr[-3000:]
     assert loaded.stdout.strip().splitlines()[-1] == "(2, 1, 16, 16)"
 

@@ -60,7 +60,7 @@ def built(case: str):
 
 
 def batches(case: str, digits, sequences, steps: int, batch_size: int = 8):
-    records = torch.from_numpy(sequences if case == "rvae" else digits[:steps * batch_size])
+    records = torch.from_numpy(sequences if case == "rvae" else digits[: steps * batch_size])
     generator = torch.Generator().manual_seed(1)
     for _ in range(steps):
         picked = torch.randint(0, len(records), (batch_size,), generator=generator)
@@ -75,10 +75,20 @@ def eager_and_runner_parts(case, digits, sequences, graph, required=False):
     eager_optimizers = recipe.make_optimizers(eager, config)
     context = make_step_context("fp32", CPU)
     torch.manual_seed(5)
-    eager_parts = [recipe.step(eager, eager_optimizers, to_pixels(records, CPU, False), config, context, labels)
-                   for records, labels in batches(case, digits, sequences, steps)]
-    runner = GraphedStep(recipe.step, replayed, recipe.make_optimizers(replayed, config), config,
-                         make_step_context("fp32", CPU, graphed=True), CPU, graph, required=required)
+    eager_parts = [
+        recipe.step(eager, eager_optimizers, to_pixels(records, CPU, False), config, context, labels)
+        for records, labels in batches(case, digits, sequences, steps)
+    ]
+    runner = GraphedStep(
+        recipe.step,
+        replayed,
+        recipe.make_optimizers(replayed, config),
+        config,
+        make_step_context("fp32", CPU, graphed=True),
+        CPU,
+        graph,
+        required=required,
+    )
     torch.manual_seed(5)
     runner_parts = [runner(records, labels) for records, labels in batches(case, digits, sequences, steps)]
     return eager_parts, runner_parts, eager, replayed
@@ -136,7 +146,10 @@ def test_the_setting_records_where_it_can_and_fails_clearly_where_it_cannot():
     assert not uses_cuda_graph(TrainConfig(cuda_graph=False), torch.device("cuda"), no_sync)
     gpu_blockers = graph_blockers(TrainConfig(precision="fp16", compile=True), torch.device("cuda"), object())
     assert [reason.split(" (")[0] for reason in gpu_blockers] == [
-        "precision fp32 or bf16", "one process", "train.compile off"]
+        "precision fp32 or bf16",
+        "one process",
+        "train.compile off",
+    ]
     assert graph_blockers(TrainConfig(precision="bf16"), torch.device("cuda"), no_sync) == []
     with pytest.raises(ConfigError, match="train.cuda_graph: true needs a CUDA device"):
         uses_cuda_graph(TrainConfig(cuda_graph=True), CPU, no_sync)
@@ -146,6 +159,10 @@ def test_training_that_requires_a_graph_on_a_cpu_stops_before_it_starts(digits):
     model = built("gan")
     before = {key: value.clone() for key, value in model.state_dict().items()}
     with pytest.raises(ConfigError, match="cuda_graph"):
-        train_model(model, torch.from_numpy(digits[:32]), TrainConfig(steps=2, batch_size=8, cuda_graph=True),
-                    labels=torch.arange(32) % 10)
+        train_model(
+            model,
+            torch.from_numpy(digits[:32]),
+            TrainConfig(steps=2, batch_size=8, cuda_graph=True),
+            labels=torch.arange(32) % 10,
+        )
     assert all(torch.equal(before[key], value) for key, value in model.state_dict().items())

@@ -16,8 +16,13 @@ from tests.conftest import tiny_config
 READS = ("item", "tolist", "__int__", "__float__", "__bool__", "numpy")
 CASES = {
     "gan-mlp": {},
-    "gan-resnet-conditional": {"width": 2, "latent_dim": 8, "augment": "translation", "conditional": True,
-                               "num_classes": 10},
+    "gan-resnet-conditional": {
+        "width": 2,
+        "latent_dim": 8,
+        "augment": "translation",
+        "conditional": True,
+        "num_classes": 10,
+    },
     "rvae": {},
     "gan": {"ema_decay": 0.99},
     "gan-diffaugment-hinge": {"ema_decay": 0.99, "augment": "color,translation,cutout", "loss": "hinge"},
@@ -46,8 +51,11 @@ def reads(monkeypatch):
 def case_training(case: str, digits, sequences, images: int = 128):
     """(model, records, labels) of a case: 16 × 16 digits, or the sequences for the rvae."""
     name = case.split("-conditional")[0].split("-diffaugment")[0]
-    config = ({"image_shape": [1, 16, 16], **CASES[case]} if name == "gan-resnet"
-              else tiny_config(name, (1, 16, 16), **CASES[case]))
+    config = (
+        {"image_shape": [1, 16, 16], **CASES[case]}
+        if name == "gan-resnet"
+        else tiny_config(name, (1, 16, 16), **CASES[case])
+    )
     model = build_model(name, config)
     records = torch.from_numpy(sequences if name == "rvae" else digits[:images])
     return model, records, torch.arange(len(records)) % 10 if model.num_classes else None
@@ -57,8 +65,9 @@ def train_and_count(case: str, steps: int, digits, reads: list[str], sequences=N
     model, records, labels = case_training(case, digits, sequences)
     before = len(reads)
     # One log, at the last step; no checkpoint folder.
-    train_model(model, records, TrainConfig(steps=steps, batch_size=16, log_every=1000, checkpoint_every=1000),
-                labels=labels)
+    train_model(
+        model, records, TrainConfig(steps=steps, batch_size=16, log_every=1000, checkpoint_every=1000), labels=labels
+    )
     return len(reads) - before
 
 
@@ -66,7 +75,7 @@ def train_and_count(case: str, steps: int, digits, reads: list[str], sequences=N
 def test_steps_between_logs_read_nothing_back_from_the_device(case, digits, small_sequences, reads):
     short = train_and_count(case, 2, digits, reads, small_sequences)
     long = train_and_count(case, 9, digits, reads, small_sequences)
-    assert long == short, f"{long - short} reads in 7 more steps: {reads[-(long - short):]}"
+    assert long == short, f"{long - short} reads in 7 more steps: {reads[-(long - short) :]}"
 
 
 def test_the_count_catches_a_read_per_step(digits, reads, monkeypatch):
@@ -87,8 +96,17 @@ def test_the_count_catches_a_read_per_step(digits, reads, monkeypatch):
 # Operators whose output size depends on the data: on a GPU each reads a value back before it
 # can allocate (bincount its largest input, nonzero / masked_select / a boolean index their
 # count), a wait that a CUDA graph cannot record either. Seen at the dispatcher, below Python.
-SIZE_FROM_DATA = {"bincount", "nonzero", "masked_select", "unique_consecutive", "_unique", "_unique2",
-                  "unique_dim", "repeat_interleave", "histc"}
+SIZE_FROM_DATA = {
+    "bincount",
+    "nonzero",
+    "masked_select",
+    "unique_consecutive",
+    "_unique",
+    "_unique2",
+    "unique_dim",
+    "repeat_interleave",
+    "histc",
+}
 
 
 class SizeFromDataOps(torch.utils._python_dispatch.TorchDispatchMode):
@@ -99,7 +117,8 @@ class SizeFromDataOps(torch.utils._python_dispatch.TorchDispatchMode):
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):
         name = func.overloadpacket.__name__
         bool_index = name in ("index", "index_put_", "index_put") and any(
-            isinstance(index, torch.Tensor) and index.dtype == torch.bool for index in (args[1] or ()))
+            isinstance(index, torch.Tensor) and index.dtype == torch.bool for index in (args[1] or ())
+        )
         if name in SIZE_FROM_DATA or bool_index:
             self.seen.append(name)
         return func(*args, **(kwargs or {}))
@@ -109,8 +128,9 @@ class SizeFromDataOps(torch.utils._python_dispatch.TorchDispatchMode):
 def test_no_step_calls_an_operator_whose_size_comes_from_the_data(case, digits, small_sequences):
     model, records, labels = case_training(case, digits, small_sequences, images=64)
     with SizeFromDataOps() as mode:
-        train_model(model, records, TrainConfig(steps=2, batch_size=16, log_every=1000, checkpoint_every=1000),
-                    labels=labels)
+        train_model(
+            model, records, TrainConfig(steps=2, batch_size=16, log_every=1000, checkpoint_every=1000), labels=labels
+        )
     assert mode.seen == []
 
 

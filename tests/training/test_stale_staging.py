@@ -38,8 +38,7 @@ def test_the_next_run_removes_staging_folders_of_killed_writers_only(tmp_path, d
     elsewhere.mkdir()
 
     model = build_model("vae", tiny_config("vae", (1, 16, 16)))
-    train_model(model, torch.from_numpy(digits[:64]), TrainConfig(steps=2, batch_size=8),
-                checkpoint_dir=tmp_path)
+    train_model(model, torch.from_numpy(digits[:64]), TrainConfig(steps=2, batch_size=8), checkpoint_dir=tmp_path)
 
     left = sorted(p.name for p in tmp_path.glob(".staging-*"))
     assert left == sorted([live.name, elsewhere.name])

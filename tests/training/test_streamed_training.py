@@ -71,7 +71,7 @@ def test_a_streamed_run_resumes_bit_for_bit(tmp_path, digits_version, name):
     run(9, tmp_path)
     resumed, result = run(14, tmp_path, resume=True)
     assert result.resumed_from_step == 9
-    for (key, a), b in zip(uninterrupted.state_dict().items(), resumed.state_dict().values()):
+    for (key, a), b in zip(uninterrupted.state_dict().items(), resumed.state_dict().values(), strict=True):
         assert torch.equal(a, b), key
 
 

@@ -18,12 +18,18 @@ def test_every_log_carries_the_rate_measured_in_the_loop_and_short_runs_have_one
     rates = [metrics["images_per_second"] for _, metrics in result.history]
     assert len(rates) == 3 and all(math.isfinite(r) and r > 0 for r in rates)
     # A run as short as its first log window still has a steady-state rate (step 1 is untimed).
-    short = train_model(build_model("vae", tiny_config("vae", (1, 16, 16))), torch.from_numpy(digits[:64]),
-                        TrainConfig(steps=3, batch_size=16, log_every=50))
+    short = train_model(
+        build_model("vae", tiny_config("vae", (1, 16, 16))),
+        torch.from_numpy(digits[:64]),
+        TrainConfig(steps=3, batch_size=16, log_every=50),
+    )
     assert short.images_per_second > 0 and short.history[-1][1]["images_per_second"] > 0
     # One step has no timed step: no rate rather than a made-up one.
-    single = train_model(build_model("vae", tiny_config("vae", (1, 16, 16))), torch.from_numpy(digits[:64]),
-                         TrainConfig(steps=1, batch_size=16))
+    single = train_model(
+        build_model("vae", tiny_config("vae", (1, 16, 16))),
+        torch.from_numpy(digits[:64]),
+        TrainConfig(steps=1, batch_size=16),
+    )
     assert single.images_per_second == 0.0 and "images_per_second" not in single.metrics
 
 
@@ -53,6 +59,10 @@ def test_ranks_stop_together_when_any_rank_diverges(digits):
         return False  # what a MIN all-reduce gives when some other rank's losses are NaN
 
     with pytest.raises(TrainingDiverged, match="on another rank"):
-        train_model(model, torch.from_numpy(digits[:64]), TrainConfig(steps=4, batch_size=16, log_every=2),
-                    finite_everywhere=another_rank_diverged)
+        train_model(
+            model,
+            torch.from_numpy(digits[:64]),
+            TrainConfig(steps=4, batch_size=16, log_every=2),
+            finite_everywhere=another_rank_diverged,
+        )
     assert calls == [True]

@@ -31,8 +31,7 @@ def test_likelihood_models_loss_falls_within_50_steps(name, digits, small_sequen
 
 @pytest.mark.parametrize(
     ("name", "extra"),
-    [("gan", {}), ("gan", {"loss": "hinge", "spectral_norm": True}), ("gan", {"loss": "wgan-gp"}),
-     ("gan-mlp", {})],
+    [("gan", {}), ("gan", {"loss": "hinge", "spectral_norm": True}), ("gan", {"loss": "wgan-gp"}), ("gan-mlp", {})],
 )
 def test_gan_discriminator_loss_falls_and_samples_approach_the_data(name, extra, digits):
     records = image_records(digits)
@@ -70,7 +69,7 @@ def test_resume_equals_an_uninterrupted_run(tmp_path, name, digits, small_sequen
     run(5, tmp_path)  # "interrupted" after 5 steps, checkpoint at the end
     resumed, result = run(12, tmp_path, resume=True)
     assert result.resumed_from_step == 5 and result.step == 12
-    for (key, a), b in zip(uninterrupted.state_dict().items(), resumed.state_dict().values()):
+    for (key, a), b in zip(uninterrupted.state_dict().items(), resumed.state_dict().values(), strict=True):
         assert torch.equal(a, b), key
 
 
@@ -85,7 +84,7 @@ def test_checkpoints_keep_the_last_n_and_hold_the_full_state(tmp_path, digits):
     state = load_checkpoint(latest_checkpoint(tmp_path).path, fresh, optimizers)
     assert state["step"] == 10 and set(state["optimizers"]) == {"generator", "discriminator"}
     assert optimizers["generator"].state_dict()["state"][0]["exp_avg"].abs().sum() > 0
-    for a, b in zip(model.generator_ema.parameters(), fresh.generator_ema.parameters()):
+    for a, b in zip(model.generator_ema.parameters(), fresh.generator_ema.parameters(), strict=True):
         assert torch.equal(a, b)
 
 
@@ -131,8 +130,9 @@ def test_batch_schedule_visits_every_record_once_per_epoch_and_is_stateless():
     assert schedule.steps_for_epochs(2) == 6
 
 
-@pytest.mark.parametrize(("values", "key"), [({"steps": -1}, "train.steps"), ({"lr": 0}, "train.lr"),
-                                              ({"betas": (0.5, 1.5)}, "train.betas")])
+@pytest.mark.parametrize(
+    ("values", "key"), [({"steps": -1}, "train.steps"), ({"lr": 0}, "train.lr"), ({"betas": (0.5, 1.5)}, "train.betas")]
+)
 def test_bad_train_config_names_the_key(values, key):
     with pytest.raises(ConfigError, match=key.replace(".", r"\.")):
         TrainConfig(**values)
