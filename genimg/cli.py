@@ -7,13 +7,29 @@ Each command imports its service when it runs, so `genimg --help` starts without
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated, TypedDict, cast
 
 import typer
 
 from genimg import cli_models, summaries
 from genimg.cli_app import app, emit, one_line_errors
 from genimg.errors import GenimgError
+
+if TYPE_CHECKING:
+    from genimg.data.dataset import DataKind
+
+
+class DatasetEntry(TypedDict):
+    """One dataset version, as `genimg datasets --json` lists it."""
+
+    name: str
+    version: str
+    uri: str
+    kind: str
+    record_shape: list[int]
+    counts: dict[str, int]
+    created_at: str | None
+    source: str | None
 
 
 @app.command()
@@ -260,7 +276,8 @@ def ingest(
     """Validate SOURCE and publish it as a versioned dataset in the object store."""
     from genimg.services.ingest import ingest as ingest_source
 
-    result = ingest_source(source, name, kind=kind, resolution=resolution, resize=resize)  # type: ignore[arg-type]
+    # The service checks --kind, naming it.
+    result = ingest_source(source, name, kind=cast("DataKind | None", kind), resolution=resolution, resize=resize)
     emit(as_json, result.as_dict(), summaries.ingestion(result, resolution, resize or "center-crop"))
 
 
@@ -276,7 +293,7 @@ def datasets(
 
     store = open_store()
     versions = list_versions(store, name)
-    entries = [
+    entries: list[DatasetEntry] = [
         {
             "name": v.name,
             "version": v.version,
@@ -309,6 +326,10 @@ def show_feedback() -> None:
 
 def main() -> None:
     app()
+
+
+# `app` is what the `genimg` script and `python -m genimg` run (the commands register on it).
+__all__ = ["app", "main"]
 
 
 if __name__ == "__main__":

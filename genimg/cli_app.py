@@ -7,7 +7,7 @@ import json
 import sys
 from collections.abc import Callable
 from functools import wraps
-from typing import Any, TypeVar
+from typing import Any, ParamSpec, TypeVar
 
 import typer
 
@@ -21,7 +21,8 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 
-F = TypeVar("F", bound=Callable[..., Any])
+P = ParamSpec("P")
+R = TypeVar("R")
 NOT_PROMOTED_EXIT = 3  # `promote --check`: a decision against the challenger, for scripts
 
 
@@ -60,12 +61,12 @@ def tracking_failure(exc: BaseException) -> str | None:
     return f"MLflow tracking request failed: {first_line(str(exc.message), type(exc).__name__)}"
 
 
-def one_line_errors(command: F) -> F:
+def one_line_errors(command: Callable[P, R]) -> Callable[P, R]:
     """One-line errors on stderr; with --json, stdout holds the JSON object and nothing else
     (anything libraries print meanwhile, Ray's node messages say, goes to stderr)."""
 
     @wraps(command)
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
+    def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
         saved = sys.stdout
         if kwargs.get("as_json"):
             REAL_STDOUT.append(saved)
@@ -86,7 +87,7 @@ def one_line_errors(command: F) -> F:
                 sys.stdout = saved
                 REAL_STDOUT.pop()
 
-    return wrapper  # type: ignore[return-value]
+    return wrapper
 
 
 def emit(as_json: bool, payload: dict[str, Any], summary: str) -> None:

@@ -14,9 +14,12 @@ import types
 import typing
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Literal, TypeVar, Union, get_args, get_origin
+from typing import TYPE_CHECKING, Any, Literal, TypeVar, Union, cast, get_args, get_origin
 
 from genimg.errors import ConfigError
+
+if TYPE_CHECKING:
+    from _typeshed import DataclassInstance
 
 T = TypeVar("T")
 
@@ -42,14 +45,15 @@ def read_yaml_mapping(path: Path, what: str) -> dict[str, Any]:
 
 def config_to_dict(config: Any) -> dict[str, Any]:
     """A JSON-ready dict of a config dataclass (tuples become lists)."""
-    return json.loads(json.dumps(dataclasses.asdict(config)))
+    return cast(dict[str, Any], json.loads(json.dumps(dataclasses.asdict(config))))
 
 
 def config_from_dict(cls: type[T], values: Mapping[str, Any], *, where: str = "") -> T:
     """Build `cls` from plain values, checking every key and coercing to the declared types."""
     prefix = f"{where}." if where else ""
     hints = typing.get_type_hints(cls)
-    known = {f.name for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
+    # `cls` is a config dataclass by contract (T stays unbound so callers keep their own type).
+    known = {f.name for f in dataclasses.fields(cast("type[DataclassInstance]", cls))}
     unknown = sorted(set(values) - known)
     if unknown:
         raise ConfigError(f"unknown config key {prefix}{unknown[0]!s} (known: {', '.join(sorted(known))})")

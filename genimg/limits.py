@@ -35,7 +35,7 @@ def format_bytes(count: float) -> str:
 def available_memory_bytes() -> int:
     """The memory this process could still get: the machine's available memory, or less where a
     cgroup (a container) limits it."""
-    import psutil  # type: ignore[import-untyped]
+    import psutil
 
     available = int(psutil.virtual_memory().available)
     try:

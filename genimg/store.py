@@ -15,6 +15,7 @@ a killed writer can be told from one still being written, and removed.
 from __future__ import annotations
 
 import abc
+import builtins
 import errno
 import hashlib
 import io
@@ -181,7 +182,8 @@ class ObjectStore(abc.ABC):
     def publish(self, key: str, data: bytes) -> bool:
         """Create `key` atomically if it does not exist yet. False if it already existed."""
 
-    def remove_stale_temporaries(self, prefix: str) -> list[str]:
+    # `builtins.list`: in this class body `list` is the method above.
+    def remove_stale_temporaries(self, prefix: str) -> builtins.list[str]:
         """Remove the temporaries under `prefix` that killed writers left; their names.
 
         Nothing by default: an S3 object appears whole or not at all (a put, or a multipart
@@ -248,7 +250,7 @@ class LocalStore(ObjectStore):
         return removed
 
     def write_staged(
-        self, key: str, write: Callable[[Path], None], place: Callable[[Path, Path], None], action: str = "write"
+        self, key: str, write: Callable[[Path], object], place: Callable[[Path, Path], None], action: str = "write"
     ) -> None:
         """`write` the object's content into a temporary beside it, then `place` that at the
         object's path; a failed write removes its temporary (the space it took) and leaves the

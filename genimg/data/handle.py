@@ -102,12 +102,12 @@ class DatasetHandle:
             return self.stored.load(splits)
         parts = [self.load(split) for split in splits]
         records = np.concatenate([part.data for part in parts])
-        labels = [part.labels for part in parts]
+        labels = [part.labels for part in parts if part.labels is not None]
         return Dataset(
             kind=self.kind,
             data=records,
             source=self.ref,
-            labels=np.concatenate(labels) if all(label is not None for label in labels) else None,  # type: ignore[arg-type]
+            labels=np.concatenate(labels) if len(labels) == len(parts) else None,  # every part labelled
             class_names=list(self.class_names) if self.class_names else None,
             rejected=list(self.rejected),
         )

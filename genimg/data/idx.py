@@ -18,7 +18,7 @@ from genimg.data.dataset import Dataset, Rejection, check_label_values
 from genimg.data.normalize import check_side, numeric_to_uint8
 from genimg.errors import DataError
 
-IDX_DTYPES = {
+IDX_DTYPES: dict[int, np.dtype] = {
     0x08: np.dtype(np.uint8),
     0x09: np.dtype(np.int8),
     0x0B: np.dtype(">i2"),

@@ -20,7 +20,7 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Literal, get_args
+from typing import Any, Literal, cast, get_args
 
 import numpy as np
 from PIL import Image
@@ -132,7 +132,8 @@ def numeric_to_uint8(records: np.ndarray, item_names: Sequence[str]) -> tuple[np
         raise ValueError(f"unsupported dtype {records.dtype}")
     flat = records.reshape(len(records), -1)
     values = flat.astype(np.float64, copy=False)
-    finite = np.isfinite(values).all(axis=1)
+    # A per-record array (numpy's stubs type `all` with an axis as maybe one scalar).
+    finite = cast(np.ndarray, np.isfinite(values).all(axis=1))
     low = np.where(finite, np.nanmin(np.where(np.isfinite(values), values, 0), axis=1), 0)
     high = np.where(finite, np.nanmax(np.where(np.isfinite(values), values, 0), axis=1), 0)
     in_range = finite & (low >= 0) & (high <= 255)
@@ -144,7 +145,7 @@ def numeric_to_uint8(records: np.ndarray, item_names: Sequence[str]) -> tuple[np
             if not finite[i]
             else f"values outside [0, 255] (min {low[i]:g}, max {high[i]:g})"
         )
-        rejected.append(Rejection(item_names[i], reason))
+        rejected.append(Rejection(item_names[int(i)], reason))
     kept = np.flatnonzero(in_range)
     scale = 255.0 if unit_scale else 1.0
     converted = np.clip(np.rint(values[kept] * scale), 0, 255).astype(np.uint8)

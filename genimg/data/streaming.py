@@ -18,7 +18,7 @@ shards read ahead on a background thread; none of it grows with the dataset.
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Generator, Iterator, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
@@ -269,7 +269,7 @@ class RecordStream:
             epoch += 1
             yield from self.plan.parts(epoch)
 
-    def batches(self, step: int) -> Iterator[tuple[np.ndarray, np.ndarray | None]]:
+    def batches(self, step: int) -> Generator[tuple[np.ndarray, np.ndarray | None], None, None]:
         epoch, offset = self.plan.locate(step * self.batch_size)
         pool = RecordPool(self.shuffle_buffer + self.batch_size, self.record_shape)
         cursor = EpochCursor(self.plan, epoch, offset, self.shuffle_buffer, pool)

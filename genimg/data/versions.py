@@ -21,7 +21,7 @@ import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 
@@ -338,7 +338,7 @@ class DatasetVersion:
 
     @property
     def kind(self) -> DataKind:
-        return self.manifest["kind"]  # type: ignore[no-any-return]
+        return cast(DataKind, self.manifest["kind"])
 
     @property
     def uri(self) -> str:
@@ -402,7 +402,10 @@ class DatasetVersion:
         import pyarrow.parquet as pq
 
         payload = self.store.get_bytes(version_prefix(self.name, self.version) + shard["key"], sha256=shard["sha256"])
-        return pq.read_table(io.BytesIO(payload), columns=["label"]).column("label").to_numpy().astype(np.int64)
+        labels: np.ndarray = (
+            pq.read_table(io.BytesIO(payload), columns=["label"]).column("label").to_numpy().astype(np.int64)
+        )
+        return labels
 
     def count(self, splits: tuple[str, ...] = ("train",)) -> int:
         return sum(self.counts.get(split, 0) for split in splits)
@@ -448,12 +451,12 @@ class DatasetVersion:
 
 def read_manifest(store: ObjectStore, key: str) -> dict[str, Any]:
     try:
-        manifest = json.loads(store.get_bytes(key))
+        manifest: dict[str, Any] = json.loads(store.get_bytes(key))
     except json.JSONDecodeError as exc:
         raise DataError(f"{store.uri_for(key)}: corrupt manifest ({exc})") from exc
     if manifest.get("format") != MANIFEST_FORMAT:
         raise DataError(f"{store.uri_for(key)}: not a {MANIFEST_FORMAT} manifest")
-    return manifest  # type: ignore[no-any-return]
+    return manifest
 
 
 def list_versions(store: ObjectStore | None = None, name: str | None = None) -> list[DatasetVersion]:

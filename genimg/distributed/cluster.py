@@ -7,6 +7,7 @@ import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Literal, overload
 
 from genimg.errors import GenimgError
 from genimg.feedback import phase
@@ -53,18 +54,26 @@ def ray_session(address: str | None = None) -> Iterator[bool]:
     try:
         with phase(f"connecting to Ray at {address}" if address else "starting a local Ray (RAY_ADDRESS unset)"):
             if address:
-                ray.init(address=address, logging_level="WARNING", log_to_driver=log_to_driver)
+                ray.init(address=address, logging_level=logging.WARNING, log_to_driver=log_to_driver)
             else:
                 # A local Ray of this process turns token auth on by default and warns that it
                 # did; nothing outside this process connects to it, so the notice says nothing.
                 logging.getLogger("ray._private.authentication.authentication_token_setup").setLevel(logging.ERROR)
-                ray.init(logging_level="WARNING", log_to_driver=log_to_driver)
+                ray.init(logging_level=logging.WARNING, log_to_driver=log_to_driver)
     except Exception as exc:
         raise explain_connection_error(address or "a new local instance", exc) from exc
     try:
         yield True
     finally:
         ray.shutdown()
+
+
+@overload
+def cluster_cpus(exact: Literal[False] = False) -> int: ...
+
+
+@overload
+def cluster_cpus(exact: Literal[True]) -> float: ...
 
 
 def cluster_cpus(exact: bool = False) -> float:

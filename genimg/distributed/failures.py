@@ -10,21 +10,25 @@ shut down, ranks waiting in a collective included).
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING
 
 from genimg.errors import DataError, GenimgError
 from genimg.store import ChecksumMismatch
 
+if TYPE_CHECKING:
+    from ray.train import UserCallback
+    from ray.train.v2._internal.execution.context import TrainRunContext
+
 NOT_RETRIED: tuple[type[Exception], ...] = (DataError, ChecksumMismatch)
 
 
-def stop_on_data_error() -> Any:
+def stop_on_data_error() -> UserCallback:
     """A Ray Train callback that ends the run, without a restart, when a worker's data cannot be
     read. Built when asked for, so that importing this module does not import Ray."""
     from ray.train import UserCallback
 
-    class StopOnDataError(UserCallback):  # type: ignore[misc]
-        def after_exception(self, run_context: Any, worker_exceptions: dict[int, Exception]) -> None:
+    class StopOnDataError(UserCallback):
+        def after_exception(self, run_context: TrainRunContext, worker_exceptions: dict[int, Exception]) -> None:
             for rank in sorted(worker_exceptions):
                 if isinstance(worker_exceptions[rank], NOT_RETRIED):
                     raise worker_exceptions[rank]

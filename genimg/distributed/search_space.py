@@ -11,7 +11,7 @@ or `{grid: [values]}` (every grid value is tried, × --trials, as in Tune).
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -49,7 +49,8 @@ class SearchSpace:
     def to_tune(self) -> dict[str, Any]:
         from ray import tune
 
-        makers = {
+        # The arguments are the space file's YAML values, checked when the file was read.
+        makers: dict[str, Callable[[Sequence[Any]], object]] = {
             "loguniform": lambda a: tune.loguniform(*a),
             "uniform": lambda a: tune.uniform(*a),
             "randint": lambda a: tune.randint(*a),

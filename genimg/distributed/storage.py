@@ -7,7 +7,7 @@ import json
 import os
 import tempfile
 from pathlib import Path
-from typing import Any
+from typing import Any, TypedDict, cast
 from urllib.parse import urlparse
 
 from genimg.models.base import load_model, save_model
@@ -29,20 +29,29 @@ def run_storage(store: ObjectStore) -> tuple[str, Any]:
     return f"s3://{path}", None
 
 
+class RunRecord(TypedDict):
+    """The content of `genimg-run.json`."""
+
+    model: str
+    dataset: str
+
+
 def run_record_key(run_name: str) -> str:
     """genimg's note beside Ray's files of a run: what it trains (read back on --resume)."""
     return f"runs/{run_name}/genimg-run.json"
 
 
 def write_run_record(store: ObjectStore, run_name: str, model_name: str, dataset: str) -> None:
-    store.put_bytes(run_record_key(run_name), json.dumps({"model": model_name, "dataset": dataset}).encode())
+    record: RunRecord = {"model": model_name, "dataset": dataset}
+    store.put_bytes(run_record_key(run_name), json.dumps(record).encode())
 
 
 def recorded_dataset(store: ObjectStore, run_name: str) -> str | None:
     if not store.exists(run_record_key(run_name)):
         return None
     try:
-        return json.loads(store.get_bytes(run_record_key(run_name))).get("dataset")
+        record = cast(RunRecord, json.loads(store.get_bytes(run_record_key(run_name))))
+        return record.get("dataset")
     except ValueError:
         return None
 

@@ -210,7 +210,11 @@ def build_trainer(plan: FitPlan, events: Any, store: ObjectStore, callbacks: lis
         train_worker,
         train_loop_config={"job": job},
         scaling_config=ScalingConfig(
-            num_workers=plan.workers, use_gpu=plan.use_gpu, resources_per_worker={"CPU": plan.cpus}
+            # ray.train re-exports Train V2's ScalingConfig (which takes (min, max) workers) only at
+            # runtime, under `if is_v2_enabled()`; mypy sees the V1 class it shadows.
+            num_workers=plan.workers,  # type: ignore[arg-type]
+            use_gpu=plan.use_gpu,
+            resources_per_worker={"CPU": plan.cpus},
         ),
         run_config=RayRunConfig(
             name=plan.run_name,

@@ -423,8 +423,14 @@ def pick_best(outcomes: list[TrialOutcome], mode: str) -> TrialOutcome | None:
     for allowed in (("completed",), ("completed", "early-stopped")):
         scored = [o for o in outcomes if o.status in allowed and o.metric is not None]
         if scored:
-            return (min if mode == "min" else max)(scored, key=lambda o: o.metric)  # type: ignore[arg-type,return-value]
+            return min(scored, key=scored_metric) if mode == "min" else max(scored, key=scored_metric)
     return None
+
+
+def scored_metric(outcome: TrialOutcome) -> float:
+    """The metric `pick_best` ranks an outcome by (it ranks only outcomes that have one)."""
+    assert outcome.metric is not None, f"trial {outcome.trial_id} has no metric to rank"
+    return outcome.metric
 
 
 __all__ = ["SearchResult", "SearchSpace", "TrialContext", "TrialOutcome", "run_trial", "tune_search"]

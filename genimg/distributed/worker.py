@@ -88,7 +88,7 @@ def worker_device(job: WorkerJob) -> torch.device:
 
         device = ray.train.torch.get_device()
         torch.cuda.set_device(device)
-        return device  # type: ignore[no-any-return]
+        return device
     torch.set_num_threads(max(1, job.threads))
     return torch.device("cpu")
 

@@ -17,7 +17,7 @@ import math
 import re
 import time
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol, cast
 
 import torch
 from torch import Tensor
@@ -45,6 +45,29 @@ from genimg.store import ObjectStore, open_store
 
 GRID_SAMPLES = 64
 GIF_SEQUENCES = 8
+
+
+# What scoring calls beyond GenerativeModel's own interface, family by family.
+class ConditionalSampler(Protocol):
+    """A class-conditional image model's sampling for given classes (GANs, the VAE)."""
+
+    def sample(self, n: int, seed: int | None = ..., labels: Tensor | None = ...) -> Tensor: ...
+
+
+class NLLScorer(Protocol):
+    """An image model's importance-weighted −log p(x) (or −log p(x | y)) per image: the VAE."""
+
+    def nll(
+        self, images: Tensor, k: int = ..., *, labels: Tensor | None = ..., generator: torch.Generator | None = ...
+    ) -> Tensor: ...
+
+
+class SequencePredictor(Protocol):
+    """A sequence model's continuations and per-step likelihood terms: the RVAE."""
+
+    def continue_sequence(self, context: Tensor, num_frames: int | None = ..., seed: int | None = ...) -> Tensor: ...
+
+    def step_terms(self, sequences: Tensor, generator: torch.Generator | None = ...) -> tuple[Tensor, Tensor]: ...
 
 
 @dataclass
@@ -85,12 +108,12 @@ def seeded_subset(dataset: Dataset, limit: int, seed: int) -> Dataset:
     if len(dataset) <= limit:
         return dataset
     chosen = torch.randperm(len(dataset), generator=torch.Generator().manual_seed(seed))[:limit]
-    chosen = chosen.sort().values.numpy()
+    kept = chosen.sort().values.numpy()
     return Dataset(
         dataset.kind,
-        dataset.data[chosen],
+        dataset.data[kept],
         dataset.source,
-        dataset.labels[chosen] if dataset.labels is not None else None,
+        dataset.labels[kept] if dataset.labels is not None else None,
     )
 
 
@@ -107,7 +130,8 @@ def generate(model: GenerativeModel, count: int, seed: int, batch_size: int, lab
                 batches.append(model.sample(size, seed=batch_seed).cpu())
             else:
                 batch_labels = labels[start : start + size]
-                batches.append(model.sample(size, seed=batch_seed, labels=batch_labels).cpu())  # type: ignore[call-arg]
+                conditional = cast(ConditionalSampler, model)  # labels are given for a conditional model only
+                batches.append(conditional.sample(size, seed=batch_seed, labels=batch_labels).cpu())
             update(start + len(batches[-1]))
     samples = torch.cat(batches)
     if not torch.isfinite(samples).all():
@@ -119,7 +143,7 @@ def generate(model: GenerativeModel, count: int, seed: int, batch_size: int, lab
 
 
 def check_shapes(model: GenerativeModel, source: DatasetHandle) -> None:
-    expected = tuple(int(s) for s in model.config.image_shape)  # type: ignore[attr-defined]
+    expected = tuple(int(s) for s in model.config.image_shape)
     data_shape = source.record_shape[-3:]
     if tuple(data_shape) != expected:
         raise GenimgError(
@@ -154,16 +178,17 @@ def image_nll(
     """Mean IWAE estimate of −log p(x) in nats over `images` (−log p(x | y) for a conditional
     model, given each image's class in `labels`), and the same in bits per dimension."""
     generator = torch.Generator().manual_seed(config.seed)
+    scorer = cast(NLLScorer, model)
     per_image: list[Tensor] = []
     with progress(f"NLL of {len(images)} images (IWAE, k={config.nll_k})", len(images), "images") as update:
         for start in range(0, len(images), 100):
             batch = images[start : start + 100].float().div(255.0).to(model.device)
             if labels is None:
-                nll = model.nll(batch, k=config.nll_k, generator=generator)  # type: ignore[operator]
+                batch_nll = scorer.nll(batch, k=config.nll_k, generator=generator)
             else:
                 batch_labels = labels[start : start + 100].to(model.device)
-                nll = model.nll(batch, k=config.nll_k, labels=batch_labels, generator=generator)  # type: ignore[operator]
-            per_image.append(nll.detach().double().cpu())
+                batch_nll = scorer.nll(batch, k=config.nll_k, labels=batch_labels, generator=generator)
+            per_image.append(batch_nll.detach().double().cpu())
             update(start + len(batch))
     values = torch.cat(per_image)
     nll, nll_se = float(values.mean()), standard_error(values)
@@ -257,6 +282,7 @@ def sequence_metrics(model: GenerativeModel, sequences: Tensor, config: EvalConf
     if context >= steps:
         raise GenimgError(f"eval.context_frames={context} leaves no frame to predict in {steps}-frame sequences")
     truth = sequences.float().div(255.0)
+    predictor = cast(SequencePredictor, model)
     future = truth[:, context:]
     predicted_frames = steps - context
 
@@ -276,7 +302,7 @@ def sequence_metrics(model: GenerativeModel, sequences: Tensor, config: EvalConf
         for draw in range(config.best_of):
             continued = torch.cat(
                 [
-                    model.continue_sequence(  # type: ignore[operator]
+                    predictor.continue_sequence(
                         truth[start : start + config.batch_size, :context].to(model.device),
                         steps,
                         seed=config.seed * 1_000_003 + draw * 1009 + number,
@@ -314,13 +340,14 @@ def sequence_metrics(model: GenerativeModel, sequences: Tensor, config: EvalConf
 def sequence_nll_bound(model: GenerativeModel, truth: Tensor, config: EvalConfig) -> float:
     """Negative ELBO per frame in nats (one posterior sample per sequence, seeded)."""
     generator = torch.Generator().manual_seed(config.seed)
+    predictor = cast(SequencePredictor, model)
     total = 0.0
     with torch.no_grad(), evaluating(model):
         for start in range(0, len(truth), config.batch_size):
             batch = truth[start : start + config.batch_size].to(model.device)
-            reconstruction, kl = model.step_terms(batch, generator=generator)  # type: ignore[operator]
+            reconstruction, kl = predictor.step_terms(batch, generator=generator)
             total += float((reconstruction + kl).sum())
-    offset = discrete_nll_offset(model.config.likelihood, tuple(model.config.image_shape))  # type: ignore[attr-defined]
+    offset = discrete_nll_offset(model.config.likelihood, tuple(model.config.image_shape))
     return total / (truth.shape[0] * truth.shape[1]) + offset
 
 

@@ -19,7 +19,7 @@ import json
 import math
 import time
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import torch
@@ -77,6 +77,9 @@ class FeatureNet(nn.Module):
     autoencoder share this one architecture, so `FeatureNet(channels)` rebuilds either's
     features from their weights (how validation ships them to training workers)."""
 
+    center: Tensor  # buffers
+    scale: Tensor
+
     def __init__(self, channels: int, feature_dim: int = FEATURE_DIM) -> None:
         super().__init__()
         self.num_features = feature_dim
@@ -100,7 +103,7 @@ class FeatureNet(nn.Module):
 
     def embed(self, images: Tensor) -> Tensor:
         """The feature layer as trained: what the classifier head and the decoder read."""
-        return self.project(self.trunk(images))  # type: ignore[no-any-return]
+        return cast(Tensor, self.project(self.trunk(images)))
 
     def forward(self, images: Tensor) -> Tensor:
         return (self.embed(images) - self.center) / self.scale
@@ -128,7 +131,7 @@ class Classifier(nn.Module):
     def forward(self, images: Tensor) -> Tensor:
         """Class logits. The head reads the unstandardized feature layer, so standardizing the
         features after training leaves the predictions as they were."""
-        return self.head(self.features.embed(images))  # type: ignore[no-any-return]
+        return cast(Tensor, self.head(self.features.embed(images)))
 
 
 class Autoencoder(nn.Module):
@@ -151,8 +154,12 @@ class Autoencoder(nn.Module):
     def forward(self, images: Tensor) -> Tensor:
         """Reconstruction logits of `images` (from the unstandardized feature layer)."""
         hidden = self.expand(self.features.embed(images)).view(-1, 64, *self.grid)
-        logits = self.decode(hidden)
+        logits: Tensor = self.decode(hidden)
         return logits[..., : self.image_shape[1], : self.image_shape[2]]
+
+
+# What the dataset's own feature network is: a classifier on labelled data, else an autoencoder.
+FeatureNetwork = Classifier | Autoencoder
 
 
 @dataclass
@@ -168,7 +175,8 @@ class FeatureExtractor:
 
     @property
     def dim(self) -> int:
-        return int(self.network.num_features)
+        # Every feature network (FeatureNet, FIDInceptionV3, PrecomputedFeatures) sets this int attribute.
+        return int(cast(int, self.network.num_features))
 
     def describe(self) -> dict[str, Any]:
         return {"name": self.name, "weights_sha256": self.weights_sha256, "dim": self.dim, **self.details}
@@ -323,7 +331,7 @@ def train_feature_network(
     recipe: dict[str, Any],
     val_images: Tensor | None = None,
     val_labels: Tensor | None = None,
-) -> tuple[nn.Module, int]:
+) -> tuple[FeatureNetwork, int]:
     """Mini-batches drawn with the recipe's seed (deterministic on CPU). The classifier: SGD
     with Nesterov momentum and weight decay on a one-cycle schedule, on randomly cropped (and
     for colour, flipped) images, with label smoothing; the autoencoder: plain Adam. With the
@@ -535,7 +543,7 @@ def dataset_extractor(
         network, steps_run = train_feature_network(
             plan.kind, plan.images, plan.labels, plan.recipe, plan.val_images, plan.val_labels
         )
-        network.features.standardize(plan.images)  # type: ignore[operator]
+        network.features.standardize(plan.images)
     seconds = time.perf_counter() - started
     held_out = held_out_score(plan.kind, network, plan.val_images, plan.val_labels)
     payload = save({key: value.contiguous() for key, value in network.state_dict().items()})
@@ -566,23 +574,25 @@ def dataset_extractor(
     )
 
 
-def build_network(kind: str, recipe: dict[str, Any]) -> nn.Module:
+def build_network(kind: str, recipe: dict[str, Any]) -> FeatureNetwork:
     """The untrained network of a recipe, its weights channels-last: that layout runs the
     convolutions about 1.4× faster on CPUs (oneDNN's own), and a network trained here and one
     loaded from the cache share it, so both compute exactly the same features."""
     image_shape = tuple(recipe["image_shape"])
-    network = (
-        Classifier(image_shape[0], len(recipe["label_values"])) if kind == "classifier" else Autoencoder(image_shape)  # type: ignore[arg-type]
+    network: FeatureNetwork = (
+        Classifier(image_shape[0], len(recipe["label_values"])) if kind == "classifier" else Autoencoder(image_shape)
     )
-    return network.to(memory_format=torch.channels_last)
+    # nn.Module.to takes memory_format (torch passes it to _parse_to); its typed overloads omit it.
+    network.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
+    return network
 
 
 def extractor_of(
-    kind: str, network: nn.Module, digest: str, recipe: dict[str, Any], details: dict[str, Any]
+    kind: str, network: FeatureNetwork, digest: str, recipe: dict[str, Any], details: dict[str, Any]
 ) -> FeatureExtractor:
     """The extractor around a trained network: its feature layer, and for a classifier the
     whole network and the label value of each output."""
-    features = network.features.eval()  # type: ignore[union-attr]
+    features = network.features.eval()
     if kind != "classifier":
         return FeatureExtractor(kind, features, digest, details)
     label_values = tuple(int(value) for value in recipe["label_values"])

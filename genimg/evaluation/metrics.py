@@ -13,6 +13,7 @@ benchmarks' protocol (see `frame_ssim`).
 from __future__ import annotations
 
 import warnings
+from typing import cast
 
 import torch
 from torch import Tensor, nn
@@ -78,8 +79,8 @@ def frechet_distance(real: Tensor, fake: Tensor) -> float:
 
 
 def symmetric_root(covariance: Tensor) -> Tensor:
-    values, vectors = torch.linalg.eigh(covariance)
-    return (vectors * values.clamp(min=0).sqrt()) @ vectors.T
+    values, vectors = torch.linalg.eigh(covariance)  # typed as Any by torch
+    return cast(Tensor, (vectors * values.clamp(min=0).sqrt()) @ vectors.T)
 
 
 def fid_bootstrap_std(real: Tensor, fake: Tensor, seed: int, resamples: int = FID_BOOTSTRAPS) -> float:
@@ -162,7 +163,7 @@ def frame_ssim(predicted: Tensor, target: Tensor) -> Tensor:
     var_y = covariance_scale * (mean(y * y) - mu_y**2)
     cov_xy = covariance_scale * (mean(x * y) - mu_x * mu_y)
     c1, c2 = (0.01 * 1.0) ** 2, (0.03 * 1.0) ** 2  # data range 1
-    ssim = ((2 * mu_x * mu_y + c1) * (2 * cov_xy + c2)) / ((mu_x**2 + mu_y**2 + c1) * (var_x + var_y + c2))
+    ssim: Tensor = ((2 * mu_x * mu_y + c1) * (2 * cov_xy + c2)) / ((mu_x**2 + mu_y**2 + c1) * (var_x + var_y + c2))
     return ssim.flatten(1).mean(1).view(predicted.shape[0], predicted.shape[1]).mean(1)
 
 

@@ -12,11 +12,17 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
 
 from genimg.errors import GenimgError
 from genimg.flows.retrain import retrain
 from genimg.flows.settings import load_retrain_config
+
+if TYPE_CHECKING:
+    from uuid import UUID
+
+    from prefect.client.schemas.objects import DeploymentSchedule
+    from prefect.deployments.runner import RunnerDeployment
 
 DEPLOYMENT = "genimg-retrain"
 WORK_POOL = "genimg-process"
@@ -50,20 +56,25 @@ def deploy_retrain(
         load_retrain_config(config_path)  # a bad config fails now, not at 3 a.m.
     ensure_work_pool(work_pool, api_url)
     working_dir = (working_dir or Path.cwd()).resolve()
-    deployment = retrain.to_deployment(
-        name,
-        schedule=schedule,
-        parameters={"config_path": config_path},
-        work_pool_name=work_pool,
-        tags=["genimg"],
-        description="genimg retrain: ingest, train, evaluate, register, promote",
-        # The process worker starts flow runs here: a relative GENIMG_HOME (./.genimg) means this folder.
-        job_variables={"working_dir": str(working_dir)},
+    # to_deployment and apply dispatch on the caller (Prefect's async_dispatch), typed value or
+    # coroutine: outside an event loop, as here, they run their sync implementation and return the value.
+    deployment = cast(
+        "RunnerDeployment",
+        retrain.to_deployment(
+            name,
+            schedule=schedule,
+            parameters={"config_path": config_path},
+            work_pool_name=work_pool,
+            tags=["genimg"],
+            description="genimg retrain: ingest, train, evaluate, register, promote",
+            # The process worker starts flow runs here: a relative GENIMG_HOME (./.genimg) means this folder.
+            job_variables={"working_dir": str(working_dir)},
+        ),
     )
     deployment.entrypoint = ENTRYPOINT
     # The flow run's folder itself: Prefect copies a deployment's path into the run's folder first.
     deployment._path = str(working_dir)
-    deployment_id = deployment.apply(work_pool_name=work_pool)
+    deployment_id = cast("UUID", deployment.apply(work_pool_name=work_pool))
     from prefect.client.orchestration import get_client
 
     with get_client(sync_client=True) as client:
@@ -72,13 +83,20 @@ def deploy_retrain(
         "deployment_id": str(deployment_id),
         "name": f"retrain/{stored.name}",
         "work_pool": stored.work_pool_name,
-        "schedules": [
-            {"cron": s.schedule.cron, "timezone": s.schedule.timezone, "active": s.active} for s in stored.schedules
-        ],
+        "schedules": [cron_schedule(s) for s in stored.schedules],
         "entrypoint": stored.entrypoint,
         "parameters": stored.parameters,
         "api_url": api_url,
     }
+
+
+def cron_schedule(deployment_schedule: DeploymentSchedule) -> dict[str, Any]:
+    """One schedule of the deployment, as `deploy_retrain` reports it: the Cron it was given."""
+    from prefect.client.schemas.schedules import CronSchedule
+
+    schedule = deployment_schedule.schedule
+    assert isinstance(schedule, CronSchedule), f"expected the deployment's cron schedule, got {schedule!r}"
+    return {"cron": schedule.cron, "timezone": schedule.timezone, "active": deployment_schedule.active}
 
 
 def ensure_work_pool(name: str, api_url: str) -> None:

@@ -31,7 +31,7 @@ from genimg.distributed.tune import tune_search
 from genimg.errors import GenimgError, redact_credentials
 from genimg.evaluation.config import EvalConfig
 from genimg.flows.settings import DatasetPlan, FamilyPlan, RetrainConfig, load_retrain_config
-from genimg.models.base import model_spec
+from genimg.models.base import DataKind, model_spec
 from genimg.services.evaluate import evaluate_target
 from genimg.services.ingest import ingest as ingest_source
 from genimg.services.register import register as register_run
@@ -42,7 +42,7 @@ from genimg.tracking.registry import promote as promote_version
 from genimg.training.run import load_config_file, merge_sections
 from genimg.version import __version__
 
-RETRY_DELAYS = [2, 10, 30]
+RETRY_DELAYS: list[float] = [2, 10, 30]
 
 
 @dataclass(frozen=True)
@@ -99,12 +99,12 @@ def ingest_cache_key(context: Any, parameters: dict[str, Any]) -> str:
 
 
 @task(retries=2, retry_delay_seconds=RETRY_DELAYS, cache_key_fn=ingest_cache_key, persist_result=True)
-def ingest(name: str, plan: DatasetPlan, kind: str | None) -> IngestedDataset:
+def ingest(name: str, plan: DatasetPlan, kind: DataKind | None) -> IngestedDataset:
     result = ingest_source(
         plan.source,
         name,
         kind=kind,
-        resolution=plan.resolution,  # type: ignore[arg-type]
+        resolution=plan.resolution,
         resize=plan.resize if plan.resolution else None,
     )
     return IngestedDataset(result.name, result.version, result.counts, result.reused, len(result.rejected))
@@ -320,24 +320,24 @@ def retrain_all(config_path: str | None) -> dict[str, Any]:
 
     config = load_retrain_config(config_path)
     flow_run_id = str(flow_run.id) if flow_run.id else None
-    kinds: dict[str, set[str]] = {}
+    kinds: dict[str, set[DataKind]] = {}
     for plan in config.families:
         kinds.setdefault(plan.dataset, set()).add(model_spec(plan.model).data_kind)
     datasets: dict[str, dict[str, Any]] = {}
     failed: dict[str, str] = {}
-    for name, plan in config.datasets.items():
+    for name, dataset_plan in config.datasets.items():
         if name not in kinds:
             continue
         # One kind when every family on it agrees; else the reader decides (mismatched
         # families then fail on their own, not the dataset).
         kind = next(iter(kinds[name])) if len(kinds[name]) == 1 else None
-        state = ingest(name, plan, kind, return_state=True)
+        state = ingest(name, dataset_plan, kind, return_state=True)
         if state.name == "Cached" and not state.is_failed() and not version_in_store(state.result()):
             # The cache remembers an ingest into a store that has lost that version since (a
             # cleared GENIMG_HOME, a pruned bucket): ingest again.
-            state = ingest.with_options(refresh_cache=True)(name, plan, kind, return_state=True)
+            state = ingest.with_options(refresh_cache=True)(name, dataset_plan, kind, return_state=True)
         if state.is_failed():
-            failed[name] = f"ingest of {plan.source} failed: {state.message}"
+            failed[name] = f"ingest of {dataset_plan.source} failed: {state.message}"
             continue
         ingested: IngestedDataset = state.result()
         datasets[name] = asdict(ingested) | {"reused": ingested.reused or state.name == "Cached"}

@@ -6,11 +6,11 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from genimg.config import config_from_dict, read_yaml_mapping
 from genimg.configs import locate_config, packaged_config
-from genimg.data.normalize import ResizePolicy
+from genimg.data.normalize import ResizeMode, ResizePolicy
 from genimg.distributed.jobs import RayJobsTarget
 from genimg.errors import ConfigError, GenimgError
 from genimg.evaluation.config import EvalConfig
@@ -57,7 +57,7 @@ class RetrainConfig:
     source: str = ""
 
 
-EVALUATION_DEFAULTS = {"samples": 500, "seed": 0}
+EVALUATION_DEFAULTS: dict[str, int] = {"samples": 500, "seed": 0}
 FAMILY_KEYS = {"model", "dataset", "config", "steps", "set", "tune"}
 TUNE_KEYS = {"trials", "steps", "max_concurrent", "space"}
 RAY_JOBS_KEYS = {"address", "entrypoint", "runtime_env", "forward_env", "poll_seconds"}
@@ -146,7 +146,7 @@ def dataset_plan(entry: Any, where: str) -> DatasetPlan:
         if not isinstance(plan.resolution, int) or isinstance(plan.resolution, bool):
             raise ConfigError(f"{where}.resolution must be an integer, got {plan.resolution!r}")
         try:
-            ResizePolicy(plan.resolution, plan.resize)  # type: ignore[arg-type]
+            ResizePolicy(plan.resolution, cast(ResizeMode, plan.resize))  # ResizePolicy checks the mode
         except GenimgError as exc:
             raise ConfigError(f"{where}: {exc}") from None
     return plan

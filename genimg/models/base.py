@@ -17,7 +17,7 @@ import math
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, ClassVar, Literal
+from typing import Any, ClassVar, Literal, cast
 
 import torch
 from safetensors.torch import load_file, save_file
@@ -49,7 +49,7 @@ class Losses:
 def forget_ema_count(owner: nn.Module, _incompatible_keys: Any) -> None:
     """After a state dict is loaded (a checkpoint), the host's copy of the count is read again.
     A function of the module (not a closure), so a deep copy's hook resets the copy's count."""
-    owner.ema.forget_count()  # type: ignore[union-attr, operator]
+    cast(AveragedWeights, owner.ema).forget_count()
 
 
 class AveragedWeights:
@@ -77,7 +77,7 @@ class AveragedWeights:
         Warm-up: the decay grows with the updates, decay_n = min(decay, (1 + n) / (10 + n)), so
         the random initial weights leave the average early whatever the decay."""
         if self.host_updates is None:
-            self.host_updates = int(owner.ema_updates)  # once per build or checkpoint load
+            self.host_updates = int(cast(Tensor, owner.ema_updates))  # once per build or checkpoint load
         updates = self.host_updates
         self.host_updates = updates + 1
         return 1.0 - min(self.decay, (1.0 + updates) / (10.0 + updates))
@@ -90,10 +90,12 @@ class AveragedWeights:
     @torch.no_grad()
     def update(self, owner: nn.Module, average: nn.Module, live: nn.Module) -> None:
         """Move `average`'s parameters towards `live`'s; copy its buffers (BatchNorm statistics)."""
-        owner.ema_updates += 1  # type: ignore[operator]
+        updates = cast(Tensor, owner.ema_updates)
+        updates += 1
         live_parameters = dict(live.named_parameters())
         averaged = [(a, live_parameters[name]) for name, a in average.named_parameters()]
-        targets, sources = [a for a, _ in averaged], [p for _, p in averaged]
+        targets: list[Tensor] = [a for a, _ in averaged]
+        sources: list[Tensor] = [p for _, p in averaged]
         if self.replay_weight is None:
             torch._foreach_lerp_(targets, sources, self.next_weight(owner))
         else:
@@ -106,7 +108,7 @@ class AveragedWeights:
 def averaged_weights(model: nn.Module) -> list[tuple[AveragedWeights, nn.Module]]:
     """Every weight average in `model`, with the module that owns its count."""
     return [
-        (module.ema, module) for module in model.modules() if isinstance(getattr(module, "ema", None), AveragedWeights)
+        (ema, module) for module in model.modules() if isinstance(ema := getattr(module, "ema", None), AveragedWeights)
     ]
 
 
@@ -449,7 +451,7 @@ def check_model_memory(
 def build_model(name: str, config: dict[str, Any] | None = None) -> GenerativeModel:
     """Build a registered model from a plain config dict (validated; unknown keys refused)."""
     spec = model_spec(name)
-    typed = config_from_dict(spec.config_cls, config or {}, where="model")
+    typed: object = config_from_dict(spec.config_cls, config or {}, where="model")
     return spec.model_cls(typed)
 
 

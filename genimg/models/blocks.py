@@ -7,7 +7,7 @@ same code serves 8, 16, 28, 32 and 64 px images (28 → 14 → 7; 32 → 16 → 
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Literal, cast
 
 import torch
 from torch import Tensor, nn
@@ -65,7 +65,8 @@ class ConvEncoder(nn.Module):
             c_in = sizes[i]
         self.features = nn.Sequential(*layers)
         head = nn.Linear(c_in * base_h * base_w, out_features)
-        self.head = apply_spectral_norm(head) if spectral_norm else head
+        # spectral_norm parametrizes the layer in place and returns it (typed as any Module).
+        self.head = cast(nn.Linear, apply_spectral_norm(head)) if spectral_norm else head
 
     def forward(self, images: Tensor) -> Tensor:
         return self.head(self.features(images).flatten(1))

@@ -117,6 +117,8 @@ class GAN(GenerativeModel):
 
     generator: nn.Module
     discriminator: nn.Module
+    generator_ema: nn.Module | None
+    ema: AveragedWeights
 
     def __init__(self, config: Any) -> None:
         super().__init__()

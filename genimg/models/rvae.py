@@ -125,8 +125,10 @@ class ConvLSTMCell(nn.Module):
         super().__init__()
         self.hidden = hidden
         self.gates = nn.Conv2d(in_channels + hidden, 4 * hidden, 3, padding=1)
+        bias = self.gates.bias
+        assert bias is not None  # nn.Conv2d has one by default
         with torch.no_grad():  # forget gate open at the start: the state survives early steps
-            self.gates.bias[hidden : 2 * hidden].fill_(1.0)
+            bias[hidden : 2 * hidden].fill_(1.0)
 
     def forward(self, inputs: Tensor, state: LSTMState) -> tuple[Tensor, tuple[Tensor, Tensor]]:
         if state is None:
@@ -195,6 +197,8 @@ class SpatialCore(nn.Module):
 
 @register_model("rvae", family="rvae", data_kind="sequences", config_cls=RVAEConfig)
 class RVAE(GenerativeModel):
+    log_scale: nn.Parameter | None
+
     def __init__(self, config: RVAEConfig) -> None:
         super().__init__()
         self.config = config

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, replace
-from typing import Literal
+from typing import Literal, overload
 
 import torch
 from torch import Tensor, nn
@@ -83,6 +83,14 @@ class VAEConfig:
         check_conditioning(self.conditional, self.num_classes, self.class_names)
 
 
+@overload
+def bits_per_dim(nats: Tensor, image_shape: tuple[int, ...]) -> Tensor: ...
+
+
+@overload
+def bits_per_dim(nats: float, image_shape: tuple[int, ...]) -> float: ...
+
+
 def bits_per_dim(nats: Tensor | float, image_shape: tuple[int, ...]) -> Tensor | float:
     """A negative log-likelihood per image in nats → bits per pixel value (per dimension)."""
     return nats / (math.prod(image_shape) * math.log(2))
@@ -90,6 +98,14 @@ def bits_per_dim(nats: Tensor | float, image_shape: tuple[int, ...]) -> Tensor |
 
 @register_model("vae", family="vae", data_kind="images", config_cls=VAEConfig)
 class VAE(GenerativeModel):
+    encoder: ResNetEncoder | ConvEncoder
+    decoder: ResNetDecoder | ConvDecoder
+    log_scale: nn.Parameter | None
+    encoder_labels: nn.Embedding  # conditional only, like the two below
+    decoder_labels: nn.Embedding
+    class_prior_means: Tensor  # a buffer
+    ema: AveragedWeights  # with ema_decay > 0 only
+
     def __init__(self, config: VAEConfig) -> None:
         super().__init__()
         self.config = config

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+from typing import cast
+
 from genimg.data.dataset import DataKind
-from genimg.data.normalize import ResizePolicy
+from genimg.data.normalize import ResizeMode, ResizePolicy
 from genimg.data.readers import read_source
 from genimg.data.versions import IngestResult, check_name, ingest_dataset
 from genimg.errors import GenimgError
@@ -16,7 +18,7 @@ def resize_policy(resolution: int | None, resize: str | None) -> ResizePolicy | 
     if resize is not None and resolution is None:
         raise GenimgError(f"--resize {resize} needs --resolution N (the square side in px)")
     mode = resize or "center-crop"  # ResizePolicy checks it, naming --resize
-    return None if resolution is None else ResizePolicy(resolution, mode)  # type: ignore[arg-type]
+    return None if resolution is None else ResizePolicy(resolution, cast(ResizeMode, mode))
 
 
 def ingest(

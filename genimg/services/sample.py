@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol, cast
 
 import torch
 
@@ -18,6 +18,18 @@ from genimg.training.config import MAX_SEED
 
 # What a sample costs per value at least: the fp32 output, the decoder's last activations, the grid.
 SAMPLE_BYTES_PER_VALUE = 16
+
+
+class ImageSampler(Protocol):
+    """`sample` of every image model: class labels per sample (None: drawn from the seed)."""
+
+    def sample(self, n: int, seed: int | None = None, labels: torch.Tensor | None = None) -> torch.Tensor: ...
+
+
+class SequenceSampler(Protocol):
+    """`sample` of every sequence model: `num_frames` per sequence (None: the model's own)."""
+
+    def sample(self, n: int, seed: int | None = None, num_frames: int | None = None) -> torch.Tensor: ...
 
 
 @dataclass(frozen=True)
@@ -85,10 +97,10 @@ def sample(
     if model_spec(model.registry_name).data_kind == "images":
         if suffix == ".gif":
             raise GenimgError(f"{model.registry_name} draws still images: write a .png")
-        samples = model.sample(n, seed=seed, labels=labels)  # type: ignore[call-arg]
+        samples = cast(ImageSampler, model).sample(n, seed=seed, labels=labels)
         save_image_grid(samples, output)
     else:
-        samples = model.sample(n, seed=seed, num_frames=frames)  # type: ignore[call-arg]
+        samples = cast(SequenceSampler, model).sample(n, seed=seed, num_frames=frames)
         (save_sequence_gif if suffix == ".gif" else save_sequence_strips)(samples, output)
     shown = None
     if labels is not None:

@@ -12,7 +12,7 @@ import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, TypedDict
 
 from genimg.config import config_from_dict
 from genimg.data.handle import DatasetHandle, resolve_dataset
@@ -256,11 +256,20 @@ def running_mlflow_run(run_name: str, holder: Mapping[str, Any]) -> dict[str, st
     return {"mlflow_run_id": str(found[0].info.run_id)}
 
 
+class OutcomeCommon(TypedDict):
+    """The TrainOutcome fields that do not depend on where the run trained."""
+
+    model: str
+    dataset: str
+    run_name: str
+    rejected: tuple[Mapping[str, str], ...]
+
+
 def train_here(
     request: TrainRequest, sections: dict[str, dict[str, Any]], run_name: str, handle: DatasetHandle, on_progress: Any
 ) -> TrainOutcome:
     """In this process (workers 0) or on the Ray cluster this process reaches."""
-    common = {
+    common: OutcomeCommon = {
         "model": request.model,
         "dataset": handle.ref,
         "run_name": run_name,

@@ -7,7 +7,7 @@ import json
 import time
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, cast
 
 from genimg.data.dataset import Dataset
 from genimg.data.handle import DatasetHandle
@@ -32,7 +32,8 @@ from genimg.training.run import (
 def recorded_dataset(run_dir: Path) -> str | None:
     """The pinned dataset an earlier attempt of this local run trained on, if it says."""
     try:
-        return json.loads((run_dir / "run.json").read_text()).get("dataset")
+        # run.json is the run's config with the pinned dataset's ref beside it (written below).
+        return cast("str | None", json.loads((run_dir / "run.json").read_text()).get("dataset"))
     except (OSError, ValueError):
         return None
 

@@ -209,7 +209,7 @@ def recorded_evaluation(key: str, split: str, run_id: str | None = None) -> dict
         if not runs:
             return None
         run = runs[0]
-    run_tags = run.data.tags
+    run_tags: dict[str, str] = run.data.tags
 
     def recorded(what: str) -> str:
         return run_tags.get(tag_names.eval_tag(split, what), "")

@@ -6,7 +6,7 @@ from __future__ import annotations
 import re
 import tempfile
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 from urllib.parse import urlparse
 
 from genimg.errors import GenimgError
@@ -37,7 +37,8 @@ def registered_weights_sha256(uri: str) -> str | None:
     if match is None:
         return None
     try:
-        return model_version_at(match).tags.get(WEIGHTS_TAG)  # type: ignore[no-any-return]
+        # MLflow's ModelVersion.tags is unannotated: a dict of str to str.
+        return cast("str | None", model_version_at(match).tags.get(WEIGHTS_TAG))
     except MlflowException:
         return None  # the download names what is missing
 

@@ -15,12 +15,30 @@ from __future__ import annotations
 
 import io
 import math
-from typing import Any
+from typing import TYPE_CHECKING, Any, Protocol, cast
 
 import mlflow
 import numpy as np
 import pandas as pd
-from mlflow.pyfunc import PythonModel
+
+# At runtime too, not under TYPE_CHECKING: MLflow resolves predict's hints (typing.get_type_hints)
+# and reads the DataFrame input schema from them only when every name in them resolves.
+from mlflow.pyfunc.model import PythonModel, PythonModelContext
+
+if TYPE_CHECKING:
+    from torch import Tensor
+
+
+class ImageSampler(Protocol):
+    """`sample` of every image model: class labels per sample (None: drawn from the seed)."""
+
+    def sample(self, n: int, seed: int | None = None, labels: Tensor | None = None) -> Tensor: ...
+
+
+class SequenceGenerator(Protocol):
+    """`generate` of every sequence model: `context` holds the first frames to continue."""
+
+    def generate(self, n: int, num_frames: int, seed: int | None = None, context: Tensor | None = None) -> Tensor: ...
 
 
 def first_row(model_input: Any) -> dict[str, Any]:
@@ -44,7 +62,7 @@ def optional_int(value: Any) -> int | None:
 
 
 class GenimgGenerator(PythonModel):
-    def load_context(self, context):  # type: ignore[no-untyped-def]
+    def load_context(self, context: PythonModelContext) -> None:
         from genimg.models.base import load_model, model_spec
 
         self.model = load_model(context.artifacts["weights"])
@@ -53,7 +71,9 @@ class GenimgGenerator(PythonModel):
     # The signature logged with the model is the input schema: MLflow checks and converts an
     # input to a DataFrame of its columns before predict sees it. A DataFrame hint is one MLflow
     # infers no schema from (it warns on every class definition when a hint is missing).
-    def predict(self, context, model_input: pd.DataFrame, params=None):  # type: ignore[no-untyped-def]
+    def predict(
+        self, context: PythonModelContext, model_input: pd.DataFrame, params: dict[str, Any] | None = None
+    ) -> np.ndarray:
         import torch
 
         with torch.no_grad():  # not torch.set_grad_enabled: that would switch gradients off process-wide
@@ -67,20 +87,21 @@ class GenimgGenerator(PythonModel):
             raise ValueError(f"num_samples must be an integer ≥ 1, got {row.get('num_samples')!r}")
         seed = optional_int(row.get("seed"))
         if self.sequences:
-            frames = optional_int(row.get("num_frames")) or self.model.config.num_frames  # type: ignore[attr-defined]
+            frames = optional_int(row.get("num_frames")) or self.model.config.num_frames
             conditioning = row.get("context")
+            generator = cast(SequenceGenerator, self.model)
             if conditioning is not None and not (isinstance(conditioning, float) and math.isnan(conditioning)):
                 array = np.load(io.BytesIO(conditioning), allow_pickle=False)
                 given = torch.from_numpy(np.ascontiguousarray(array)).float() / 255.0
-                output = self.model.generate(num_samples, frames, seed, context=given)  # type: ignore[attr-defined]
+                output = generator.generate(num_samples, frames, seed, context=given)
             else:
-                output = self.model.generate(num_samples, frames, seed)  # type: ignore[attr-defined]
+                output = generator.generate(num_samples, frames, seed)
         else:
             labels = self.class_labels(row.get("class_labels"), num_samples)
-            output = self.model.sample(num_samples, seed=seed, labels=labels)
+            output = cast(ImageSampler, self.model).sample(num_samples, seed=seed, labels=labels)
         return np.clip(np.rint(output.cpu().numpy() * 255.0), 0, 255).astype(np.uint8)
 
-    def class_labels(self, given: Any, num_samples: int) -> Any:
+    def class_labels(self, given: Any, num_samples: int) -> Tensor | None:
         """`class_labels` of a conditional model: one class for every sample, or one per sample,
         each an index or a class name ("cat" or "3", "cat,dog,cat"); None draws them from the seed."""
         import torch

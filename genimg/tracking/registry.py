@@ -31,7 +31,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypedDict
 
 import numpy as np
 
@@ -154,8 +154,8 @@ def signature_for(model: GenerativeModel) -> Any:
     from mlflow.models import ModelSignature
     from mlflow.types.schema import ColSpec, Schema, TensorSpec
 
-    columns = [ColSpec("long", "num_samples"), ColSpec("long", "seed", required=False)]
-    shape = tuple(int(s) for s in model.config.image_shape)  # type: ignore[attr-defined]
+    columns: list[ColSpec | TensorSpec] = [ColSpec("long", "num_samples"), ColSpec("long", "seed", required=False)]
+    shape = tuple(int(s) for s in model.config.image_shape)
     if model_spec(model.registry_name).data_kind == "sequences":
         columns += [ColSpec("long", "num_frames", required=False), ColSpec("binary", "context", required=False)]
         output = TensorSpec(np.dtype(np.uint8), (-1, -1, *shape))
@@ -330,6 +330,19 @@ def promotion_lock(name: str) -> Iterator[PromotionLock]:
         lock.release()
 
 
+class Comparison(TypedDict):
+    """The fields of a Decision that compared two versions' metrics."""
+
+    metric: str
+    mode: str
+    min_delta: float
+    challenger_value: float
+    champion_value: float
+    champion_evaluation: str
+    evaluation: dict[str, str]
+    noise: float
+
+
 @dataclass
 class Decision:
     promoted: bool
@@ -417,7 +430,7 @@ def record_decision(mlflow_client: Any, name: str, decision: Decision, decision_
     """`genimg.promotion.<id>` on both versions; on the version it promoted also
     `genimg.promoted.*`, the reason it became champion, which later decisions leave alone."""
     record = decision.record(decision_id, stamp)
-    for number in sorted({decision.challenger, decision.champion} - {None}):
+    for number in sorted({n for n in (decision.challenger, decision.champion) if n is not None}):
         mlflow_client.set_model_version_tag(name, str(number), DECISION_PREFIX + decision_id, record)
     if decision.promoted:
         promoted = {"decision": decision_id, "reason": decision.reason, "time": stamp}
@@ -606,7 +619,7 @@ def decide(
             source
         ]
     )
-    compared = {
+    compared: Comparison = {
         "metric": metric,
         "mode": mode,
         "min_delta": min_delta,
@@ -642,7 +655,9 @@ def comparison_noise(metric: str, challenger: dict[str, float], champion: dict[s
     spread = SPREADS.get(metric)
     if spread is None:
         return 0.0
-    return NOISE_SIGMAS * (challenger.get(spread, 0.0) ** 2 + champion.get(spread, 0.0) ** 2) ** 0.5
+    # Annotated: to typeshed a float ** float is Any (a negative base gives a complex); this base is ≥ 0.
+    difference_spread: float = (challenger.get(spread, 0.0) ** 2 + champion.get(spread, 0.0) ** 2) ** 0.5
+    return NOISE_SIGMAS * difference_spread
 
 
 __all__ = ["decisions_of", "load_registered_model", "promote", "register_run", "registered_name"]

@@ -82,7 +82,8 @@ def write_state(folder: Path, stem: str, state: dict[str, Any]) -> None:
 
 def read_state(folder: Path, stem: str) -> dict[str, Any]:
     skeleton = json.loads((folder / f"{stem}.json").read_text())
-    return unflatten_state(skeleton, load_file(str(folder / f"{stem}.safetensors")))  # type: ignore[no-any-return]
+    state: dict[str, Any] = unflatten_state(skeleton, load_file(str(folder / f"{stem}.safetensors")))
+    return state
 
 
 def write_checkpoint_files(

@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 import random
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Generator
 from contextlib import closing
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -152,8 +152,8 @@ def to_batch(records: Tensor, indices: Tensor, device: torch.device, channels_la
     return to_pixels(records[indices], device, channels_last)
 
 
-# (uint8 records, labels or None) of consecutive steps
-Batches = Iterator[tuple[Tensor, Tensor | None]]
+# (uint8 records, labels or None) of consecutive steps; a generator, closed when the loop ends
+Batches = Generator[tuple[Tensor, Tensor | None], None, None]
 
 
 def in_memory_batches(records: Tensor, labels: Tensor | None, schedule: BatchSchedule, step: int) -> Batches:
@@ -185,7 +185,8 @@ def prepare_model(model: GenerativeModel, config: TrainConfig, device: torch.dev
         # Every step has the same shapes: cuDNN's autotuned algorithms are picked once.
         torch.backends.cudnn.benchmark = True
     if config.channels_last:
-        model.to(memory_format=torch.channels_last)
+        # nn.Module.to takes memory_format (torch passes it to _parse_to); its typed overloads omit it.
+        model.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
     if config.compile:
         # In place (nn.Module.compile), so parameter names and checkpoints do not change.
         for child in model.children():

@@ -81,7 +81,7 @@ def resolve_run_config(
     spec = model_spec(model_name)
     model_values = dict(sections.get("model", {}))
     train = config_from_dict(TrainConfig, sections.get("train", {}), where="train")
-    model_config = config_from_dict(spec.config_cls, model_values, where="model")
+    model_config: object = config_from_dict(spec.config_cls, model_values, where="model")
     if dataset is not None:
         model_config = fit_model_to_data(spec, model_config, model_values, dataset)
     run = RunConfig(model_name, model_config, train)
@@ -255,9 +255,7 @@ def train_locally(
         model,
         records if isinstance(records, RecordStream) else torch.from_numpy(records.data),
         run.train,
-        labels=torch.from_numpy(records.labels)  # type: ignore[arg-type]
-        if model.num_classes and isinstance(records, Dataset)
-        else None,
+        labels=torch.from_numpy(records.labels) if model.num_classes and isinstance(records, Dataset) else None,
         device=device,
         checkpoint_dir=run_dir / "checkpoints",
         resume=resume,

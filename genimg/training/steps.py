@@ -19,6 +19,8 @@ from torch.optim import Adam, Optimizer
 
 from genimg.models.base import GenerativeModel, model_spec
 from genimg.models.gan import GAN
+from genimg.models.rvae import RVAE
+from genimg.models.vae import VAE
 from genimg.training.config import (
     DEFAULT_BETAS,
     DEFAULT_LEARNING_RATES,
@@ -180,14 +182,15 @@ def likelihood_step(
     context: StepContext | None = None,
     labels: Tensor | None = None,
 ) -> dict[str, Tensor]:
+    assert isinstance(model, (VAE, RVAE))
     context = context or StepContext()
     with context.autocast():
-        # The loop checked the labels' range when the records came in (once, on the host).
-        losses = (
-            model.loss(batch)
-            if labels is None  # type: ignore[attr-defined]
-            else model.loss(batch, labels, labels_checked=True)
-        )  # type: ignore[attr-defined]
+        if labels is None:
+            losses = model.loss(batch)
+        else:
+            assert isinstance(model, VAE)  # the one class-conditional likelihood model
+            # The loop checked the labels' range when the records came in (once, on the host).
+            losses = model.loss(batch, labels, labels_checked=True)
     params = [p for p in model.parameters() if p.requires_grad]
     apply_update(losses.total, optimizers["model"], params, config, context)
     return losses.parts
