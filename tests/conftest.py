@@ -9,6 +9,13 @@ import torch
 os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
 os.environ.setdefault("DO_NOT_TRACK", "1")
 os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+# Under pytest-xdist each worker gets one core's worth of threads (and so do the processes it
+# starts): two workers of two threads each on 2 cores spin against each other and run the tier
+# slower than one worker does.
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    os.environ["OMP_NUM_THREADS"] = "1"
+    os.environ["MKL_NUM_THREADS"] = "1"
+    torch.set_num_threads(1)
 # Tests never fetch the FID Inception weights (its own tests fetch from a local server): every
 # evaluation uses the dataset's network unless a test provides weights.
 os.environ.setdefault("GENIMG_INCEPTION_URL", "")

@@ -148,6 +148,7 @@ def test_the_feature_network_budget_follows_the_train_split_within_the_caps():
         EvalConfig(extractor_steps=0)
 
 
+@pytest.mark.slow
 def test_training_stops_early_once_the_val_score_stops_improving():
     from genimg.evaluation.features import labelled_images
 

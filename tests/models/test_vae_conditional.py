@@ -96,6 +96,7 @@ def test_the_training_loop_feeds_labels_and_the_saved_model_keeps_its_classes(tm
     assert torch.equal(loaded.sample(3, seed=4, labels=labels), model.sample(3, seed=4, labels=labels))
 
 
+@pytest.mark.slow
 def test_samples_of_a_class_come_from_where_the_encoder_put_that_class():
     """Two classes that differ only in brightness: briefly trained, the encoder carries the class
     in z and the decoder barely uses its label; each class's own prior still draws that class."""

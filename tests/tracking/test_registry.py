@@ -400,6 +400,15 @@ def test_registered_weights_are_checked_on_every_load(digits_in_store, tmp_path)
         result = runner.invoke(app, command)
         assert result.exit_code == 1 and "are not the ones registered" in result.stderr, result.output
         assert len(result.stderr.strip().splitlines()) == 1
+    # genimg reads a version's safetensors and JSON only: stored code that would stop any process
+    # importing it changes nothing (mlflow.pyfunc.load_model would run it).
+    model_root = next(folder for folder in two.parents if (folder / "MLmodel").is_file())
+    stored_code = list(model_root.rglob("*.py"))
+    assert stored_code, f"no stored code under {model_root}"
+    for path in stored_code:
+        path.write_text("raise SystemExit('stored code ran')\n")
+    result = runner.invoke(app, ["sample", "models:/genimg-digits-vae/2", "-n", "2", "-o", str(tmp_path / "z.png")])
+    assert result.exit_code == 0 and (tmp_path / "z.png").stat().st_size > 0, result.output
     weights = bytearray((two / "model.safetensors").read_bytes())
     weights[-1] ^= 0xFF  # one flipped bit of a weight
     (two / "model.safetensors").write_bytes(bytes(weights))

@@ -58,6 +58,7 @@ def test_in_memory_and_streamed_runs_see_every_training_record_once_per_epoch(di
     assert sorted(seen_batches[epoch : 2 * epoch]) == hashes(train)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", ["vae", "gan"])
 def test_a_streamed_run_resumes_bit_for_bit(tmp_path, digits_version, name):
     def run(steps, checkpoint_dir=None, resume=False):

@@ -17,7 +17,7 @@ import yaml
 
 import genimg
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 INFRA = ROOT / "infra"
 CONSTRAINTS = ROOT / "constraints.txt"
 DOCKERFILE = INFRA / "docker" / "Dockerfile"

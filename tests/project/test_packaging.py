@@ -21,7 +21,7 @@ import pytest
 from genimg.configs import CONFIGS_DIR, locate_config, packaged_config
 from genimg.errors import ConfigError
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 
 
 # --------------------------------------------------------------------------------------------

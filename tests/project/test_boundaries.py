@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-PACKAGE = Path(__file__).parent.parent / "genimg"
+PACKAGE = Path(__file__).parents[2] / "genimg"
 
 
 @pytest.mark.parametrize("module", ["genimg.models", "genimg.data", "genimg.training", "genimg.cli"])

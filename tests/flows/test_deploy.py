@@ -62,9 +62,9 @@ def deployment_on_server(env, name="genimg-retrain"):
 
 @pytest.fixture(scope="module")
 def wheel_venv(tmp_path_factory):
-    """The checkout built as a wheel and installed into a fresh venv (tests/test_packaging.py);
+    """The checkout built as a wheel and installed into a fresh venv (tests/project/test_packaging.py);
     its bin folder and site-packages."""
-    from tests.test_packaging import build_wheel, install_in_fresh_venv
+    from tests.project.test_packaging import build_wheel, install_in_fresh_venv
 
     folder = tmp_path_factory.mktemp("wheel")
     site = install_in_fresh_venv(build_wheel(folder), folder)
@@ -93,7 +93,7 @@ asyncio.run(main())
 def test_genimg_deploy_from_a_wheel_install_names_a_module_the_wheel_carries(prefect_server, wheel_venv, tmp_path):
     """No checkout anywhere: the deployment's entrypoint is a module of the installed package,
     and the flow loads from it the way a Prefect worker loads a scheduled run."""
-    from tests.test_packaging import _clean_env
+    from tests.project.test_packaging import _clean_env
 
     bin_dir, site = wheel_venv
     elsewhere = tmp_path / "elsewhere"

@@ -5,9 +5,12 @@ import subprocess
 import sys
 from pathlib import Path
 
-ROOT = Path(__file__).parent.parent
+import pytest
+
+ROOT = Path(__file__).parents[2]
 
 
+@pytest.mark.slow
 def test_the_gpu_check_runs_on_the_cpu(tmp_path):
     """bench/gpu_check.sh (gpu_throughput.py: genimg's steps beside the reference DCGAN, the real
     loop beside the step; gpu_train_check.py: a timed train_model run), tiny, on the CPU."""
@@ -51,6 +54,7 @@ def test_the_gpu_check_runs_on_the_cpu(tmp_path):
     assert results["train_check"]["finite"] and results["train_check"]["steps"] >= 2
 
 
+@pytest.mark.slow
 def test_quality_bench_runs_on_a_tiny_mnist_like_folder(tmp_path, digits):
     import numpy as np
 
@@ -90,6 +94,7 @@ def test_quality_bench_runs_on_a_tiny_mnist_like_folder(tmp_path, digits):
     }
 
 
+@pytest.mark.slow
 def test_the_moving_mnist_gpu_script_runs_on_the_cpu(tmp_path, digits):
     """bench/gpu_quality_mmnist.sh (which runs quality_moving_mnist.py with its GPU widths),
     tiny: a few steps of batch 2 on 16 sequences, 4 test sequences."""
@@ -137,6 +142,7 @@ def test_the_moving_mnist_gpu_script_runs_on_the_cpu(tmp_path, digits):
     assert (tmp_path / "out" / "moving-mnist-rvae-gpu.gif").stat().st_size > 0
 
 
+@pytest.mark.slow
 def test_the_data_throughput_bench_runs_tiny(tmp_path):
     """Both modes on a few MB: the code path of the ≥ 4 GB run, not its figures."""
     import os
@@ -168,6 +174,7 @@ def test_the_data_throughput_bench_runs_tiny(tmp_path):
     assert results["memory"]["images_per_second"] > 0 and "throughput_ratio_at_least_0.95" in results["goals"]
 
 
+@pytest.mark.slow
 def test_the_allreduce_bench_runs_tiny(tmp_path):
     """2 gloo ranks, each way of averaging for 2 steps: the code path, not its figures."""
     out = subprocess.run(
@@ -200,7 +207,7 @@ def test_the_allreduce_bench_runs_tiny(tmp_path):
 
 def test_the_eval_overhead_bench_splits_a_flows_time_by_its_tasks():
     """bench/eval_overhead.py's split of `genimg retrain`'s timed stderr (the flow itself is what
-    `make run` runs; tests/pipelines runs it)."""
+    `make run` runs; tests/flows runs it)."""
     import importlib.util
 
     spec = importlib.util.spec_from_file_location("eval_overhead", ROOT / "bench" / "eval_overhead.py")

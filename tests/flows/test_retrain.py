@@ -41,6 +41,7 @@ def write_config(tmp_path, families, **extra):
 TINY_SET = {"gan": ["model.width=4", "model.latent_dim=8"], "vae": ["model.width=8", "model.latent_dim=8"]}
 
 
+@pytest.mark.slow
 def test_retrain_ingests_trains_registers_and_promotes_and_a_rerun_reuses_the_data(
     prefect_harness, tmp_path, monkeypatch
 ):
@@ -125,6 +126,7 @@ def test_retrain_ingests_trains_registers_and_promotes_and_a_rerun_reuses_the_da
     assert sample.exit_code == 0 and (tmp_path / "g.png").is_file()
 
 
+@pytest.mark.slow
 def test_a_cached_ingest_whose_version_left_the_store_is_ingested_again(prefect_harness, tmp_path, monkeypatch):
     """`make clean && make run`: Prefect's cache remembers the ingest, the store no longer has it."""
     import shutil
@@ -146,6 +148,7 @@ def test_a_cached_ingest_whose_version_left_the_store_is_ingested_again(prefect_
     assert (tmp_path / "store" / "datasets" / "digits" / first["datasets"][0]["version"] / "manifest.json").is_file()
 
 
+@pytest.mark.slow
 def test_retrain_takes_a_photo_folder_at_a_resolution_and_a_conditional_gan_resnet(
     prefect_harness, tmp_path, monkeypatch
 ):

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-README = Path(__file__).resolve().parent.parent / "README.md"
+README = Path(__file__).resolve().parents[2] / "README.md"
 
 
 def python_example() -> str:
@@ -15,11 +15,6 @@ def python_example() -> str:
     blocks = re.findall(r"```python\n(.*?)```", section, re.DOTALL)
     assert len(blocks) == 1, "the Python API section shows one example"
     return blocks[0]
-
-
-def test_the_readme_python_example_is_five_lines_of_calls():
-    calls = [line for line in python_example().splitlines() if line.strip() and not line.startswith("import")]
-    assert len(calls) == 5, calls
 
 
 @pytest.mark.slow
