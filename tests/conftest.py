@@ -20,6 +20,10 @@ if os.environ.get("PYTEST_XDIST_WORKER"):
 # evaluation uses the dataset's network unless a test provides weights.
 os.environ.setdefault("GENIMG_INCEPTION_URL", "")
 
+# Tests that start a Ray cluster (or a local Ray) run one at a time on one xdist worker: two
+# clusters at once on 2 cores would starve each other's health checks and node-loss timings.
+RAY_GROUP = pytest.mark.xdist_group("ray")
+
 # Tiny networks keep every model test to a fraction of a second on 2 CPU cores.
 TINY = {
     "gan-mlp": {"latent_dim": 8, "generator_hidden": [32, 32], "discriminator_hidden": [32]},

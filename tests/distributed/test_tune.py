@@ -13,8 +13,9 @@ import pytest
 from typer.testing import CliRunner
 
 from genimg.cli import app
+from tests.conftest import RAY_GROUP
 
-pytestmark = [pytest.mark.slow, pytest.mark.timeout(600)]
+pytestmark = [pytest.mark.slow, RAY_GROUP, pytest.mark.timeout(600)]
 runner = CliRunner()
 SMALL_VAE = ["--set", "model.width=8", "--set", "train.batch_size=32"]
 
