@@ -61,12 +61,11 @@ PYTEST_FAST := $(PY) -m pytest -m "not slow" -n 2 --dist loadfile
 test-fast: $(STAMP)
 	$(PYTEST_FAST) --durations=20
 
-# The whole suite, as CI runs it: the fast tier, then the slow tier (Ray clusters, servers, node
-# loss, end-to-end flows) on two workers, where every test that starts Ray stays on one worker,
-# one at a time (tests.conftest.RAY_GROUP) while the other worker takes the rest.
+# The whole suite, as CI runs it: every test that does not start Ray on two workers, then those
+# that do (Ray clusters, node loss, searches, Ray Jobs) one at a time: each of them uses both cores.
 test: lint
-	$(PYTEST_FAST) --durations=20
-	$(PY) -m pytest -m slow -n 2 --dist loadgroup --durations=40
+	$(PY) -m pytest -m "not ray" -n 2 --dist loadfile --durations=40
+	$(PY) -m pytest -m ray --durations=40
 
 clean:
 	rm -rf $(VENV) outputs .genimg .pytest_cache

@@ -8,6 +8,9 @@ flow call, with the same defaults and checks, returning what the CLI prints as J
     version = genimg.register(run.run_id)
     decision = genimg.promote(version["name"])
     genimg.sample(f"models:/{version['name']}@champion", "digits.png", n=16)
+    images = genimg.sample(run.run_id, n=4)  # uint8 (4, 1, 16, 16), no file
+    model = genimg.load_model("models:/genimg-digits-vae@champion")  # an nn.Module
+    genimg.datasets()  # the dataset versions in the store
 
 Training takes the train split only (validation and test records are held out by content hash,
 as for `genimg train`); `workers=0` trains in this process, N on Ray Train (a local Ray, or the
@@ -18,20 +21,25 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, overload
+
+import numpy as np
 
 from genimg.config import config_from_dict
 from genimg.data.dataset import DataKind
-from genimg.data.versions import IngestResult
+from genimg.data.versions import DatasetVersion, IngestResult, list_versions
 from genimg.errors import ConfigError
 from genimg.evaluation.config import EvalConfig
+from genimg.models.base import GenerativeModel
 from genimg.services.evaluate import evaluate_target
 from genimg.services.ingest import ingest as ingest_source
 from genimg.services.register import register as register_run
-from genimg.services.sample import SampleOutcome
+from genimg.services.sample import SampleOutcome, model_location, sample_array
 from genimg.services.sample import sample as draw_samples
 from genimg.services.train import TrainOutcome, TrainRequest
 from genimg.services.train import train as train_request
+from genimg.store import open_store
+from genimg.tracking.models import load_model_at
 from genimg.tracking.registry import promote as promote_version
 from genimg.training.run import load_config_file, merge_sections
 
@@ -55,6 +63,8 @@ def train(
     steps: int | None = None,
     epochs: float | None = None,
     workers: int | tuple[int, int] = 1,
+    batch_size: int | None = None,
+    seed: int | None = None,
     gpu: bool = False,
     config: str | Path | None = None,
     overrides: Mapping[str, Any] | None = None,
@@ -64,13 +74,15 @@ def train(
 ) -> TrainOutcome:
     """Train `model` (gan-mlp, gan, gan-resnet, vae, rvae) on the train split of `dataset`
     (NAME[@VERSION] in the store, or a raw source). `config`: a YAML file or a packaged preset's
-    name; `overrides`: {"model.latent_dim": 8, "train.lr": 1e-3}, as `--set` takes them."""
+    name; `overrides`: {"model.latent_dim": 8, "train.lr": 1e-3}, as `--set` takes them;
+    `steps`, `batch_size` (per worker) and `seed` as `--steps`, `--batch-size` and `--seed`."""
     if steps is not None and epochs is not None:
         raise ValueError("give steps or epochs, not both")
+    flags = {"steps": steps, "batch_size": batch_size, "seed": seed}
     sections = merge_sections(
         load_config_file(config) if config else {},
         override_sections(overrides or {}),
-        {"train": {"steps": steps} if steps is not None else {}},
+        {"train": {key: value for key, value in flags.items() if value is not None}},
     )
     request = TrainRequest(
         model,
@@ -130,6 +142,19 @@ def promote(
     return promote_version(name, version, force=force, min_delta=min_delta, metric=metric, mode=mode)
 
 
+@overload
+def sample(
+    model_uri: str | Path,
+    output: None = None,
+    n: int = 64,
+    *,
+    seed: int = 0,
+    frames: int | None = None,
+    classes: str | list[str] | None = None,
+) -> np.ndarray: ...
+
+
+@overload
 def sample(
     model_uri: str | Path,
     output: str | Path,
@@ -138,18 +163,39 @@ def sample(
     seed: int = 0,
     frames: int | None = None,
     classes: str | list[str] | None = None,
-) -> SampleOutcome:
-    """Draw `n` samples into `output` (.png grid, or .gif for sequence models); `classes`: one
-    class (name or index) or a list of them."""
+) -> SampleOutcome: ...
+
+
+def sample(
+    model_uri: str | Path,
+    output: str | Path | None = None,
+    n: int = 64,
+    *,
+    seed: int = 0,
+    frames: int | None = None,
+    classes: str | list[str] | None = None,
+) -> SampleOutcome | np.ndarray:
+    """Draw `n` samples from a run id / runs:/ID / models:/ URI / model folder: into `output` (.png
+    grid, or .gif for sequence models), or, with no output, as a uint8 array (N, C, H, W) or
+    (N, T, C, H, W). `classes`: one class (name or index) or a list of them."""
     chosen = [classes] if isinstance(classes, (str, int)) else classes
-    return draw_samples(
-        str(model_uri),
-        Path(output),
-        n,
-        seed=seed,
-        frames=frames,
-        classes=[str(c) for c in chosen] if chosen is not None else None,
-    )
+    names = [str(c) for c in chosen] if chosen is not None else None
+    if output is None:
+        return sample_array(str(model_uri), n, seed=seed, frames=frames, classes=names)
+    return draw_samples(str(model_uri), Path(output), n, seed=seed, frames=frames, classes=names)
 
 
-__all__ = ["evaluate", "ingest", "promote", "register", "sample", "train"]
+def load_model(model_uri: str | Path) -> GenerativeModel:
+    """The model (a torch nn.Module, in eval mode) at a run id / runs:/ID / models:/ URI / folder;
+    registered weights are checked against their recorded sha256."""
+    model = load_model_at(model_location(str(model_uri)))
+    model.eval()
+    return model
+
+
+def datasets(name: str | None = None) -> list[DatasetVersion]:
+    """The dataset versions in the object store (GENIMG_STORE), oldest first; `name`: one dataset's."""
+    return list_versions(open_store(), name)
+
+
+__all__ = ["datasets", "evaluate", "ingest", "load_model", "promote", "register", "sample", "train"]

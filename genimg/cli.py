@@ -14,6 +14,7 @@ import typer
 from genimg import cli_models, summaries
 from genimg.cli_app import app, emit, one_line_errors
 from genimg.errors import GenimgError
+from genimg.version import __version__
 
 if TYPE_CHECKING:
     from genimg.data.dataset import DataKind
@@ -62,7 +63,10 @@ def train(
         ),
     ] = "1",
     gpu: Annotated[
-        bool, typer.Option("--gpu", help="one GPU per worker (CUDA; bf16 + channels_last for conv models from 64 px)")
+        bool,
+        typer.Option(
+            "--gpu", help="one GPU per worker (CUDA; bf16 + channels_last for conv models from 64 px)", metavar=""
+        ),
     ] = False,
     cpus_per_worker: Annotated[
         int | None, typer.Option("--cpus-per-worker", help="default: the cluster's CPUs / workers")
@@ -75,9 +79,9 @@ def train(
     run_name: Annotated[
         str | None, typer.Option("--run-name", help="names the run (checkpoints, MLflow); reuse with --resume")
     ] = None,
-    resume: Annotated[bool, typer.Option("--resume", help="continue the run's latest checkpoint")] = False,
+    resume: Annotated[bool, typer.Option("--resume", help="continue the run's latest checkpoint", metavar="")] = False,
     output: Annotated[Path | None, typer.Option("--output", "-o", help="export the final model to this folder")] = None,
-    as_json: Annotated[bool, typer.Option("--json", help="print one JSON object")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="print one JSON object", metavar="")] = False,
 ) -> None:
     """Train a model: on Ray Train (local Ray, or the cluster at RAY_ADDRESS), or in process."""
     from genimg.config import parse_overrides
@@ -138,7 +142,7 @@ def tune(
         Path | None, typer.Option("--config", "-c", help="YAML with the fixed model: and train: settings")
     ] = None,
     set_: Annotated[list[str] | None, typer.Option("--set", help="fixed override, e.g. train.batch_size=32")] = None,
-    gpu: Annotated[bool, typer.Option("--gpu", help="one GPU per worker")] = False,
+    gpu: Annotated[bool, typer.Option("--gpu", help="one GPU per worker", metavar="")] = False,
     name: Annotated[
         str | None, typer.Option("--name", help="names the search (MLflow parent run, Tune state); reuse with --resume")
     ] = None,
@@ -147,10 +151,11 @@ def tune(
         typer.Option(
             "--resume",
             help="continue an interrupted search of this --name (unpickles Tune's state from the store: the store must be as trusted as the code)",
+            metavar="",
         ),
     ] = False,
     seed: Annotated[int, typer.Option("--seed", help="seeds the sampling of configurations")] = 0,
-    as_json: Annotated[bool, typer.Option("--json", help="print one JSON object")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="print one JSON object", metavar="")] = False,
 ) -> None:
     """Search hyperparameters with Ray Tune (ASHA); each trial is a tracked Ray Train run."""
     from dataclasses import replace
@@ -200,7 +205,7 @@ def retrain(
     config: Annotated[
         Path | None, typer.Option("--config", "-c", help="retrain YAML (default: the packaged retrain.yaml)")
     ] = None,
-    as_json: Annotated[bool, typer.Option("--json", help="print one JSON object")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="print one JSON object", metavar="")] = False,
 ) -> None:
     """Run the retrain flow (Prefect): ingest, train, evaluate, register and promote each family."""
     from genimg.flows.retrain import retrain as retrain_flow
@@ -226,7 +231,7 @@ def deploy(
         typer.Option("--config", "-c", help="retrain YAML the scheduled runs use (default configs/retrain.yaml)"),
     ] = None,
     timezone: Annotated[str, typer.Option("--timezone", help="IANA time zone of --cron")] = "UTC",
-    as_json: Annotated[bool, typer.Option("--json", help="print one JSON object")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="print one JSON object", metavar="")] = False,
 ) -> None:
     """Create or update the scheduled deployment of the retrain flow on the Prefect server at PREFECT_API_URL."""
     from genimg.flows.deploy import deploy_retrain
@@ -271,7 +276,7 @@ def ingest(
             help="with --resolution: center-crop (default), pad (black bars) or stretch",
         ),
     ] = None,
-    as_json: Annotated[bool, typer.Option("--json")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="print one JSON object", metavar="")] = False,
 ) -> None:
     """Validate SOURCE and publish it as a versioned dataset in the object store."""
     from genimg.services.ingest import ingest as ingest_source
@@ -285,7 +290,7 @@ def ingest(
 @one_line_errors
 def datasets(
     name: Annotated[str | None, typer.Argument(help="only the versions of this dataset")] = None,
-    as_json: Annotated[bool, typer.Option("--json")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="print one JSON object", metavar="")] = False,
 ) -> None:
     """List the dataset versions in the object store (oldest first)."""
     from genimg.data.versions import list_versions
@@ -316,8 +321,21 @@ def datasets(
     )
 
 
+def print_version(asked: bool) -> None:
+    if asked:
+        typer.echo(f"genimg {__version__}")
+        raise typer.Exit()
+
+
 @app.callback()
-def show_feedback() -> None:
+def show_feedback(
+    version: Annotated[
+        bool,
+        typer.Option(
+            "--version", help="print genimg's version and exit", callback=print_version, is_eager=True, metavar=""
+        ),
+    ] = False,
+) -> None:
     """Train, evaluate and promote generative image models (GAN, VAE, recurrent VAE)."""
     from genimg.feedback import show_on_stderr
 

@@ -11,7 +11,7 @@ from typing import Any, ParamSpec, TypeVar
 
 import typer
 
-from genimg.errors import GenimgError, first_line, redact_credentials
+from genimg.errors import GenimgError, TrainingInterrupted, first_line, redact_credentials
 
 app = typer.Typer(
     name="genimg",
@@ -26,9 +26,13 @@ R = TypeVar("R")
 NOT_PROMOTED_EXIT = 3  # `promote --check`: a decision against the challenger, for scripts
 
 
-def fail(message: str) -> typer.Exit:
+# The shell's code for a process ended by SIGINT (128 + 2), which scripts and schedulers test for.
+INTERRUPTED_EXIT_CODE = 130
+
+
+def fail(message: str, code: int = 1) -> typer.Exit:
     typer.echo(f"error: {redact_credentials(message)}", err=True)
-    return typer.Exit(code=1)
+    return typer.Exit(code=code)
 
 
 REAL_STDOUT: list[Any] = []
@@ -73,10 +77,14 @@ def one_line_errors(command: Callable[P, R]) -> Callable[P, R]:
             sys.stdout = sys.stderr
         try:
             return command(*args, **kwargs)
+        except TrainingInterrupted as exc:
+            if kwargs.get("as_json"):
+                emit(True, exc.as_dict(), "")
+            raise fail(str(exc), code=INTERRUPTED_EXIT_CODE) from None
         except GenimgError as exc:
             raise fail(str(exc)) from None
         except KeyboardInterrupt:
-            raise fail("interrupted") from None
+            raise fail("interrupted", code=INTERRUPTED_EXIT_CODE) from None
         except Exception as exc:
             message = out_of_memory(command.__name__, exc) or tracking_failure(exc)
             if message is None:

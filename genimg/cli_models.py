@@ -13,6 +13,7 @@ import typer
 from genimg import summaries
 from genimg.cli_app import NOT_PROMOTED_EXIT, emit, one_line_errors
 from genimg.errors import GenimgError
+from genimg.evaluation.reliability import headline_metrics
 
 
 @one_line_errors
@@ -42,7 +43,7 @@ def evaluate(
         ),
     ] = None,
     out: Annotated[Path | None, typer.Option("--out", help="also write the report files here")] = None,
-    as_json: Annotated[bool, typer.Option("--json", help="print one JSON object")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="print one JSON object", metavar="")] = False,
 ) -> None:
     """Score a trained model on a dataset split: FID/KID, precision/recall, NLL, sequence SSIM/PSNR."""
     from genimg.config import config_from_dict
@@ -94,7 +95,7 @@ def register(
             "yet (default: a budget from the train split's size, stopping early)",
         ),
     ] = None,
-    as_json: Annotated[bool, typer.Option("--json", help="print one JSON object")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="print one JSON object", metavar="")] = False,
 ) -> None:
     """Register a training run's model as a new MLflow model version (pyfunc, with lineage tags).
     Its test evaluation follows the run's eval: section and these options; one already recorded
@@ -121,7 +122,7 @@ def register(
         as_json,
         payload,
         f"registered {payload['model_uri']} from run {run_id} "
-        f"(dataset {payload['tags'][tags.DATASET]}); test: {format_losses(metrics)}",
+        f"(dataset {payload['tags'][tags.DATASET]}); test: {format_losses(headline_metrics(metrics))}",
     )
 
 
@@ -132,7 +133,7 @@ def promote(
         int | None, typer.Option("--version", help="the challenger (default: the latest version)")
     ] = None,
     force: Annotated[
-        bool, typer.Option("--force", help="make it champion without comparing (the reason is recorded)")
+        bool, typer.Option("--force", help="make it champion without comparing (the reason is recorded)", metavar="")
     ] = False,
     min_delta: Annotated[float, typer.Option("--min-delta", help="required improvement of the primary metric")] = 0.0,
     metric: Annotated[
@@ -141,9 +142,12 @@ def promote(
     ] = None,
     mode: Annotated[str | None, typer.Option("--mode", help="min or max, with --metric")] = None,
     check: Annotated[
-        bool, typer.Option("--check", help=f"exit with status {NOT_PROMOTED_EXIT} when the challenger is not promoted")
+        bool,
+        typer.Option(
+            "--check", help=f"exit with status {NOT_PROMOTED_EXIT} when the challenger is not promoted", metavar=""
+        ),
     ] = False,
-    as_json: Annotated[bool, typer.Option("--json", help="print one JSON object")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="print one JSON object", metavar="")] = False,
 ) -> None:
     """Move @champion to a version only if it beats the champion on the same evaluation.
     Exit status: 0 decided (promoted or not), 1 failed; with --check, 3 when not promoted."""
@@ -177,7 +181,7 @@ def sample(
             "are split between the classes in order",
         ),
     ] = None,
-    as_json: Annotated[bool, typer.Option("--json")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="print one JSON object", metavar="")] = False,
 ) -> None:
     """Draw samples from a trained model into a PNG grid or an animated GIF."""
     from genimg.services.sample import sample as draw_samples

@@ -37,3 +37,21 @@ class DataError(GenimgError):
 
 class TrainingDiverged(GenimgError):
     """The losses stopped being finite (NaN or inf); the run is stopped, not retried."""
+
+
+class TrainingInterrupted(GenimgError):
+    """Ctrl-C (SIGINT) while a run trained: its MLflow run is KILLED and what it saved is kept."""
+
+    def __init__(self, run_name: str, run_id: str, checkpoint: str | None) -> None:
+        self.run_name, self.run_id, self.checkpoint = run_name, run_id, checkpoint
+        if checkpoint is None:
+            message = f"interrupted: run {run_id} ({run_name}) stopped before its first checkpoint; nothing to resume"
+        else:
+            message = (
+                f"interrupted: run {run_id} saved (checkpoint {checkpoint}): `genimg evaluate {run_id}`, "
+                f"or continue it with `genimg train … --run-name {run_name} --resume`"
+            )
+        super().__init__(message)
+
+    def as_dict(self) -> dict[str, str | bool | None]:
+        return {"interrupted": True, "run_id": self.run_id, "run_name": self.run_name, "checkpoint": self.checkpoint}

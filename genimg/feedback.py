@@ -154,30 +154,58 @@ def format_losses(metrics: dict[str, float]) -> str:
     return ", ".join(f"{k}={v:.4g}" for k, v in metrics.items() if k not in ("step", "images_per_second"))
 
 
+LIVE_REDRAW_SECONDS = 0.2  # a terminal's progress line is redrawn at most this often
+
+
 class TrainingProgress:
-    """Training progress: a live line on a terminal (step, img/s, losses), else a plain line
-    every PROGRESS_EVERY_SECONDS. The rate is the one measured where the steps run (metrics may
-    reach this process in batches)."""
+    """Training progress: a live line on a terminal (step, img/s, time left, losses), else a plain
+    line every PROGRESS_EVERY_SECONDS. Driven by time, not by log_every: `tick` comes after every
+    step where the steps run in this process, `update` with the losses at log steps (from Ray's
+    workers too). The rate is the one measured where the steps run (metrics may reach this
+    process in batches)."""
 
     def __init__(self, total_steps: int | None = None) -> None:
         self.live = Settings.interactive
         self.total_steps = total_steps
         self.shown = False
-        self.last_line = time.perf_counter()
+        self.last_line = self.last_draw = time.perf_counter()
+        self.first_tick: tuple[int, float] | None = None
+        self.losses = ""
 
     def update(self, step: int, metrics: dict[str, float]) -> None:
-        images_per_second = metrics.get("images_per_second")
+        self.losses = format_losses(metrics)
+        self.show(step, metrics.get("images_per_second"))
+
+    def tick(self, step: int, images_per_second: float) -> None:
+        now = time.perf_counter()
+        if self.first_tick is None:
+            self.first_tick = (step, now)
+        if (self.live and now - self.last_draw >= LIVE_REDRAW_SECONDS) or (
+            not self.live and now - self.last_line >= PROGRESS_EVERY_SECONDS
+        ):
+            self.show(step, images_per_second or None)
+
+    def time_left(self, step: int) -> str:
+        if self.total_steps is None or self.first_tick is None or step <= self.first_tick[0]:
+            return ""
+        first_step, first_time = self.first_tick
+        per_step = (time.perf_counter() - first_time) / (step - first_step)
+        return f", {seconds((self.total_steps - step) * per_step)} left"
+
+    def show(self, step: int, images_per_second: float | None) -> None:
         text = (
             f"step {step}{f'/{self.total_steps}' if self.total_steps else ''}"
-            + (f"  {rate(images_per_second, 'img')}" if images_per_second else "")
-            + f"  {format_losses(metrics)}"
+            + (f"  {rate(images_per_second, 'img')}{self.time_left(step)}" if images_per_second else "")
+            + (f"  {self.losses}" if self.losses else "")
         )
+        now = time.perf_counter()
         if self.live:
+            self.last_draw = now
             sys.stderr.write(f"\r\033[K{text}")
             sys.stderr.flush()
             self.shown = True
-        elif time.perf_counter() - self.last_line >= PROGRESS_EVERY_SECONDS:
-            self.last_line = time.perf_counter()
+        elif now - self.last_line >= PROGRESS_EVERY_SECONDS:
+            self.last_line = now
             say("%s", text)
 
     def close(self) -> None:

@@ -7,7 +7,7 @@ import json
 from collections.abc import Mapping
 from typing import Any
 
-from genimg.evaluation.reliability import SPREADS, describe
+from genimg.evaluation.reliability import SPREADS, describe, headline_metrics
 from genimg.feedback import format_losses
 
 
@@ -21,7 +21,7 @@ def describe_evaluation(evaluation: Mapping[str, Any] | None) -> str:
         return ""
     if "error" in evaluation:
         return f"\nevaluation: failed ({evaluation['error']})"
-    shown = {k: v for k, v in evaluation["metrics"].items() if "_frame_" not in k and "copy_last" not in k}
+    shown = headline_metrics(evaluation["metrics"])
     return (
         f"\nevaluation: {evaluation['dataset']} {evaluation['split']} split, "
         f"{evaluation['features']['name']} features: {format_losses(shown)}"

@@ -121,3 +121,25 @@ def test_a_cuda_graph_this_run_cannot_record_is_refused_before_the_run_exists(wo
     )
     assert result.exit_code == 1 and len(result.stderr.strip().splitlines()) == 1, result.output
     assert mlflow_runs() == []
+
+
+def test_train_takes_the_cli_flags_and_a_run_samples_loads_and_lists_from_python(tmp_path, monkeypatch):
+    """batch_size and seed as `--batch-size`/`--seed`; sample without an output is a uint8 array;
+    a run id or runs:/ID is a model to sample or load (from Python and the CLI); datasets() lists."""
+    import numpy as np
+    import torch
+
+    monkeypatch.setenv("GENIMG_STORE", (tmp_path / "store").as_uri())
+    data = genimg.ingest("builtin:digits", name="digits")
+    tiny = {"model.width": 4, "model.latent_dim": 4, "eval.at_end_of_training": False}
+    run = genimg.train("vae", "digits", steps=2, workers=0, batch_size=8, seed=7, overrides=tiny)
+    params = mlflow_runs()[0].data.params
+    assert params["train.batch_size"] == "8" and params["train.seed"] == "7", params
+    images = genimg.sample(run.run_id, n=4, seed=1)
+    assert isinstance(images, np.ndarray) and images.dtype == np.uint8 and images.shape == (4, 1, 16, 16)
+    assert (genimg.sample(f"runs:/{run.run_id}", n=4, seed=1) == images).all()
+    model = genimg.load_model(run.run_id)
+    assert isinstance(model, torch.nn.Module) and not model.training
+    assert [(v.name, v.version) for v in genimg.datasets()] == [("digits", data.version)]
+    result = CliRunner().invoke(app, ["sample", f"runs:/{run.run_id}", "-n", "2", "-o", str(tmp_path / "s.png")])
+    assert result.exit_code == 0 and (tmp_path / "s.png").stat().st_size > 0, result.output

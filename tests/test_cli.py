@@ -174,3 +174,19 @@ def test_rvae_reads_a_folder_of_sequence_folders(tmp_path, small_sequences):
     assert result.exit_code == 0, result.output
     config = json.loads((tmp_path / "m" / "model.json").read_text())["config"]
     assert config["image_shape"] == [1, 16, 16] and config["num_frames"] == 6
+
+
+def test_version_and_flags_read_plainly_in_help():
+    """`--version` answers; a flag shows no `<bool>` value to type; --json says what it does."""
+    from genimg.version import __version__
+
+    result = runner.invoke(app, ["--version"])
+    assert result.exit_code == 0 and result.stdout.strip() == f"genimg {__version__}"
+    for command in ("train", "tune", "retrain", "deploy", "ingest", "datasets", "evaluate", "register", "promote"):
+        help_text = runner.invoke(app, [command, "--help"], terminal_width=200).stdout
+        options = [line for line in help_text.splitlines() if "--" in line and "--help" not in line]
+        assert not [line for line in options if "<bool>" in line], (command, help_text)
+        json_lines = [line for line in options if "--json" in line]
+        assert json_lines and all("print one JSON object" in line for line in json_lines), (command, help_text)
+    sample_help = runner.invoke(app, ["sample", "--help"], terminal_width=200).stdout
+    assert "print one JSON object" in sample_help

@@ -117,3 +117,31 @@ def test_loss_curves_of_a_short_run_draw_every_point(tmp_path, points):
     line = np.abs(pixels - np.array([31, 119, 180])).sum(-1) < 60  # matplotlib's first colour
     half = pixels.shape[1] // 2
     assert line[:, :half].sum() > 10 and line[:, half:].sum() > 10  # both panels show their data
+
+
+def test_in_process_training_says_it_starts_and_reports_by_time_whatever_log_every_is(monkeypatch):
+    """A run whose log_every is never reached still shows a start line, then progress lines driven
+    by time, with the rate and the time left."""
+    monkeypatch.setattr(feedback, "PROGRESS_EVERY_SECONDS", 0.0)
+    result = runner.invoke(
+        app,
+        [
+            "train",
+            "--model",
+            "vae",
+            "--dataset",
+            "builtin:digits",
+            *TINY_VAE,
+            "--steps",
+            "6",
+            "--set",
+            "train.log_every=1000",
+            "--set",
+            "eval.at_end_of_training=false",
+        ],
+    )
+    assert result.exit_code == 0, result.output
+    lines = result.stderr.splitlines()
+    assert any(line.startswith("genimg: training vae on builtin:digits@") and "6 steps" in line for line in lines)
+    before_the_end = [line for line in lines if line.startswith(("genimg: step 3/6", "genimg: step 4/6"))]
+    assert before_the_end and all("img/s" in line and " left" in line for line in before_the_end), result.stderr

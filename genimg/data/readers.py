@@ -61,6 +61,8 @@ def read_source(
         )
     else:
         dataset = read_path(Path(source).expanduser(), kind, progress, resize=resize)
+        # As a manifest records it: where the data came from, whatever folder genimg ran in.
+        dataset.source = str(Path(source).expanduser().resolve())
     if kind is not None and dataset.kind != kind:
         raise DataError(
             f"{source} holds {dataset.kind}, not {kind} (a model that trains on "

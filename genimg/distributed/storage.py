@@ -60,6 +60,13 @@ def run_has_checkpoints(store: ObjectStore, run_name: str) -> bool:
     return any("/checkpoint_" in key for key in store.list(f"runs/{run_name}/"))
 
 
+def latest_checkpoint_uri(store: ObjectStore, run_name: str) -> str | None:
+    """The run's newest Ray checkpoint folder in the store (Ray names them by date), if any."""
+    keys = (key.split("/") for key in store.list(f"runs/{run_name}/"))
+    latest = max((parts[2] for parts in keys if len(parts) > 3 and parts[2].startswith("checkpoint_")), default=None)
+    return store.uri_for(f"runs/{run_name}/{latest}") if latest else None
+
+
 def checkpoint_uri(store: ObjectStore, path: str) -> str:
     if urlparse(store.uri).scheme == "file":
         return Path(path).as_uri()

@@ -29,13 +29,14 @@ from genimg.distributed.monitor import ProgressCallback, RunMonitor
 from genimg.distributed.storage import (
     checkpoint_uri,
     export_model,
+    latest_checkpoint_uri,
     recorded_dataset,
     run_has_checkpoints,
     run_storage,
     write_run_record,
 )
 from genimg.distributed.worker import ValidationInput, WorkerJob, train_worker
-from genimg.errors import GenimgError, TrainingDiverged
+from genimg.errors import GenimgError, TrainingDiverged, TrainingInterrupted
 from genimg.feedback import say
 from genimg.store import ObjectStore, open_store
 from genimg.tracking import tags
@@ -268,7 +269,12 @@ def fit(
             plan.cpus,
             " + 1 GPU" if plan.use_gpu else "",
         )
-        result = run_trainer(trainer, monitor)
+        try:
+            result = run_trainer(trainer, monitor)
+        except KeyboardInterrupt:
+            raise TrainingInterrupted(
+                plan.run_name, tracking.run_id, latest_checkpoint_uri(store, plan.run_name)
+            ) from None
     metrics = {k: float(v) for k, v in (result.metrics or {}).items() if k != "resumed_from_step"}
     metrics = metrics or monitor.last_metrics
     checkpoint = checkpoint_uri(store, result.checkpoint.path) if result.checkpoint else None

@@ -460,8 +460,9 @@ def score_sequences(
         len(generated_frames),
         continued_count,
         settings,
+        # The report pairs each continuation with its ground truth: as many of one as of the other.
         continuations=best[:GIF_SEQUENCES],
-        ground_truth=real_sequences[:GIF_SEQUENCES].float() / 255.0,
+        ground_truth=real_sequences[: min(continued_count, GIF_SEQUENCES)].float() / 255.0,
     )
 
 

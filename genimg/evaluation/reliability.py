@@ -16,9 +16,12 @@ records scored, with a standard error as their spread: no floor.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 FLOORS = {"fid": 2000, "kid_mean": 100, "precision": 1000, "recall": 1000, "density": 1000, "coverage": 1000}
+
+
 # metric: the metric holding its spread (a std over resamples or subsets, or a standard error)
 SPREADS = {
     "fid": "fid_std",
@@ -89,3 +92,14 @@ def unreliable_note(verdicts: dict[str, dict[str, Any]]) -> str | None:
         f"unreliable: {', '.join(below)} (n_real={first['n_real']}, n_generated={first['n_generated']}; "
         f"floors: {floors})"
     )
+
+
+def headline_metrics(metrics: Mapping[str, float]) -> dict[str, float]:
+    """What a summary shows: not the per-frame values, the copy-last baseline or the spreads (an
+    rvae evaluation has some 150 metrics; its report holds them all)."""
+    spreads = set(SPREADS.values())
+    return {
+        name: value
+        for name, value in metrics.items()
+        if "_frame_" not in name and "copy_last" not in name and name not in spreads and not name.endswith("_se")
+    }

@@ -3,8 +3,10 @@ and a Markdown + HTML report with the metric table, all in one folder."""
 
 from __future__ import annotations
 
+import base64
 import html
 import json
+import re
 from pathlib import Path
 
 import torch
@@ -15,6 +17,61 @@ from genimg.evaluation.reliability import describe
 
 LossHistory = dict[str, list[tuple[int, float]]]  # metric name → (step, value) points
 MARKERS_UP_TO = 50  # points per series drawn with markers
+
+
+# A sequence model's scores per predicted frame: plotted (some 140 values), not listed.
+FRAME_METRIC = re.compile(
+    r"(?P<metric>mse|mae|ssim|psnr)(?P<kind>|_best_of_k|_copy_last_baseline)_frame_(?P<frame>\d+)"
+)
+KIND_LABELS = {"": "model (mean of K)", "_best_of_k": "model (best of K)", "_copy_last_baseline": "copy last frame"}
+LOWER_IS_BETTER = ("fid", "kid_mean", "nll", "nll_bound_per_frame", "bits_per_dim", "mse", "mae")
+HIGHER_IS_BETTER = ("ssim", "psnr", "precision", "recall", "density", "coverage", "class_consistency")
+
+
+def better(metric: str) -> str:
+    """'lower is better' / 'higher is better' for a score (and its best-of-K and baseline rows)."""
+    base = re.sub(r"(_best_of_k|_copy_last_baseline)?(_frame_\d+)?$", "", metric)
+    if base in LOWER_IS_BETTER:
+        return "lower is better"
+    return "higher is better" if base in HIGHER_IS_BETTER else ""
+
+
+def save_per_frame(metrics: dict[str, float], path: Path) -> Path | None:
+    """One panel per sequence score: the model, its best of K and the copy-last baseline by frame."""
+    series: dict[str, dict[str, list[tuple[int, float]]]] = {}
+    for name, value in metrics.items():
+        match = FRAME_METRIC.fullmatch(name)
+        if match:
+            series.setdefault(match["metric"], {}).setdefault(KIND_LABELS[match["kind"]], []).append(
+                (int(match["frame"]), value)
+            )
+    if not series:
+        return None
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    figure, axes = plt.subplots(1, len(series), figsize=(4 * len(series), 3), squeeze=False)
+    for axis, (metric, lines) in zip(axes.flat, sorted(series.items()), strict=True):
+        for label, points in sorted(lines.items()):
+            frames, values = zip(*sorted(points), strict=True)
+            axis.plot(frames, values, marker="o", markersize=3, linewidth=1, label=label)
+        axis.set_title(f"{metric} per frame ({better(metric)})", fontsize=9)
+        axis.set_xlabel("frame", fontsize=8)
+        axis.tick_params(labelsize=7)
+    axes.flat[0].legend(fontsize=7)
+    figure.tight_layout()
+    figure.savefig(path, dpi=100)
+    plt.close(figure)
+    return path
+
+
+def data_uri(path: Path) -> str:
+    """The image itself in the page: MLflow's artifact viewer shows report.html alone, so a
+    relative src finds nothing."""
+    kind = "gif" if path.suffix.lower() == ".gif" else "png"
+    return f"data:image/{kind};base64,{base64.b64encode(path.read_bytes()).decode()}"
 
 
 def save_loss_curves(history: LossHistory, path: Path) -> Path | None:
@@ -66,14 +123,23 @@ def write_report(evaluation: Evaluation, folder: Path, *, title: str, history: L
         images.append(("Generated sequences", save_sequence_strips(evaluation.samples, folder / "samples.png")))
     else:
         images.append(("Samples", save_image_grid(evaluation.samples, folder / "samples.png")))
+    per_frame = save_per_frame(evaluation.metrics, folder / "per_frame.png")
+    if per_frame is not None:
+        images.append(("Scores per predicted frame", per_frame))
     curves = save_loss_curves(history or {}, folder / "loss_curves.png")
     if curves is not None:
         images.append(("Training curves", curves))
     summary = evaluation.as_dict()
     (folder / "metrics.json").write_text(json.dumps(summary, indent=2) + "\n")
     rows = [
-        (name, format_value(value), describe(evaluation.reliability[name]) if name in evaluation.reliability else "")
+        (
+            name,
+            format_value(value),
+            better(name),
+            describe(evaluation.reliability[name]) if name in evaluation.reliability else "",
+        )
         for name, value in sorted(evaluation.metrics.items())
+        if not FRAME_METRIC.fullmatch(name)
     ]
     facts = [
         ("model", evaluation.model),
@@ -89,10 +155,10 @@ def write_report(evaluation: Evaluation, folder: Path, *, title: str, history: L
     markdown += [f"- **{key}**: {value}" for key, value in facts]
     markdown += ([f"- **note**: {note}"] if note else []) + [
         "",
-        "| metric | value | spread, n, reliability |",
-        "| --- | ---: | --- |",
+        "| metric | value | better | spread, n, reliability |",
+        "| --- | ---: | --- | --- |",
     ]
-    markdown += [f"| {name} | {value} | {note} |" for name, value, note in rows] + [""]
+    markdown += [f"| {name} | {value} | {direction} | {note} |" for name, value, direction, note in rows] + [""]
     for caption, path in images:
         markdown += [f"## {caption}", "", f"![{caption}]({path.name})", ""]
     report = folder / "report.md"
@@ -104,11 +170,11 @@ def write_report(evaluation: Evaluation, folder: Path, *, title: str, history: L
     page += [f"<li><b>{html.escape(key)}</b>: {html.escape(value)}</li>" for key, value in facts]
     page += ([f"<li><b>note</b>: {html.escape(note)}</li>"] if note else []) + ["</ul><table>"]
     page += [
-        f"<tr><td>{html.escape(name)}</td><td align=right>{value}</td><td>{html.escape(note)}</td></tr>"
-        for name, value, note in rows
+        f"<tr><td>{html.escape(name)}</td><td align=right>{value}</td><td>{direction}</td><td>{html.escape(note)}</td></tr>"
+        for name, value, direction, note in rows
     ]
     page.append("</table>")
     for caption, path in images:
-        page.append(f"<h2>{html.escape(caption)}</h2><img src='{path.name}' alt='{html.escape(caption)}'>")
+        page.append(f"<h2>{html.escape(caption)}</h2><img src='{data_uri(path)}' alt='{html.escape(caption)}'>")
     (folder / "report.html").write_text("\n".join(page) + "\n")
     return [report, folder / "report.html", folder / "metrics.json", *[path for _, path in images]]

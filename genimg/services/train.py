@@ -215,7 +215,7 @@ def train(request: TrainRequest, *, handle: DatasetHandle | None = None) -> Trai
         steps = None if request.epochs is not None else int(sections["train"].get("steps", TrainConfig.steps))
         progress = TrainingProgress(steps)
         try:
-            outcome = train_here(request, sections, run_name, handle, progress.update)
+            outcome = train_here(request, sections, run_name, handle, progress)
         finally:
             progress.close()
         if lock.lost is not None:
@@ -266,7 +266,11 @@ class OutcomeCommon(TypedDict):
 
 
 def train_here(
-    request: TrainRequest, sections: dict[str, dict[str, Any]], run_name: str, handle: DatasetHandle, on_progress: Any
+    request: TrainRequest,
+    sections: dict[str, dict[str, Any]],
+    run_name: str,
+    handle: DatasetHandle,
+    on_progress: TrainingProgress,
 ) -> TrainOutcome:
     """In this process (workers 0) or on the Ray cluster this process reaches."""
     common: OutcomeCommon = {
@@ -285,7 +289,8 @@ def train_here(
             epochs=request.epochs,
             export_dir=request.export_dir,
             gpu=request.gpu,
-            on_progress=on_progress,
+            on_progress=on_progress.update,
+            on_step=on_progress.tick,
         )
         return TrainOutcome(
             **common,
@@ -311,7 +316,7 @@ def train_here(
         max_failures=request.max_failures,
         export_dir=request.export_dir,
         samples=request.samples,
-        on_progress=on_progress,
+        on_progress=on_progress.update,
     )
     return TrainOutcome(
         **common,

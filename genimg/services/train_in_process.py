@@ -12,10 +12,13 @@ from typing import Any, Literal, cast
 from genimg.data.dataset import Dataset
 from genimg.data.handle import DatasetHandle
 from genimg.data.streaming import RecordStream
+from genimg.errors import TrainingInterrupted
+from genimg.feedback import say
 from genimg.settings import local_runs_dir
 from genimg.tracking import tags
 from genimg.tracking.runs import TrainingRun
-from genimg.training.loop import LogCallback
+from genimg.training.checkpoint import latest_checkpoint
+from genimg.training.loop import LogCallback, StepCallback
 from genimg.training.run import (
     LocalRun,
     RunConfig,
@@ -72,6 +75,7 @@ def train_in_process(
     export_dir: Path | None = None,
     gpu: bool = False,
     on_progress: LogCallback | None = None,
+    on_step: StepCallback | None = None,
 ) -> tuple[LocalRun, str, int]:
     """(the local run, its MLflow run id, the records it trained on). The MLflow run is created
     only once the config and the data have been checked, so bad input leaves no run behind."""
@@ -94,16 +98,29 @@ def train_in_process(
         if on_progress is not None:
             on_progress(step, metrics)
 
-    with tracking.failed_on_error():
-        result = train_locally(
-            run,
-            records,
-            run_dir=run_dir,
-            resume=resume,
-            export_dir=export_dir,
-            device="cuda" if gpu else "cpu",
-            on_log=on_log,
-        )
+    say(
+        "training %s on %s in this process: %d steps of %d records (MLflow run %s)",
+        run.model_name,
+        handle.ref,
+        run.train.steps,
+        run.train.batch_size,
+        tracking.run_id,
+    )
+    try:
+        with tracking.failed_on_error():
+            result = train_locally(
+                run,
+                records,
+                run_dir=run_dir,
+                resume=resume,
+                export_dir=export_dir,
+                device="cuda" if gpu else "cpu",
+                on_log=on_log,
+                on_step=on_step,
+            )
+    except KeyboardInterrupt:
+        latest = latest_checkpoint(checkpoints)
+        raise TrainingInterrupted(run_name, tracking.run_id, latest.path.as_uri() if latest else None) from None
     tracking.set_tags({tags.CHECKPOINT: result.checkpoint.as_uri() if result.checkpoint else ""})
     tracking.finish()
     return result, tracking.run_id, count

@@ -74,13 +74,16 @@ def resolve_target(target: str) -> EvalTarget:
         raise GenimgError(f"invalid model URI {target!r}: expected models:/NAME/VERSION or models:/NAME@ALIAS")
     if Path(target).expanduser().is_dir():
         return EvalTarget(target, str(Path(target).expanduser()), None, None, None)
-    if RUN_ID_PATTERN.fullmatch(target):
+    run_id = target.removeprefix("runs:/").rstrip("/")  # runs:/ID, as MLflow writes a run's URI
+    if target.startswith("runs:/") and not RUN_ID_PATTERN.fullmatch(run_id):
+        raise GenimgError(f"invalid run URI {target!r}: expected runs:/RUN_ID (32 hexadecimal digits)")
+    if RUN_ID_PATTERN.fullmatch(run_id):
         try:
-            run = mlflow.get_run(target)
+            run = mlflow.get_run(run_id)
         except MlflowException as exc:
-            raise GenimgError(f"no MLflow run {target} at {tracking_uri()}") from exc
+            raise GenimgError(f"no MLflow run {run_id} at {tracking_uri()}") from exc
         checkpoint, dataset = run_checkpoint(run)
-        return EvalTarget(target, checkpoint, target, target, dataset)
+        return EvalTarget(target, checkpoint, run_id, run_id, dataset)
     raise GenimgError(f"{target!r} is not an MLflow run id, a models:/ URI or a model folder")
 
 

@@ -36,7 +36,7 @@ from typing import Any, TypedDict
 import numpy as np
 
 from genimg.data.handle import RAW_LINEAGE, resolve_dataset
-from genimg.data.sources import is_store_ref
+from genimg.data.sources import is_store_ref, pinned_version
 from genimg.errors import GenimgError
 from genimg.evaluation.config import EvalConfig
 from genimg.evaluation.evaluate import evaluate_model
@@ -47,6 +47,7 @@ from genimg.models.base import MODEL_REGISTRY, GenerativeModel, model_spec, save
 from genimg.names import check_run_name
 from genimg.store import ObjectStore, open_store
 from genimg.tracking import tags as tag_names
+from genimg.tracking.descriptions import version_description, with_decision
 from genimg.tracking.evaluations import expand_reliability, run_checkpoint
 from genimg.tracking.models import WEIGHTS_TAG, load_model_at, load_registered_model
 from genimg.tracking.runs import client, fluent_tracking, tracking_uri
@@ -207,6 +208,13 @@ def training_run(run_id: str) -> Any:
     return run
 
 
+def test_report(run: Any) -> str:
+    """Where the run's test evaluation report is (runs:/ID/… as MLflow resolves it)."""
+    dataset = run.data.tags.get(tag_names.eval_tag("test", "dataset"), "")
+    version = pinned_version(dataset) or dataset
+    return f"runs:/{run.info.run_id}/evaluation/test-{version}/report.html"
+
+
 def has_test_evaluation(run: Any) -> bool:
     return any(key.startswith(tag_names.eval_tag("test", "")) for key in run.data.tags)
 
@@ -266,7 +274,12 @@ def register_run(run_id: str, name: str | None = None, *, flow_run_id: str | Non
             raise
     with fluent_tracking():  # the registry resolves the logged model's URI through the fluent API
         version = mlflow_client.create_model_version(
-            name, info.model_uri, run_id=run_id, tags=tags, model_id=info.model_id
+            name,
+            info.model_uri,
+            run_id=run_id,
+            tags=tags,
+            model_id=info.model_id,
+            description=version_description(name, tags, test_report(run)),
         )
     return {
         "name": name,
@@ -436,6 +449,15 @@ def record_decision(mlflow_client: Any, name: str, decision: Decision, decision_
         promoted = {"decision": decision_id, "reason": decision.reason, "time": stamp}
         for key, value in promoted.items():
             mlflow_client.set_model_version_tag(name, str(decision.challenger), PROMOTED_PREFIX + key, value)
+    verdict = "Promoted to @champion" if decision.promoted else "Not promoted"
+    challenger = mlflow_client.get_model_version(name, str(decision.challenger))
+    mlflow_client.update_model_version(
+        name,
+        str(decision.challenger),
+        description=with_decision(
+            challenger.description or "", f"{verdict} ({stamp}, decision {decision_id}): {decision.reason}"
+        ),
+    )
 
 
 def evaluation_of(version: Any) -> dict[str, str]:

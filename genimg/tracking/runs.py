@@ -80,7 +80,11 @@ def experiment_id(mlflow_client: Any) -> str:
         # command runs in; keep them beside the database in GENIMG_HOME instead.
         user_configured = bool(os.environ.get("MLFLOW_TRACKING_URI"))
         location = None if user_configured else (genimg_home() / "mlartifacts").as_uri()
-        return str(mlflow_client.create_experiment(name, artifact_location=location))
+        return str(
+            mlflow_client.create_experiment(
+                name, artifact_location=location, tags={tag_names.EXPERIMENT_KIND: tag_names.MODEL_DEVELOPMENT}
+            )
+        )
     except MlflowException as exc:
         # A server that answers but refuses (authentication, permissions) or fails: its message
         # names the request with the full URI, password included.

@@ -18,6 +18,9 @@ KIND = "genimg.kind"  # "search" (a search's parent run) or "evaluation" (an eva
 ERROR = "genimg.error"  # why a run FAILED, in one line
 FLOW_RUN_ID = "genimg.flow_run_id"
 RAY_JOB = "genimg.ray_job"
+# MLflow 3's UI opens an experiment on its GenAI traces page unless this tag says what it holds.
+EXPERIMENT_KIND = "mlflow.experimentKind"
+MODEL_DEVELOPMENT = "custom_model_development"
 CODE_VERSION = "genimg.code_version"
 CONFIG_SHA256 = "genimg.config_sha256"
 MODEL_VERSION = "genimg.model_version"

@@ -42,6 +42,9 @@ from genimg.training.steps import (
 )
 
 LogCallback = Callable[[int, dict[str, float]], None]
+# Called after every step with the step and the images per second of the steps so far (0 until
+# two steps are timed): cheap, for progress that is driven by time rather than by log_every.
+StepCallback = Callable[[int, float], None]
 # Data-parallel ranks must stop at the same step: each passes whether its own losses are finite
 # and gets back whether every rank's are (an all-reduce); a single process passes it through.
 FiniteCheck = Callable[[bool], bool]
@@ -312,6 +315,7 @@ def train_model(
     resume: bool = False,
     restore_from: Path | None = None,
     on_log: LogCallback | None = None,
+    on_step: StepCallback | None = None,
     on_checkpoint: CheckpointCallback | None = None,
     gradient_sync: GradientSync = no_sync,
     rank: int = 0,
@@ -360,6 +364,8 @@ def train_model(
             window.append(run_step(*next(batches)))
             step += 1
             throughput.step_done(step)
+            if on_step is not None:
+                on_step(step, throughput.overall(step))
             checkpoint_now = step % config.checkpoint_every == 0 or step == config.steps
             if step % config.log_every == 0 or checkpoint_now:
                 metrics = window_metrics(window, step, throughput, finite_everywhere)

@@ -31,7 +31,7 @@ from genimg.models.base import (
     save_model,
 )
 from genimg.training.config import TrainConfig
-from genimg.training.loop import BatchSchedule, LogCallback, seed_everything, train_model
+from genimg.training.loop import BatchSchedule, LogCallback, StepCallback, seed_everything, train_model
 
 CONFIG_SECTIONS = ("model", "train", "eval")  # eval: read by genimg.evaluation, not here
 # What a batch costs per record value at least: the records as fp32 and the decoder's output.
@@ -243,6 +243,7 @@ def train_locally(
     export_dir: Path | None = None,
     device: str = "cpu",
     on_log: LogCallback | None = None,
+    on_step: StepCallback | None = None,
 ) -> LocalRun:
     """Train `run` on `records` (in memory or streamed; the config already fitted to them; a
     conditional model's records already labelled_only) in this process, checkpoints in
@@ -260,6 +261,7 @@ def train_locally(
         checkpoint_dir=run_dir / "checkpoints",
         resume=resume,
         on_log=on_log,
+        on_step=on_step,
     )
     export = save_model(model, export_dir) if export_dir is not None else None
     return LocalRun(

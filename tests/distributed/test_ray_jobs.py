@@ -12,10 +12,10 @@ import time
 
 import pytest
 
-from tests.conftest import RAY_GROUP
+from tests.conftest import STARTS_RAY
 from tests.distributed.ray_start import BIN, RayStartCluster
 
-pytestmark = [pytest.mark.slow, RAY_GROUP, pytest.mark.timeout(600)]
+pytestmark = [pytest.mark.slow, STARTS_RAY, pytest.mark.timeout(600)]
 ENTRYPOINT = f"{sys.executable} -m genimg"
 TINY_VAE = ["--set", "model.width=4", "--set", "model.latent_dim=4", "--set", "eval.at_end_of_training=false"]
 

@@ -7,13 +7,13 @@ import time
 
 import pytest
 
-from tests.conftest import RAY_GROUP
+from tests.conftest import STARTS_RAY
 from tests.distributed.ray_start import BIN, RayStartCluster
 
 # Ray Train writes this once a reported checkpoint is registered (a checkpoint folder alone
 # may still be waiting for the other ranks' uploads).
 REGISTERED = "checkpoint_manager_snapshot.json"
-pytestmark = [pytest.mark.slow, RAY_GROUP, pytest.mark.timeout(900)]
+pytestmark = [pytest.mark.slow, STARTS_RAY, pytest.mark.timeout(900)]
 
 
 @pytest.fixture

@@ -8,13 +8,13 @@ import pytest
 from typer.testing import CliRunner
 
 from genimg.cli import app
-from tests.conftest import RAY_GROUP
+from tests.conftest import STARTS_RAY
 from tests.distributed.conftest import lose_node
 
 # Ray Train writes this once a reported checkpoint is registered (a checkpoint folder alone
 # may still be waiting for the other ranks' uploads).
 REGISTERED = "checkpoint_manager_snapshot.json"
-pytestmark = [pytest.mark.slow, RAY_GROUP, pytest.mark.timeout(600)]
+pytestmark = [pytest.mark.slow, STARTS_RAY, pytest.mark.timeout(600)]
 runner = CliRunner()
 TINY_EVAL = ["--set", "eval.extractor_steps=100", "--set", "eval.samples=40", "--set", "eval.nll_k=4"]
 TINY = {

@@ -13,9 +13,9 @@ import pytest
 from typer.testing import CliRunner
 
 from genimg.cli import app
-from tests.conftest import RAY_GROUP
+from tests.conftest import STARTS_RAY
 
-pytestmark = [pytest.mark.slow, RAY_GROUP, pytest.mark.timeout(600)]
+pytestmark = [pytest.mark.slow, STARTS_RAY, pytest.mark.timeout(600)]
 runner = CliRunner()
 SMALL_VAE = ["--set", "model.width=8", "--set", "train.batch_size=32"]
 

@@ -123,10 +123,18 @@ def test_sequence_metrics_baseline_and_report(small_sequences, tmp_path):
         "continuations.gif",
         "continuations.png",
         "samples.png",
+        "per_frame.png",
         "loss_curves.png",
     }
     report = (tmp_path / "report.md").read_text()
     assert "| ssim_copy_last_baseline |" in report and "![Training curves](loss_curves.png)" in report
+    # Per-frame scores are a plot, not ~140 table rows; each score says which way is better.
+    assert "_frame_" not in report and "![Scores per predicted frame](per_frame.png)" in report
+    assert "| mse | " in report and "| lower is better |" in report and "| higher is better |" in report
+    # The page stands alone (MLflow's artifact viewer shows it without its folder).
+    page = (tmp_path / "report.html").read_text()
+    assert "src='data:image/gif;base64," in page and "src='data:image/png;base64," in page
+    assert ".gif'" not in page and ".png'" not in page
     with pytest.raises(GenimgError, match="leaves no frame to predict"):
         evaluate_model(model, source, "test", EvalConfig(**{**QUICK.__dict__, "context_frames": frames}))
 
@@ -139,3 +147,20 @@ def test_a_trained_rvae_beats_the_copy_last_frame_baseline():
     evaluation = evaluate_model(model, source, "test", EvalConfig(samples=100, best_of=3, extractor_steps=150))
     metrics = evaluation.metrics
     assert metrics["ssim"] > metrics["ssim_copy_last_baseline"], metrics
+
+
+def test_a_sequence_report_when_fewer_sequences_are_continued_than_the_split_holds(small_sequences, tmp_path):
+    """--samples below the split's sequence count: the report pairs each continuation with its
+    own ground truth (it once stacked 7 ground truths with 4 continuations and crashed)."""
+    from genimg.data.dataset import Dataset
+    from genimg.data.handle import handle_of
+
+    source = handle_of(Dataset("sequences", small_sequences, "small-sequences"), "small")
+    assert source.counts["test"] > 3
+    model = trained("rvae", source, 1, latent_dim=4, width=4, frame_dim=16, hidden_dim=16)
+    config = EvalConfig(samples=3, nll_k=2, best_of=2, extractor_steps=20)
+    evaluation = evaluate_model(model, source, "test", config)
+    assert evaluation.continuations is not None and evaluation.ground_truth is not None
+    assert len(evaluation.continuations) == len(evaluation.ground_truth) == 3
+    write_report(evaluation, tmp_path, title="rvae")
+    assert (tmp_path / "continuations.gif").stat().st_size > 0

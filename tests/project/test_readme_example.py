@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import RAY_GROUP
+from tests.conftest import STARTS_RAY
 
 README = Path(__file__).resolve().parents[2] / "README.md"
 
@@ -19,7 +19,7 @@ def python_example() -> str:
     return blocks[0]
 
 
-@RAY_GROUP
+@STARTS_RAY
 @pytest.mark.slow
 @pytest.mark.timeout(600)
 def test_the_readme_python_example_runs(tmp_path):

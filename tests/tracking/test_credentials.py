@@ -13,7 +13,7 @@ import pytest
 from typer.testing import CliRunner
 
 from genimg.cli import app
-from tests.conftest import RAY_GROUP, free_port, wait_until_healthy
+from tests.conftest import STARTS_RAY, free_port, wait_until_healthy
 from tests.test_cli import TINY_EVAL
 
 SECRET = "S3cretPW"
@@ -110,7 +110,7 @@ def files_holding(folder: Path, text: str) -> list[str]:
     return [str(path) for path in folder.rglob("*") if path.is_file() and text.encode() in path.read_bytes()]
 
 
-@RAY_GROUP
+@STARTS_RAY
 @pytest.mark.slow
 @pytest.mark.timeout(300)
 def test_on_ray_an_unreachable_tracking_server_is_one_line_and_stays_out_of_ray_logs(ray_logs, monkeypatch):
@@ -188,7 +188,7 @@ def test_train_evaluate_and_register_print_no_mlflow_link_with_the_password(
     assert SECRET not in tracked_text(mlflow_server_with_credentials)
 
 
-@RAY_GROUP
+@STARTS_RAY
 @pytest.mark.slow
 @pytest.mark.timeout(600)
 def test_tune_trials_on_ray_print_no_mlflow_link_with_the_password(

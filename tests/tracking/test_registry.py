@@ -84,6 +84,13 @@ def test_champion_moves_only_to_a_better_version_and_reasons_are_recorded(digits
     for number in ("2", "3"):  # the decision is recorded on both versions
         last = decisions_of(client.get_model_version("genimg-digits-vae", number))[-1]
         assert last["id"] == kept["decision_id"] and last["decision"] == "kept" and "does not beat" in last["reason"]
+    # What MLflow's version page shows first: test metrics, data, settings, report, the decision.
+    promoted, not_promoted = (client.get_model_version("genimg-digits-vae", n).description for n in ("2", "3"))
+    assert f"training run `{strong}` on `{tags['genimg.dataset']}`" in promoted and "## Test evaluation" in promoted
+    assert "150 generated vs" in promoted and "| nll |" in promoted and "_se |" not in promoted
+    assert f"Report: `runs:/{strong}/evaluation/test-" in promoted and promoted.count("## Promotion") == 1
+    assert "## Promotion\nPromoted to @champion" in promoted and "## Promotion\nNot promoted" in not_promoted
+    assert "does not beat champion version 2" in not_promoted
 
     # For scripts: --check exits 3 when the challenger is not promoted (the JSON says the same).
     checked = runner.invoke(app, ["promote", "genimg-digits-vae", "--version", "3", "--check", "--json"])
@@ -303,14 +310,16 @@ def test_a_sequence_model_predicts_continuations_of_given_frames(tmp_path):
         "--json",
     )["run_id"]
     cli("evaluate", run_id, "--samples", "20", "--best-of", "1", "--json")
-    registered = cli("register", run_id, "--json")
-    assert registered["name"] == "genimg-moving-digits-rvae"
+    summary = cli("register", run_id).stdout
+    assert summary.startswith("registered models:/genimg-moving-digits-rvae/1 "), summary
+    assert "ssim=" in summary and "mse=" in summary and "nll_bound_per_frame=" in summary, summary
+    assert "_frame_" not in summary and "copy_last" not in summary and "_se=" not in summary, summary
     import mlflow
 
     from genimg.tracking.registry import fluent_tracking
 
     with fluent_tracking():
-        model = mlflow.pyfunc.load_model(registered["model_uri"])
+        model = mlflow.pyfunc.load_model("models:/genimg-moving-digits-rvae/1")
     context = np.zeros((2, 3, 1, 32, 32), np.uint8)
     context[:, :, :, 10:20, 10:20] = 255
     buffer = io.BytesIO()

@@ -31,6 +31,9 @@ def test_params_metrics_and_artifacts_land_in_one_run(monkeypatch, tmp_path):
     assert [m.step for m in history] == [10, 20, 30] and "step" not in stored.data.metrics
     assert [a.path for a in client.list_artifacts(run.run_id, "samples")] == ["samples/step-00000010.png"]
     assert stored.info.artifact_uri.startswith(f"file://{os.environ['GENIMG_HOME']}/mlartifacts/")
+    # The experiment opens on its runs in MLflow's UI, not on the GenAI traces page.
+    experiment = client.get_experiment(stored.info.experiment_id)
+    assert experiment.tags["mlflow.experimentKind"] == "custom_model_development"
 
 
 def test_nested_params_flatten_with_dotted_keys():

@@ -13,9 +13,9 @@ import pytest
 from typer.testing import CliRunner
 
 from genimg.cli import app
-from tests.conftest import RAY_GROUP, S3_CREDENTIALS, free_port, wait_until_healthy
+from tests.conftest import S3_CREDENTIALS, STARTS_RAY, free_port, wait_until_healthy
 
-pytestmark = [pytest.mark.slow, RAY_GROUP, pytest.mark.timeout(600)]
+pytestmark = [pytest.mark.slow, STARTS_RAY, pytest.mark.timeout(600)]
 runner = CliRunner()
 POSTGRES = "postgresql://postgres@127.0.0.1:5432"  # the plain scheme (psycopg 3)
 
