@@ -55,16 +55,21 @@ lint: $(STAMP)
 	$(VENV)/bin/mypy
 
 # What a developer runs after each change (under 5 minutes on 2 cores): every test not marked slow,
-# on two pytest-xdist workers (a test module stays on one worker, so its module fixtures start once).
-PYTEST_FAST := $(PY) -m pytest -m "not slow" -n 2 --dist loadfile
+# on two pytest-xdist workers (a worker that runs out of tests takes some of the other's).
+PYTEST_FAST := $(PY) -m pytest -m "not slow" -n 2 --dist worksteal
 
 test-fast: $(STAMP)
 	$(PYTEST_FAST) --durations=20
 
 # The whole suite, as CI runs it: every test that does not start Ray on two workers, then those
 # that do (Ray clusters, node loss, searches, Ray Jobs) one at a time: each of them uses both cores.
-test: lint
-	$(PY) -m pytest -m "not ray" -n 2 --dist loadfile --durations=40
+# mypy (one core, a minute on a fresh clone) runs beside the first part.
+test: $(STAMP)
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/mypy > .mypy.out 2>&1 & mypy=$$!; \
+	$(PY) -m pytest -m "not ray" -n 2 --dist worksteal --durations=40; tests=$$?; \
+	wait $$mypy; types=$$?; cat .mypy.out; rm -f .mypy.out; test $$tests -eq 0 && test $$types -eq 0
 	$(PY) -m pytest -m ray --durations=40
 
 clean:

@@ -2,7 +2,7 @@
 
 Importing the package is cheap: its Python API (`genimg.ingest`, `genimg.train`,
 `genimg.evaluate`, `genimg.register`, `genimg.promote`, `genimg.sample`, `genimg.load_model`,
-`genimg.datasets`; see `genimg.api`) is
+`genimg.datasets`, `genimg.show_progress`; see `genimg.api`) is
 loaded on first use, and heavy dependencies (ray, mlflow, prefect) only inside the subpackages
 that own them.
 """
@@ -11,7 +11,7 @@ from typing import Any
 
 from genimg.version import __version__
 
-API = ("datasets", "evaluate", "ingest", "load_model", "promote", "register", "sample", "train")
+API = ("datasets", "evaluate", "ingest", "load_model", "promote", "register", "sample", "show_progress", "train")
 
 
 def __getattr__(name: str) -> Any:

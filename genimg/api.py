@@ -30,6 +30,7 @@ from genimg.data.dataset import DataKind
 from genimg.data.versions import DatasetVersion, IngestResult, list_versions
 from genimg.errors import ConfigError
 from genimg.evaluation.config import EvalConfig
+from genimg.feedback import show_on_stderr, stop_showing
 from genimg.models.base import GenerativeModel
 from genimg.services.evaluate import evaluate_target
 from genimg.services.ingest import ingest as ingest_source
@@ -44,6 +45,23 @@ from genimg.tracking.registry import promote as promote_version
 from genimg.training.run import load_config_file, merge_sections
 
 
+class Progress:
+    shown = True  # genimg.show_progress(False) turns it off for this process
+
+
+def show_progress(enabled: bool = True) -> None:
+    """What each call is doing, on stderr (a bar on a terminal, a line every 10 s elsewhere, a
+    notebook included): on by default; `genimg.show_progress(False)` silences it."""
+    Progress.shown = enabled
+    if not enabled:
+        stop_showing()
+
+
+def announce() -> None:
+    if Progress.shown:
+        show_on_stderr()
+
+
 def ingest(
     source: str | Path,
     name: str,
@@ -53,6 +71,7 @@ def ingest(
     resize: str | None = None,
 ) -> IngestResult:
     """Validate `source` and publish it as a version of dataset `name` in the object store."""
+    announce()
     return ingest_source(str(source), name, kind=kind, resolution=resolution, resize=resize)
 
 
@@ -76,6 +95,7 @@ def train(
     (NAME[@VERSION] in the store, or a raw source). `config`: a YAML file or a packaged preset's
     name; `overrides`: {"model.latent_dim": 8, "train.lr": 1e-3}, as `--set` takes them;
     `steps`, `batch_size` (per worker) and `seed` as `--steps`, `--batch-size` and `--seed`."""
+    announce()
     if steps is not None and epochs is not None:
         raise ValueError("give steps or epochs, not both")
     flags = {"steps": steps, "batch_size": batch_size, "seed": seed}
@@ -114,6 +134,7 @@ def evaluate(
 ) -> dict[str, Any]:
     """Score a run id / models:/ URI / model folder on `split`; `settings`: EvalConfig's keys
     (samples, seed, nll_k, best_of, context_frames, features, extractor_steps)."""
+    announce()
     return evaluate_target(
         str(target),
         str(dataset) if dataset is not None else None,
@@ -126,6 +147,7 @@ def register(run_id: str, name: str | None = None, **evaluation: Any) -> dict[st
     """A finished training run's model as a new registered version, evaluated on test first
     unless that is recorded; `evaluation` overrides the run's eval settings (samples, seed,
     nll_k, best_of, features, extractor_steps)."""
+    announce()
     return register_run(run_id, name, evaluation=evaluation)
 
 
@@ -139,6 +161,7 @@ def promote(
     mode: str | None = None,
 ) -> dict[str, Any]:
     """Move @champion to `version` (default: the latest) only if it beats the champion."""
+    announce()
     return promote_version(name, version, force=force, min_delta=min_delta, metric=metric, mode=mode)
 
 
@@ -178,6 +201,7 @@ def sample(
     """Draw `n` samples from a run id / runs:/ID / models:/ URI / model folder: into `output` (.png
     grid, or .gif for sequence models), or, with no output, as a uint8 array (N, C, H, W) or
     (N, T, C, H, W). `classes`: one class (name or index) or a list of them."""
+    announce()
     chosen = [classes] if isinstance(classes, (str, int)) else classes
     names = [str(c) for c in chosen] if chosen is not None else None
     if output is None:
@@ -188,6 +212,7 @@ def sample(
 def load_model(model_uri: str | Path) -> GenerativeModel:
     """The model (a torch nn.Module, in eval mode) at a run id / runs:/ID / models:/ URI / folder;
     registered weights are checked against their recorded sha256."""
+    announce()
     model = load_model_at(model_location(str(model_uri)))
     model.eval()
     return model
@@ -195,7 +220,8 @@ def load_model(model_uri: str | Path) -> GenerativeModel:
 
 def datasets(name: str | None = None) -> list[DatasetVersion]:
     """The dataset versions in the object store (GENIMG_STORE), oldest first; `name`: one dataset's."""
+    announce()
     return list_versions(open_store(), name)
 
 
-__all__ = ["datasets", "evaluate", "ingest", "load_model", "promote", "register", "sample", "train"]
+__all__ = ["datasets", "evaluate", "ingest", "load_model", "promote", "register", "sample", "show_progress", "train"]

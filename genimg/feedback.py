@@ -4,7 +4,8 @@ Library code reports through the `genimg` logger and never prints. The CLI shows
 stderr (`show_on_stderr`): plain `genimg: …` lines, also when stderr is not a terminal (CI logs,
 Prefect workers), and a progress bar for long loops on a terminal. The retrain flow also ships it
 to Prefect's run logs (PREFECT_LOGGING_EXTRA_LOGGERS). Used as a library, genimg stays silent
-unless the caller attaches a handler to the `genimg` logger.
+unless the caller attaches a handler to the `genimg` logger; the Python API (genimg.api) shows them
+on stderr too, unless `genimg.show_progress(False)`.
 """
 
 from __future__ import annotations
@@ -54,6 +55,14 @@ def show_on_stderr() -> None:
     # by then unless told otherwise, genimg's included.
     LOGGER.disabled = False
     Settings.interactive = sys.stderr.isatty()
+
+
+def stop_showing() -> None:
+    """Undo `show_on_stderr`: genimg silent again (what a library user may ask for)."""
+    for handler in [h for h in LOGGER.handlers if isinstance(h, StderrHandler)]:
+        LOGGER.removeHandler(handler)
+    LOGGER.propagate = True
+    Settings.interactive = False
 
 
 def say(message: str, *args: Any) -> None:
@@ -214,4 +223,13 @@ class TrainingProgress:
             self.shown = False
 
 
-__all__ = ["LOGGER", "TrainingProgress", "phase", "progress", "progress_callback", "say", "show_on_stderr"]
+__all__ = [
+    "LOGGER",
+    "TrainingProgress",
+    "phase",
+    "progress",
+    "progress_callback",
+    "say",
+    "show_on_stderr",
+    "stop_showing",
+]

@@ -143,3 +143,15 @@ def test_train_takes_the_cli_flags_and_a_run_samples_loads_and_lists_from_python
     assert [(v.name, v.version) for v in genimg.datasets()] == [("digits", data.version)]
     result = CliRunner().invoke(app, ["sample", f"runs:/{run.run_id}", "-n", "2", "-o", str(tmp_path / "s.png")])
     assert result.exit_code == 0 and (tmp_path / "s.png").stat().st_size > 0, result.output
+
+
+def test_the_python_api_shows_its_progress_unless_told_not_to(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("GENIMG_STORE", (tmp_path / "store").as_uri())
+    try:
+        genimg.ingest("builtin:digits", name="digits")
+        assert "genimg: publishing" in capsys.readouterr().err
+        genimg.show_progress(False)
+        genimg.ingest("builtin:moving-digits", name="moving")
+        assert capsys.readouterr().err == ""
+    finally:
+        genimg.show_progress(True)

@@ -84,7 +84,7 @@ class RunMonitor:
             # Validation comes with each checkpoint report, which is when Tune may stop the run.
             self.tracking.flush()
         elif kind == "samples":
-            self.tracking.log_bytes(event["png"], f"samples/step-{int(event['step']):08d}.png")
+            self.tracking.log_image(event["png"], "samples", int(event["step"]))
         elif kind == "throughput":
             self.throughput = float(event["images_per_second"])
         elif kind == "diverged":

@@ -9,7 +9,6 @@ GAN has two networks and two optimisers, each averaged in its own phase).
 
 from __future__ import annotations
 
-import io
 import shutil
 import tempfile
 import time
@@ -27,7 +26,7 @@ from genimg.data.streaming import RecordStream
 from genimg.distributed.data import SharedInput, first_records, load_partition, stream_partition
 from genimg.distributed.gradients import OverlappedAllReduce
 from genimg.errors import TrainingDiverged
-from genimg.evaluation.grids import image_grid, to_pil, to_uint8
+from genimg.evaluation.grids import sample_png
 from genimg.evaluation.validation import MAX_RECORDS, make_validator
 from genimg.models.base import GenerativeModel, model_spec
 from genimg.training.checkpoint import checkpoint_step
@@ -69,17 +68,6 @@ def all_ranks_finite(device: torch.device) -> Callable[[bool], bool]:
         return bool(flag.item())
 
     return agree
-
-
-def sample_png(model: GenerativeModel) -> bytes:
-    if model_spec(model.registry_name).data_kind == "sequences":
-        sequences = to_uint8(model.sample(8, seed=0))
-        grid = image_grid(sequences.reshape(-1, *sequences.shape[2:]), columns=sequences.shape[1])
-    else:
-        grid = image_grid(model.sample(64, seed=0))
-    buffer = io.BytesIO()
-    to_pil(grid).save(buffer, format="PNG")
-    return buffer.getvalue()
 
 
 def worker_device(job: WorkerJob) -> torch.device:

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import io
 import math
 from pathlib import Path
 
 import numpy as np
 import torch
 from PIL import Image
+
+from genimg.models.base import GenerativeModel, model_spec
 
 MIN_CELL_PX = 64  # small images are enlarged (nearest neighbour) so grids are easy to look at
 
@@ -78,3 +81,16 @@ def save_sequence_gif(sequences: torch.Tensor | np.ndarray, path: str | Path, *,
     frames = [to_pil(image_grid(array[:, t])).convert("P") for t in range(array.shape[1])]
     frames[0].save(path, save_all=True, append_images=frames[1:], duration=frame_ms, loop=0)
     return path
+
+
+def sample_png(model: GenerativeModel) -> bytes:
+    """The grid a run logs at each checkpoint (MLflow's image slider shows them by step): 64
+    images, or 8 sequences a row each, from seed 0 so that the grids of a run compare."""
+    if model_spec(model.registry_name).data_kind == "sequences":
+        sequences = to_uint8(model.sample(8, seed=0))
+        grid = image_grid(sequences.reshape(-1, *sequences.shape[2:]), columns=sequences.shape[1])
+    else:
+        grid = image_grid(model.sample(64, seed=0))
+    buffer = io.BytesIO()
+    to_pil(grid).save(buffer, format="PNG")
+    return buffer.getvalue()

@@ -13,6 +13,7 @@ from genimg.data.dataset import Dataset
 from genimg.data.handle import DatasetHandle
 from genimg.data.streaming import RecordStream
 from genimg.errors import TrainingInterrupted
+from genimg.evaluation.grids import sample_png
 from genimg.feedback import say
 from genimg.settings import local_runs_dir
 from genimg.tracking import tags
@@ -117,6 +118,7 @@ def train_in_process(
                 device="cuda" if gpu else "cpu",
                 on_log=on_log,
                 on_step=on_step,
+                on_samples=lambda step, model: tracking.log_image(sample_png(model), "samples", step),
             )
     except KeyboardInterrupt:
         latest = latest_checkpoint(checkpoints)

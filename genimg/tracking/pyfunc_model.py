@@ -3,16 +3,20 @@ file is the model; nothing is pickled). Its artifact `weights` is a genimg model
 (model.json + model.safetensors), and the model's code travels with it (`code/genimg`), so
 loading needs torch, numpy and safetensors, not genimg itself.
 
-Input: one row (a dict, or a DataFrame's first row) with `num_samples` (int), `seed` (int,
+Input: one row (a dict, or a one-row DataFrame) with `num_samples` (int), `seed` (int,
 optional); for class-conditional image models `class_labels` (optional string: one class, or
 one per sample, comma-separated, each an index or a class name); for sequence models also
-`num_frames` (int, optional) and `context` (optional bytes of an .npy uint8 array (N, k, C, H,
-W): the first k frames to continue, N = num_samples).
+`num_frames` (int, optional) and `context` (optional .npy bytes of a uint8 array (N, k, C, H, W):
+the first k frames to continue, N = num_samples; base64 text in JSON, as MLflow's `inputs` and
+`dataframe_records` formats carry binary). Several rows are refused: one request per row.
 Output: uint8 array N×C×H×W (images) or N×T×C×H×W (sequences), values 0–255.
+Bad input is MLflow's INVALID_PARAMETER_VALUE with a one-line reason (HTTP 400 when served).
 """
 
 from __future__ import annotations
 
+import base64
+import binascii
 import io
 import math
 from typing import TYPE_CHECKING, Any, Protocol, cast
@@ -42,17 +46,53 @@ class SequenceGenerator(Protocol):
 
 
 def first_row(model_input: Any) -> dict[str, Any]:
+    """The one row of a request: a one-row DataFrame, or a dict of values (or of one-item lists,
+    as MLflow's `inputs` format gives them)."""
     if hasattr(model_input, "to_dict"):
         rows = model_input.to_dict("records")
         if not rows:
             raise ValueError("empty input: give num_samples")
+        if len(rows) > 1:
+            raise ValueError(f"one row per request, got {len(rows)}: send each row as its own request")
         return dict(rows[0])
     if isinstance(model_input, dict):
-        return {
-            k: (v[0] if isinstance(v, (list, tuple, np.ndarray)) and k != "context" and len(v) == 1 else v)
-            for k, v in model_input.items()
-        }
+        row = {}
+        for key, value in model_input.items():
+            if isinstance(value, (list, tuple)) or (isinstance(value, np.ndarray) and value.dtype == object):
+                if len(value) != 1:
+                    raise ValueError(f"{key}: one value per request, got {len(value)}: send each as its own request")
+                value = value[0]
+            elif isinstance(value, np.ndarray) and value.ndim == 1 and key != "context":
+                if len(value) != 1:
+                    raise ValueError(f"{key}: one value per request, got {len(value)}: send each as its own request")
+                value = value[0]
+            row[key] = value
+        return row
     raise ValueError(f"expected a dict or a DataFrame, got {type(model_input).__name__}")
+
+
+NPY_MAGIC = b"\x93NUMPY"
+
+
+def context_frames(value: Any) -> np.ndarray | None:
+    """The frames to continue: .npy bytes, base64 text of them, or the array itself; never a pickle."""
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return None
+    if isinstance(value, np.ndarray) and value.dtype != object:
+        return value
+    if not isinstance(value, (str, bytes, bytearray)):
+        raise ValueError(f"context: expected .npy bytes (base64 in JSON), got {type(value).__name__}")
+    # MLflow's `inputs` format hands a binary column over as the base64 text's own bytes.
+    if isinstance(value, str) or not bytes(value).startswith(NPY_MAGIC):
+        try:
+            value = base64.b64decode(value, validate=True)
+        except (binascii.Error, ValueError):
+            raise ValueError("context: expected .npy bytes (base64 in JSON), got neither") from None
+    try:
+        frames: np.ndarray = np.load(io.BytesIO(bytes(value)), allow_pickle=False)
+    except ValueError as exc:
+        raise ValueError(f"context: not a numeric .npy array ({exc})") from None
+    return frames
 
 
 def optional_int(value: Any) -> int | None:
@@ -75,9 +115,16 @@ class GenimgGenerator(PythonModel):
         self, context: PythonModelContext, model_input: pd.DataFrame, params: dict[str, Any] | None = None
     ) -> np.ndarray:
         import torch
+        from mlflow.exceptions import MlflowException
 
-        with torch.no_grad():  # not torch.set_grad_enabled: that would switch gradients off process-wide
-            return self.generate(first_row(model_input))
+        from genimg.errors import GenimgError
+
+        try:
+            with torch.no_grad():  # not torch.set_grad_enabled: that would switch gradients off process-wide
+                return self.generate(first_row(model_input))
+        except (ValueError, GenimgError) as exc:
+            # MLflow's scoring server answers this with HTTP 400 and the reason, no stack trace.
+            raise MlflowException.invalid_parameter_value(str(exc)) from None
 
     def generate(self, row: dict[str, Any]) -> np.ndarray:
         import torch
@@ -88,10 +135,14 @@ class GenimgGenerator(PythonModel):
         seed = optional_int(row.get("seed"))
         if self.sequences:
             frames = optional_int(row.get("num_frames")) or self.model.config.num_frames
-            conditioning = row.get("context")
+            array = context_frames(row.get("context"))
             generator = cast(SequenceGenerator, self.model)
-            if conditioning is not None and not (isinstance(conditioning, float) and math.isnan(conditioning)):
-                array = np.load(io.BytesIO(conditioning), allow_pickle=False)
+            if array is not None:
+                if array.dtype != np.uint8 or array.ndim != 5 or len(array) != num_samples:
+                    raise ValueError(
+                        f"context: expected uint8 frames (num_samples={num_samples}, k, C, H, W), "
+                        f"got {array.dtype} {tuple(array.shape)}"
+                    )
                 given = torch.from_numpy(np.ascontiguousarray(array)).float() / 255.0
                 output = generator.generate(num_samples, frames, seed, context=given)
             else:

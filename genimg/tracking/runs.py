@@ -7,6 +7,7 @@ processes at once during a run.
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import tempfile
@@ -199,6 +200,12 @@ class TrainingRun:
             path = Path(tmp) / name
             path.write_bytes(data)
             self.client.log_artifact(self.run_id, str(path), directory or None)
+
+    def log_image(self, png: bytes, key: str, step: int) -> None:
+        """An image in MLflow's image series `key` at `step`: the run page's slider steps through them."""
+        from PIL import Image
+
+        self.client.log_image(self.run_id, Image.open(io.BytesIO(png)), key=key, step=step)
 
     def log_folder(self, folder: Path, artifact_path: str) -> None:
         self.client.log_artifacts(self.run_id, str(folder), artifact_path)

@@ -6,7 +6,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -244,6 +244,7 @@ def train_locally(
     device: str = "cpu",
     on_log: LogCallback | None = None,
     on_step: StepCallback | None = None,
+    on_samples: Callable[[int, GenerativeModel], None] | None = None,
 ) -> LocalRun:
     """Train `run` on `records` (in memory or streamed; the config already fitted to them; a
     conditional model's records already labelled_only) in this process, checkpoints in
@@ -252,6 +253,13 @@ def train_locally(
     seed_everything(run.train.seed)
     model = model_spec(run.model_name).model_cls(run.model)
     started = time.perf_counter()
+
+    def logged(step: int, metrics: dict[str, float]) -> None:
+        if on_log is not None:
+            on_log(step, metrics)
+        if on_samples is not None and (step % run.train.checkpoint_every == 0 or step == run.train.steps):
+            on_samples(step, model)  # at each checkpoint, as Ray runs log theirs
+
     result = train_model(
         model,
         records if isinstance(records, RecordStream) else torch.from_numpy(records.data),
@@ -260,7 +268,7 @@ def train_locally(
         device=device,
         checkpoint_dir=run_dir / "checkpoints",
         resume=resume,
-        on_log=on_log,
+        on_log=logged,
         on_step=on_step,
     )
     export = save_model(model, export_dir) if export_dir is not None else None

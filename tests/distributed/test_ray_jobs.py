@@ -161,7 +161,7 @@ def test_the_retrain_flow_tunes_through_ray_jobs_and_links_flow_run_job_runs_and
                     }
                 ],
                 "tune": True,
-                "evaluation": {"samples": 100, "extractor_steps": 100},
+                "evaluation": {"samples": 40, "extractor_steps": 30},
                 "ray_jobs": {"entrypoint": ENTRYPOINT, "poll_seconds": 0.5},
             }
         )

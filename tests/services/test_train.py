@@ -108,3 +108,20 @@ def test_bad_api_input_names_the_bad_item():
         genimg.train("vae", "builtin:digits", steps=2, workers=0, overrides={"model.nonsense": 1})
     with pytest.raises(ConfigError, match="latent_dim"):
         genimg.train("vae", "builtin:digits", steps=2, workers=0, overrides={"latent_dim": 1})
+
+
+def test_an_in_process_run_logs_a_sample_grid_per_checkpoint_as_mlflow_s_image_series():
+    """MLflow's image slider steps through them: key `samples`, one per checkpoint step."""
+    from mlflow.tracking import MlflowClient
+
+    from genimg.tracking.runs import tracking_uri
+
+    args = ["train", "--model", "vae", "--dataset", "builtin:digits", "--workers", "0", "--steps", "4", "--json"]
+    args += ["--set", "train.checkpoint_every=2", "--set", "eval.at_end_of_training=false"]
+    args += [item for key, value in TINY_VAE.items() for item in ("--set", f"{key}={value}")]
+    result = runner.invoke(app, args)
+    assert result.exit_code == 0, result.output
+    run_id = json.loads(result.stdout)["run_id"]
+    images = [a.path for a in MlflowClient(tracking_uri()).list_artifacts(run_id, "images")]
+    steps = sorted({int(path.split("+step+")[1].split("+")[0]) for path in images if path.endswith(".png")})
+    assert steps == [2, 4] and all("/samples+step+" in path for path in images), images

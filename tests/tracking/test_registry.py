@@ -309,7 +309,7 @@ def test_a_sequence_model_predicts_continuations_of_given_frames(tmp_path):
         "eval.at_end_of_training=false",
         "--json",
     )["run_id"]
-    cli("evaluate", run_id, "--samples", "20", "--best-of", "1", "--json")
+    cli("evaluate", run_id, "--samples", "20", "--best-of", "1", "--extractor-steps", "30", "--json")
     summary = cli("register", run_id).stdout
     assert summary.startswith("registered models:/genimg-moving-digits-rvae/1 "), summary
     assert "ssim=" in summary and "mse=" in summary and "nll_bound_per_frame=" in summary, summary
