@@ -265,6 +265,9 @@ def register_run(run_id: str, name: str | None = None, *, flow_run_id: str | Non
                 input_example=INPUT_EXAMPLE,
                 pip_requirements=["torch>=2.4", "numpy>=1.24", "safetensors>=0.4"],
             )
+    # Leaving mlflow.start_run ends the reopened run now: put back when it ended, or the training
+    # run's MLflow duration would grow by however long it waited to be registered.
+    mlflow_client.set_terminated(run_id, status=run.info.status, end_time=run.info.end_time)
     try:
         mlflow_client.create_registered_model(
             name, tags={tag_names.MODEL: model.registry_name}, description=f"genimg {model.registry_name} generators"
