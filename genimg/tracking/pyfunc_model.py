@@ -58,15 +58,13 @@ def first_row(model_input: Any) -> dict[str, Any]:
     if isinstance(model_input, dict):
         row = {}
         for key, value in model_input.items():
-            if isinstance(value, (list, tuple)) or (isinstance(value, np.ndarray) and value.dtype == object):
-                if len(value) != 1:
-                    raise ValueError(f"{key}: one value per request, got {len(value)}: send each as its own request")
-                value = value[0]
-            elif isinstance(value, np.ndarray) and value.ndim == 1 and key != "context":
-                if len(value) != 1:
-                    raise ValueError(f"{key}: one value per request, got {len(value)}: send each as its own request")
-                value = value[0]
-            row[key] = value
+            # A context may come as the frames array itself: only its object (bytes) form is a list.
+            listed = isinstance(value, (list, tuple)) or (
+                isinstance(value, np.ndarray) and (value.dtype == object or (value.ndim == 1 and key != "context"))
+            )
+            if listed and len(value) != 1:
+                raise ValueError(f"{key}: one value per request, got {len(value)}: send each as its own request")
+            row[key] = value[0] if listed else value
         return row
     raise ValueError(f"expected a dict or a DataFrame, got {type(model_input).__name__}")
 
